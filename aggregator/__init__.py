@@ -1,0 +1,3 @@
+"""aggregator: ingest article files and remote feeds, deduplicate, publish per-category feeds."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,241 @@
+"""config.toml → frozen, typed settings.
+
+Every error names the config file and the offending key, so an operator can fix it
+without reading code. Relative paths (article folders, the output folder, a SQLite
+file) resolve against the folder that holds the config file, not the working directory.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG = "config.toml"
+FORMATS = ("atom", "rss", "json")
+
+
+class ConfigError(Exception):
+    """The config cannot be used; the message names the file and the key."""
+
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_interval(value: object) -> float:
+    """`"30m"`, `"2h"`, `"1d"`, `90` (seconds) → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '30m', '2h' or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _INTERVAL.match(str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a duration like '30m', '2h' or '45s'")
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+Interval = Annotated[float, BeforeValidator(parse_interval)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DatabaseSettings(_Strict):
+    url: str = "sqlite:///db/aggregator.sqlite3"
+
+
+class OutputSettings(_Strict):
+    dir: Path = Path("feeds")
+    base_url: str = "http://127.0.0.1:8080/"
+    title: str = "Aggregator"
+    description: str = "Articles and feeds, aggregated and deduplicated."
+    language: str = "zh-CN"
+    author: str = "aggregator"
+    max_items: int = Field(default=50, ge=1, le=10_000)
+    formats: list[Literal["atom", "rss", "json"]] = ["atom", "rss"]
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_base(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/]+", v):
+            raise ValueError("must be an absolute http(s) URL")
+        return v if v.endswith("/") else v + "/"
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _path(cls, v: object) -> object:
+        return Path(v) if isinstance(v, str) else v
+
+
+class FetchSettings(_Strict):
+    every: Interval = 1800.0
+    timeout: Interval = 20.0
+    concurrency: int = Field(default=16, ge=1, le=1000)
+    per_host: int = Field(default=2, ge=1, le=100)
+    max_bytes: int = Field(default=10_000_000, ge=1024)
+    user_agent: str | None = None
+
+
+class DedupSettings(_Strict):
+    enabled: bool = True
+    near_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+    tracking_params: list[str] = []
+    source_priority: list[str] = []
+
+
+class SourceSettings(_Strict):
+    name: str = Field(min_length=1)
+    path: Path | None = None
+    url: str | None = None
+    opml: Path | None = None
+    categories: list[str] = []
+    timezone: str = "Asia/Shanghai"
+    enabled: bool = True
+    every: Interval | None = None
+    timeout: Interval | None = None
+    user_agent: str | None = None
+    max_file_bytes: int = Field(default=5_000_000, ge=1)
+
+    @field_validator("path", "opml", mode="before")
+    @classmethod
+    def _path(cls, v: object) -> object:
+        return Path(v) if isinstance(v, str) else v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_location(self) -> SourceSettings:
+        given = [k for k in ("path", "url", "opml") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a source needs exactly one of 'path', 'url' or 'opml'")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Settings(_Strict):
+    database: DatabaseSettings = DatabaseSettings()
+    output: OutputSettings = OutputSettings()
+    fetch: FetchSettings = FetchSettings()
+    dedup: DedupSettings = DedupSettings()
+    categories: dict[str, str] = {}
+    sources: list[SourceSettings] = []
+    # Where the file came from; set by load_config, not by the TOML.
+    config_path: Path = Path(DEFAULT_CONFIG)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        seen: set[str] = set()
+        for s in self.sources:
+            if s.name in seen:
+                raise ValueError(f"two sources are named {s.name!r}")
+            seen.add(s.name)
+        return self
+
+    def canonical_category(self, name: str) -> str:
+        name = " ".join(name.split())
+        return self.categories.get(name, name)
+
+    @property
+    def file_sources(self) -> tuple[SourceSettings, ...]:
+        return tuple(s for s in self.sources if s.path is not None and s.enabled)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in FORMATS or part.startswith(("function-", "literal[")):
+            continue
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _resolve(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def _resolve_db_url(url: str, base: Path) -> str:
+    """Make a relative SQLite path relative to the config folder."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        db = Path(u.database)
+        if not db.is_absolute():
+            u = u.set(database=str(base / db))
+    return u.render_as_string(hide_password=False)
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> Settings:
+    """Read, validate and resolve a config file, raising ConfigError on any problem."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    raw.pop("config_path", None)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = _loc(first["loc"])
+        value = first.get("input")
+        shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise ConfigError(f"{path}: {key}: {first['msg']}{shown}{more}") from None
+
+    base = path.resolve().parent
+    sources = []
+    for i, s in enumerate(settings.sources):
+        changes: dict[str, object] = {}
+        for key in ("path", "opml"):
+            p = getattr(s, key)
+            if p is not None:
+                p = _resolve(p, base)
+                if not p.exists():
+                    raise ConfigError(f"{path}: sources[{i}].{key}: {p} does not exist")
+                changes[key] = p
+        sources.append(s.model_copy(update=changes))
+    return settings.model_copy(
+        update={
+            "sources": sources,
+            "output": settings.output.model_copy(update={"dir": _resolve(settings.output.dir, base)}),
+            "database": DatabaseSettings(url=_resolve_db_url(settings.database.url, base)),
+            "config_path": path.resolve(),
+        }
+    )

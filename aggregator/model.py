@@ -1,0 +1,70 @@
+"""Records that cross stage boundaries.
+
+`Entry` is the one shape every source produces: an article file and a remote feed
+item both become an `Entry`, so store, dedup and publish never care where it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FileStamp:
+    """What tells a re-scan that a file has not changed, without reading it."""
+
+    path: str  # relative to the source folder, POSIX separators
+    mtime_ns: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    source: str  # the source's configured name
+    key: str  # identity within the source: a file's relative path, a feed item's guid…
+    title: str
+    content_html: str  # sanitized, URLs absolute
+    summary: str  # plain text
+    link: str | None = None  # the original URL, when there is one
+    published: datetime | None = None  # UTC-aware
+    updated: datetime | None = None  # UTC-aware
+    authors: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()  # canonical names (aliases applied)
+    tags: tuple[str, ...] = ()
+    outlet: str | None = None  # the publication it came from, e.g. 北京商报
+    image: str | None = None
+    stamp: FileStamp | None = field(default=None, compare=False)
+
+    def version(self) -> str:
+        """A digest of everything a reader sees: equal digests mean nothing to republish."""
+        h = hashlib.blake2b(digest_size=16)
+        for part in (
+            self.title,
+            self.content_html,
+            self.summary,
+            self.link or "",
+            self.published.isoformat() if self.published else "",
+            self.updated.isoformat() if self.updated else "",
+            "\x1f".join(self.authors),
+            "\x1f".join(self.categories),
+            "\x1f".join(self.tags),
+            self.outlet or "",
+            self.image or "",
+        ):
+            h.update(part.encode("utf-8", "surrogatepass"))
+            h.update(b"\x1e")
+        return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An input that could not become an entry, with the reason an operator can act on."""
+
+    source: str
+    where: str  # file path or URL
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"

@@ -1,0 +1,204 @@
+"""One feed's data → Atom 1.0, RSS 2.0 and JSON Feed 1.1 bytes.
+
+Atom and RSS are built with feedgen, then finished on its lxml tree where feedgen falls
+short (it cannot write media:thumbnail without wrapping it in media:group, loses `rel` on
+entry links, and writes no dc:creator): see shared notes on output feeds.
+Everything here is a pure function of its arguments, so equal inputs give equal bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from lxml import etree
+
+from .. import __version__
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+MEDIA_NS = "http://search.yahoo.com/mrss/"
+DC_NS = "http://purl.org/dc/elements/1.1/"
+CONTENT_NS = "http://purl.org/rss/1.0/modules/content/"
+GENERATOR = "aggregator"
+GENERATOR_URI = "https://github.com/aggregator/aggregator"
+# An empty feed still needs an `updated`; a fixed one keeps its bytes stable.
+EMPTY_FEED_DATE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: str  # permanent id (urn:uuid:…)
+    title: str
+    link: str
+    published: datetime
+    updated: datetime
+    authors: tuple[str, ...]
+    categories: tuple[tuple[str, str], ...]  # (slug, display name)
+    summary: str
+    content_html: str | None  # None: publish the summary only
+    image: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedInfo:
+    id: str
+    title: str
+    description: str
+    home_url: str  # the HTML page about this feed
+    base_url: str  # the site root, for category schemes
+    self_urls: dict[str, str]  # format → URL the file is served at
+    language: str
+    author: str
+    category_scheme: str
+    items: tuple[Item, ...] = ()
+    ttl_minutes: int | None = None
+    icon: str | None = None
+    stylesheet: str | None = None  # URL of an XSLT for browsers
+    archive_links: dict[str, str] = field(default_factory=dict)  # rel → URL (RFC 5005)
+    hub: str | None = None
+
+    @property
+    def updated(self) -> datetime:
+        return max((i.updated for i in self.items), default=EMPTY_FEED_DATE)
+
+
+def _generator(info: FeedInfo, fmt: str):
+    from feedgen.feed import FeedGenerator
+
+    fg = FeedGenerator()
+    fg.id(info.id)
+    fg.title(info.title)
+    fg.subtitle(info.description) if fmt == "atom" else fg.description(info.description)
+    fg.language(info.language)
+    fg.author(name=info.author)
+    fg.generator(GENERATOR, version=__version__, uri=GENERATOR_URI)
+    if info.icon:
+        fg.icon(info.icon)
+        fg.logo(info.icon)
+    # RSS's channel <link> is the last link added: self first, alternate last.
+    fg.link(href=info.self_urls[fmt], rel="self", type=f"application/{fmt}+xml")
+    fg.link(href=info.home_url, rel="alternate", type="text/html")
+    fg.updated(info.updated)
+    if fmt == "rss":
+        fg.lastBuildDate(info.updated)
+        if info.ttl_minutes:
+            fg.ttl(info.ttl_minutes)
+    for item in info.items:
+        fe = fg.add_entry(order="append")
+        fe.id(item.id)
+        fe.guid(item.id, permalink=False)
+        fe.title(item.title)
+        fe.link(href=item.link, rel="alternate")
+        fe.published(item.published)
+        fe.updated(item.updated)
+        for name in item.authors:
+            fe.author(name=name)
+        for slug, name in item.categories:
+            fe.category(term=slug if fmt == "atom" else name, label=name, scheme=info.category_scheme + slug + "/")
+        if item.summary:
+            fe.summary(item.summary)
+        if item.content_html is not None:
+            fe.content(item.content_html, type="html")
+        elif not item.summary:
+            fe.summary(item.title)
+    return fg
+
+
+def _serialize(root: etree._Element, info: FeedInfo) -> bytes:
+    etree.cleanup_namespaces(root, top_nsmap={k: v for k, v in NSMAP.items() if _uses(root, v)})
+    body = etree.tostring(root, encoding="UTF-8", xml_declaration=False, pretty_print=True)
+    head = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    if info.stylesheet:
+        head += f'<?xml-stylesheet type="text/xsl" href="{info.stylesheet}"?>\n'.encode()
+    return head + body
+
+
+NSMAP = {"atom": ATOM_NS, "media": MEDIA_NS, "dc": DC_NS, "content": CONTENT_NS}
+
+
+def _uses(root: etree._Element, ns: str) -> bool:
+    prefix = "{" + ns + "}"
+    return any(el.tag.startswith(prefix) for el in root.iter(etree.Element))
+
+
+def render_atom(info: FeedInfo) -> bytes:
+    root, _ = _generator(info, "atom")._create_atom()
+    for rel, href in info.archive_links.items():
+        _insert_after_links(root, etree.Element("link", rel=rel, href=href, type="application/atom+xml"))
+    if info.hub:
+        _insert_after_links(root, etree.Element("link", rel="hub", href=info.hub))
+    for entry, item in zip(root.iterfind("entry"), info.items, strict=True):
+        for link in entry.iterfind("link"):
+            link.set("rel", "alternate")
+            link.set("type", "text/html")
+        if item.image:
+            etree.SubElement(entry, f"{{{MEDIA_NS}}}thumbnail", url=item.image)
+    return _serialize(root, info)
+
+
+def render_rss(info: FeedInfo) -> bytes:
+    root, _ = _generator(info, "rss")._create_rss()
+    channel = root.find("channel")
+    if info.hub:
+        _after_self_link(channel, etree.Element(f"{{{ATOM_NS}}}link", rel="hub", href=info.hub))
+    for rel, href in info.archive_links.items():
+        _after_self_link(channel, etree.Element(f"{{{ATOM_NS}}}link", rel=rel, href=href, type="application/rss+xml"))
+    for el, item in zip(channel.iterfind("item"), info.items, strict=True):
+        anchor = el.find("guid")
+        for name in reversed(item.authors):
+            creator = etree.Element(f"{{{DC_NS}}}creator")
+            creator.text = name
+            anchor.addnext(creator)
+        if item.image:
+            el.append(etree.Element(f"{{{MEDIA_NS}}}thumbnail", url=item.image))
+    return _serialize(root, info)
+
+
+def render_json(info: FeedInfo) -> bytes:
+    doc: dict = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": info.title,
+        "home_page_url": info.home_url,
+        "feed_url": info.self_urls["json"],
+        "description": info.description,
+        "language": info.language,
+        "authors": [{"name": info.author}],
+    }
+    if info.icon:
+        doc["icon"] = doc["favicon"] = info.icon
+    if info.hub:
+        doc["hubs"] = [{"type": "WebSub", "url": info.hub}]
+    doc["items"] = [
+        {
+            "id": item.id,
+            "url": item.link,
+            "title": item.title,
+            **({"content_html": item.content_html} if item.content_html is not None else {}),
+            **({"content_text": item.summary} if item.content_html is None else {}),
+            "summary": item.summary,
+            **({"image": item.image} if item.image else {}),
+            "date_published": item.published.isoformat(),
+            "date_modified": item.updated.isoformat(),
+            "authors": [{"name": a} for a in item.authors],
+            "tags": [name for _, name in item.categories],
+        }
+        for item in info.items
+    ]
+    return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+RENDERERS = {"atom": render_atom, "rss": render_rss, "json": render_json}
+FILENAMES = {"atom": "atom.xml", "rss": "rss.xml", "json": "feed.json"}
+CONTENT_TYPES = {"atom": "application/atom+xml", "rss": "application/rss+xml", "json": "application/feed+json"}
+
+
+def _insert_after_links(root: etree._Element, new: etree._Element) -> None:
+    # feedgen writes Atom elements without a namespace and a literal xmlns attribute.
+    links = root.findall("link")
+    (links[-1] if links else root[0]).addnext(new)
+
+
+def _after_self_link(channel: etree._Element, new: etree._Element) -> None:
+    self_link = channel.find(f"{{{ATOM_NS}}}link")
+    (self_link if self_link is not None else channel.find("description")).addnext(new)

@@ -1,0 +1,471 @@
+"""The database: SQLAlchemy 2.x models and every query the pipeline runs.
+
+SQLite (WAL mode) is the embedded default, PostgreSQL the server option. All SQL here is
+portable; the only dialect-specific statements live in `_on_connect`.
+
+Entries are never duplicated by re-runs: (source, key) is unique and every write is an
+upsert decided in Python from one bulk read. Writes go in batches, one transaction each,
+so an interrupted run leaves the previous state or the new one, never half of an entry.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from .model import Entry
+from .text import slugify
+
+# Identity namespace for entry ids; never change it or every published id changes.
+_UID_NAMESPACE = uuid.UUID("6f1d3a52-3c4e-4f0b-9a57-0b6f3f7f1c2e")
+RESERVED_SLUGS = frozenset({"all", "a", "archive", "static", "index"})
+FUTURE_TOLERANCE = timedelta(hours=1)
+BATCH = 500
+
+
+def entry_uid(source: str, key: str) -> str:
+    """The public, permanent id of an entry: a UUID derived from its source and key."""
+    return str(uuid.uuid5(_UID_NAMESPACE, f"{source}\x00{key}"))
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SourceRow(Base):
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))  # "files" or "feed"
+    location: Mapped[str] = mapped_column(Text)  # folder, or the feed URL currently in use
+    # Remote-feed bookkeeping; unused for article folders.
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)
+    last_fetch: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_due: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled: Mapped[str | None] = mapped_column(Text)  # why it is no longer fetched
+    moved_to: Mapped[str | None] = mapped_column(Text)  # permanent-redirect target being confirmed
+    moved_count: Mapped[int] = mapped_column(Integer, default=0)
+    identity: Mapped[str] = mapped_column(String(10), default="guid")  # "guid" or "link"
+    identity_reason: Mapped[str | None] = mapped_column(Text)
+    feed_flags: Mapped[str | None] = mapped_column(Text)  # e.g. feedparser's bozo message
+
+
+class EntryRow(Base):
+    __tablename__ = "entries"
+    __table_args__ = (
+        UniqueConstraint("source_id", "key"),
+        Index("ix_entries_listing", "withdrawn_at", "canonical_id", "sort_date"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(Text)
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    version: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(Text)
+    link: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(Text)  # JSON list
+    tags: Mapped[str | None] = mapped_column(Text)  # JSON list
+    outlet: Mapped[str | None] = mapped_column(Text)
+    image: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text)
+    published: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)  # last time its content changed
+    sort_date: Mapped[datetime] = mapped_column(UTCDateTime)
+    file_mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Deduplication: NULL canonical_id means "this entry is the one readers see".
+    canonical_id: Mapped[int | None] = mapped_column(ForeignKey("entries.id", ondelete="SET NULL"), index=True)
+    dup_reason: Mapped[str | None] = mapped_column(String(20))
+    dup_score: Mapped[float | None] = mapped_column(Float)
+
+
+class CategoryRow(Base):
+    __tablename__ = "categories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class EntryCategoryRow(Base):
+    __tablename__ = "entry_categories"
+    __table_args__ = (Index("ix_entry_categories_category", "category_id", "entry_id"),)
+
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id", ondelete="CASCADE"), primary_key=True)
+
+
+class OutputRow(Base):
+    """What each published feed was last built from, so an unchanged one is not rebuilt."""
+
+    __tablename__ = "outputs"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    signature: Mapped[str] = mapped_column(String(64))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStamp:
+    id: int
+    mtime_ns: int | None
+    size: int | None
+    version: str
+    withdrawn: bool
+
+
+@dataclass(slots=True)
+class SaveResult:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def _on_connect(engine: Engine) -> None:
+    """The one place for dialect-specific statements."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+
+def _json(items: Sequence[str]) -> str | None:
+    return json.dumps(list(items), ensure_ascii=False) if items else None
+
+
+def loads_list(value: str | None) -> list[str]:
+    return json.loads(value) if value else []
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class Store:
+    """A database holding sources, entries, categories and publishing state."""
+
+    def __init__(self, url: str):
+        u = make_url(url)
+        if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(url)
+        _on_connect(self.engine)
+        Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # ------------------------------------------------------------ sources
+
+    def source_id(self, name: str, kind: str, location: str) -> int:
+        with self.session() as s, s.begin():
+            row = s.scalar(select(SourceRow).where(SourceRow.name == name))
+            if row is None:
+                row = SourceRow(name=name, kind=kind, location=location, error_count=0, moved_count=0)
+                s.add(row)
+                s.flush()
+            elif row.kind != kind or (kind == "files" and row.location != location):
+                row.kind, row.location = kind, location
+            return row.id
+
+    # ------------------------------------------------------------ entries
+
+    def stamps(self, source_id: int) -> dict[str, StoredStamp]:
+        """Every stored entry of a source by key, with what a re-scan compares against."""
+        q = select(
+            EntryRow.key,
+            EntryRow.id,
+            EntryRow.file_mtime_ns,
+            EntryRow.file_size,
+            EntryRow.version,
+            EntryRow.withdrawn_at,
+        ).where(EntryRow.source_id == source_id)
+        with self.engine.connect() as c:
+            return {k: StoredStamp(i, m, sz, v, w is not None) for k, i, m, sz, v, w in c.execute(q)}
+
+    def save_entries(
+        self, source_id: int, entries: Sequence[Entry], known: dict[str, StoredStamp], now: datetime
+    ) -> tuple[SaveResult, list[int]]:
+        """Insert new entries and update changed ones, in one transaction.
+
+        Returns the counts and the ids of entries whose content is new or changed
+        (what the dedup stage must look at)."""
+        result = SaveResult()
+        touched: list[int] = []
+        if not entries:
+            return result, touched
+        with self.session() as s, s.begin():
+            cat_ids = self._category_ids(s, {c for e in entries for c in e.categories})
+            inserts: list[dict] = []
+            inserted_cats: list[tuple[str, Sequence[str]]] = []
+            touches: list[dict] = []
+            for e in entries:
+                version = e.version()
+                old = known.get(e.key)
+                stamp = e.stamp
+                row = {
+                    "version": version,
+                    "title": e.title,
+                    "link": e.link,
+                    "author": _json(e.authors),
+                    "tags": _json(e.tags),
+                    "outlet": e.outlet,
+                    "image": e.image,
+                    "summary": e.summary,
+                    "content": e.content_html,
+                    "published": e.published,
+                    "updated": e.updated,
+                    "file_mtime_ns": stamp.mtime_ns if stamp else None,
+                    "file_size": stamp.size if stamp else None,
+                    "withdrawn_at": None,
+                }
+                if old is None:
+                    published = e.published or now
+                    row |= {
+                        "source_id": source_id,
+                        "key": e.key,
+                        "uid": entry_uid(e.source, e.key),
+                        "first_seen": now,
+                        "changed_at": now,
+                        "sort_date": now if published > now + FUTURE_TOLERANCE else published,
+                    }
+                    inserts.append(row)
+                    inserted_cats.append((e.key, e.categories))
+                    result.new += 1
+                elif old.version == version and not old.withdrawn:
+                    result.unchanged += 1
+                    if stamp and (stamp.mtime_ns, stamp.size) != (old.mtime_ns, old.size):
+                        touches.append({"b_id": old.id, "m": stamp.mtime_ns, "s": stamp.size})
+                else:
+                    published = e.published or now
+                    row |= {
+                        "changed_at": now,
+                        "sort_date": now if published > now + FUTURE_TOLERANCE else published,
+                    }
+                    if e.updated is None and e.published is not None and old.version != version:
+                        # The file changed but says nothing about when: the change is news.
+                        row["updated"] = now if now > e.published else None
+                    s.execute(update(EntryRow).where(EntryRow.id == old.id).values(**row))
+                    s.execute(delete(EntryCategoryRow).where(EntryCategoryRow.entry_id == old.id))
+                    links = [{"entry_id": old.id, "category_id": cat_ids[c]} for c in e.categories]
+                    if links:
+                        s.execute(insert(EntryCategoryRow), links)
+                    touched.append(old.id)
+                    result.updated += 1
+            if touches:
+                # A file saved again with the same content: remember its new stamp so the
+                # next scan skips it without reading.
+                t = EntryRow.__table__
+                s.execute(
+                    update(t).where(t.c.id == bindparam("b_id")).values(file_mtime_ns=bindparam("m"), file_size=bindparam("s")),
+                    touches,
+                )
+            if inserts:
+                ids = s.execute(insert(EntryRow).returning(EntryRow.id, EntryRow.key, sort_by_parameter_order=True), inserts).all()
+                by_key = {k: i for i, k in ids}
+                links = [
+                    {"entry_id": by_key[key], "category_id": cat_ids[c]} for key, cats in inserted_cats for c in cats
+                ]
+                if links:
+                    s.execute(insert(EntryCategoryRow), links)
+                touched.extend(by_key.values())
+        return result, touched
+
+    def withdraw(self, ids: Sequence[int], now: datetime) -> None:
+        """Entries whose file is gone: hidden from feeds, kept for history."""
+        with self.engine.begin() as c:
+            for i in range(0, len(ids), BATCH):
+                c.execute(
+                    update(EntryRow).where(EntryRow.id.in_(ids[i : i + BATCH])).values(withdrawn_at=now, changed_at=now)
+                )
+
+    # ------------------------------------------------------------ categories
+
+    def _category_ids(self, s: Session, names: set[str]) -> dict[str, int]:
+        if not names:
+            return {}
+        found = dict(s.execute(select(CategoryRow.name, CategoryRow.id).where(CategoryRow.name.in_(names))).all())
+        missing = sorted(names - found.keys())
+        if missing:
+            taken = set(s.scalars(select(CategoryRow.slug)))
+            for name in missing:
+                slug = unique_slug(name, taken)
+                taken.add(slug)
+                row = CategoryRow(name=name, slug=slug)
+                s.add(row)
+                s.flush()
+                found[name] = row.id
+        return found
+
+    def categories(self) -> list[CategoryRow]:
+        with self.session() as s:
+            return list(s.scalars(select(CategoryRow).order_by(CategoryRow.slug)))
+
+    def category_counts(self) -> dict[int, tuple[int, datetime | None]]:
+        """Per category: visible entries and the newest one's date."""
+        q = (
+            select(EntryCategoryRow.category_id, func.count(), func.max(EntryRow.sort_date))
+            .join(EntryRow, EntryRow.id == EntryCategoryRow.entry_id)
+            .where(EntryRow.withdrawn_at.is_(None), EntryRow.canonical_id.is_(None))
+            .group_by(EntryCategoryRow.category_id)
+        )
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        # SQLite hands back aggregate datetimes as text; normalise through the column type.
+        return {cid: (n, _as_utc(newest)) for cid, n, newest in rows}
+
+    # ------------------------------------------------------------ publishing
+
+    def listing(self, category_id: int | None, limit: int | None, offset: int = 0) -> list[EntryRow]:
+        """Visible entries, newest first: of one category, or of all when category_id is None."""
+        q = select(EntryRow).where(EntryRow.withdrawn_at.is_(None), EntryRow.canonical_id.is_(None))
+        if category_id is not None:
+            q = q.join(EntryCategoryRow, EntryCategoryRow.entry_id == EntryRow.id).where(
+                EntryCategoryRow.category_id == category_id
+            )
+        q = q.order_by(EntryRow.sort_date.desc(), EntryRow.id.desc()).offset(offset)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    def listing_versions(self, category_id: int | None, limit: int) -> list[tuple[int, str]]:
+        """(id, version) of what `listing` would return: cheap input for a change signature."""
+        q = select(EntryRow.id, EntryRow.version).where(
+            EntryRow.withdrawn_at.is_(None), EntryRow.canonical_id.is_(None)
+        )
+        if category_id is not None:
+            q = q.join(EntryCategoryRow, EntryCategoryRow.entry_id == EntryRow.id).where(
+                EntryCategoryRow.category_id == category_id
+            )
+        q = q.order_by(EntryRow.sort_date.desc(), EntryRow.id.desc()).limit(limit)
+        with self.engine.connect() as c:
+            return [(i, v) for i, v in c.execute(q)]
+
+    def entry_categories(self, entry_ids: Sequence[int]) -> dict[int, list[CategoryRow]]:
+        out: dict[int, list[CategoryRow]] = {i: [] for i in entry_ids}
+        if not entry_ids:
+            return out
+        with self.session() as s:
+            q = (
+                select(EntryCategoryRow.entry_id, CategoryRow)
+                .join(CategoryRow, CategoryRow.id == EntryCategoryRow.category_id)
+                .where(EntryCategoryRow.entry_id.in_(entry_ids))
+                .order_by(CategoryRow.name)
+            )
+            for eid, cat in s.execute(q):
+                out[eid].append(cat)
+        return out
+
+    def source_names(self) -> dict[int, str]:
+        with self.engine.connect() as c:
+            return dict(c.execute(select(SourceRow.id, SourceRow.name)).all())
+
+    def signatures(self) -> dict[str, str]:
+        with self.engine.connect() as c:
+            return dict(c.execute(select(OutputRow.name, OutputRow.signature)).all())
+
+    def set_signatures(self, changed: dict[str, str]) -> None:
+        if not changed:
+            return
+        with self.engine.begin() as c:
+            c.execute(delete(OutputRow).where(OutputRow.name.in_(list(changed))))
+            c.execute(insert(OutputRow), [{"name": k, "signature": v} for k, v in changed.items()])
+
+    def visible_count(self) -> int:
+        q = select(func.count()).where(EntryRow.withdrawn_at.is_(None), EntryRow.canonical_id.is_(None))
+        with self.engine.connect() as c:
+            return c.scalar(q) or 0
+
+    def entry_count(self) -> int:
+        with self.engine.connect() as c:
+            return c.scalar(select(func.count()).select_from(EntryRow)) or 0
+
+
+def _as_utc(value: datetime | str | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def unique_slug(name: str, taken: set[str]) -> str:
+    """A slug for `name` not in `taken`: the pinyin/word slug, else one with a short hash of
+    the name appended, so the same name always gets the same fallback."""
+    import hashlib
+
+    base = slugify(name) or "category"
+    digest = hashlib.sha1(name.encode()).hexdigest()
+    candidates = [base] if base not in RESERVED_SLUGS else []
+    candidates += [f"{base}-{digest[:n]}" for n in (6, 10, 40)]
+    for c in candidates:
+        if c not in taken:
+            return c
+    raise ValueError(f"cannot find a free slug for category {name!r}")

@@ -1,0 +1,118 @@
+"""Pure text helpers shared by every source: sanitizing HTML, absolute URLs, summaries, slugs."""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from urllib.parse import urljoin, urlsplit
+
+import nh3
+
+# What survives sanitizing: the formatting a news article uses, nothing executable.
+ALLOWED_TAGS = frozenset(
+    """a abbr b blockquote br caption cite code dd del div dl dt em figcaption figure
+    h1 h2 h3 h4 h5 h6 hr i img ins kbd li mark ol p pre q s small span strong sub sup
+    table tbody td tfoot th thead tr u ul""".split()
+)
+ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "ol": {"start"},
+    "blockquote": {"cite"},
+    "q": {"cite"},
+}
+URL_ATTRIBUTES = frozenset({"href", "src", "cite"})
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+
+
+def absolute_url(url: str, base: str | None) -> str:
+    """Resolve a relative or protocol-relative URL against `base` (left alone when no base)."""
+    url = url.strip()
+    if not base or not url or url.startswith("#"):
+        return url
+    return urljoin(base, url)
+
+
+def sanitize_html(fragment: str, base: str | None = None) -> str:
+    """Drop scripts, styles, frames, event handlers and `javascript:` URLs; make URLs absolute.
+
+    One pass through nh3 (ammonia) does both: its attribute filter sees every kept URL.
+    """
+
+    def fix(tag: str, attr: str, value: str) -> str | None:
+        if attr in URL_ATTRIBUTES:
+            return absolute_url(value, base)
+        return value
+
+    return nh3.clean(
+        fragment,
+        tags=set(ALLOWED_TAGS),
+        attributes={k: set(v) for k, v in ALLOWED_ATTRIBUTES.items()},
+        url_schemes=set(URL_SCHEMES),
+        attribute_filter=fix,
+        link_rel="noopener noreferrer",
+        strip_comments=True,
+    ).strip()
+
+
+_WS = re.compile(r"\s+")
+
+
+def plain_text(fragment: str) -> str:
+    """HTML → one line of readable text."""
+    # Block ends become spaces so paragraphs do not run together.
+    spaced = re.sub(r"(?i)<(?:br|/p|/div|/li|/h\d|/tr)\b[^>]*>", " ", fragment)
+    text = nh3.clean(spaced, tags=set(), strip_comments=True)
+    return _WS.sub(" ", html.unescape(text)).strip()
+
+
+def summarize(fragment: str, limit: int = 280) -> str:
+    """A plain-text summary of at most `limit` characters, cut at a word or sentence edge."""
+    text = plain_text(fragment)
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    # Prefer a sentence end (Chinese or Latin), then a space, within the last third.
+    for marks in ("。！？.!?", " "):
+        pos = max(cut.rfind(m) for m in marks)
+        if pos > limit * 2 // 3:
+            return cut[: pos + 1].rstrip() + "…"
+    return cut.rstrip() + "…"
+
+
+_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def slugify(name: str) -> str:
+    """An ASCII slug: pinyin without tones for Chinese (北京商报 → beijingshangbao),
+    lower-case words joined by '-' otherwise. Empty when nothing usable remains."""
+    from pypinyin import lazy_pinyin
+
+    parts: list[str] = []
+    run = ""  # consecutive Chinese syllables are written together, like the site does
+    for token in lazy_pinyin(unicodedata.normalize("NFKC", name)):
+        if token and _HAN.search(token) is None and token.isascii() and token.isalpha() and _is_pinyin(token, name):
+            run += token.lower()
+            continue
+        if run:
+            parts.append(run)
+            run = ""
+        ascii_token = unicodedata.normalize("NFKD", token).encode("ascii", "ignore").decode()
+        parts.extend(w for w in re.split(r"[^a-z0-9]+", ascii_token.lower()) if w)
+    if run:
+        parts.append(run)
+    return "-".join(parts)
+
+
+def _is_pinyin(token: str, original: str) -> bool:
+    # lazy_pinyin passes non-Chinese runs through unchanged; a token that appears
+    # verbatim in the original text is one of those, not a syllable.
+    return token not in original
+
+
+def is_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
