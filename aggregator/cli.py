@@ -37,7 +37,8 @@ class Context:
         try:
             store = Store(settings.database.url)
         except SQLAlchemyError as e:
-            fail(f"{settings.config_path}: database.url: cannot open the database: {e.__class__.__name__}: {_first_line(e)}")
+            reason = f"{e.__class__.__name__}: {_first_line(e)}"
+            fail(f"{settings.config_path}: database.url: cannot open the database: {reason}")
         try:
             yield store
         finally:

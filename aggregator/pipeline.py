@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .config import Settings, SourceSettings
 from .model import Entry, Rejected
 from .publish import BuildReport, build
-from .sources.articles import ArticleContext, ArticleError, parse_article, scan
+from .sources.articles import ArticleContext, read_articles, scan
 from .store import BATCH, Store, now_utc
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ class IngestReport:
         self.touched += other.touched
 
 
-def ingest_files(store: Store, settings: Settings, source: SourceSettings, progress: Progress | None = None) -> IngestReport:
+def ingest_files(
+    store: Store, settings: Settings, source: SourceSettings, progress: Progress | None = None
+) -> IngestReport:
     """Bring one article folder's files into the store.
 
     Unchanged files (same size and mtime as stored) are not even opened; changed ones are
@@ -69,27 +71,24 @@ def ingest_files(store: Store, settings: Settings, source: SourceSettings, progr
         report.touched += touched
         batch.clear()
 
-    for done, stamp in enumerate(stamps, 1):
-        report.seen += 1
+    todo = []
+    for stamp in stamps:
         old = known.get(stamp.path)
         if old and not old.withdrawn and (old.mtime_ns, old.size) == (stamp.mtime_ns, stamp.size):
             report.unchanged += 1
+        else:
+            todo.append(stamp)
+    report.seen = len(stamps)
+    for done, item in enumerate(read_articles(source.path, todo, ctx, source.max_file_bytes), 1):
+        if isinstance(item, Rejected):
+            report.rejected.append(item)
+            log.warning("rejected %s", item)
             continue
-        where = str(source.path / stamp.path)
-        try:
-            if stamp.size > source.max_file_bytes:
-                raise ArticleError(f"file is {stamp.size:,} bytes, over the {source.max_file_bytes:,}-byte limit")
-            entry = parse_article((source.path / stamp.path).read_bytes(), stamp, ctx)
-        except (OSError, ArticleError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            report.rejected.append(Rejected(source.name, where, reason))
-            log.warning("rejected %s: %s", where, reason)
-            continue
-        batch.append(entry)
+        batch.append(item)
         if len(batch) >= BATCH:
             flush()
         if progress and done % 200 == 0:
-            progress(done, len(stamps))
+            progress(report.unchanged + done, len(stamps))
     flush()
     if progress:
         progress(len(stamps), len(stamps))

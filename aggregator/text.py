@@ -59,19 +59,23 @@ def sanitize_html(fragment: str, base: str | None = None) -> str:
 
 
 _WS = re.compile(r"\s+")
+_BLOCK_END = re.compile(r"(?i)<(?:br|/p|/div|/li|/h\d|/tr|/td)\b[^>]*>")
+_DROP = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<!--.*?-->")
 
 
 def plain_text(fragment: str) -> str:
     """HTML → one line of readable text."""
     # Block ends become spaces so paragraphs do not run together.
-    spaced = re.sub(r"(?i)<(?:br|/p|/div|/li|/h\d|/tr)\b[^>]*>", " ", fragment)
+    spaced = _BLOCK_END.sub(" ", _DROP.sub(" ", fragment))
     text = nh3.clean(spaced, tags=set(), strip_comments=True)
     return _WS.sub(" ", html.unescape(text)).strip()
 
 
 def summarize(fragment: str, limit: int = 280) -> str:
     """A plain-text summary of at most `limit` characters, cut at a word or sentence edge."""
-    text = plain_text(fragment)
+    # Only the head can end up in the summary; HTML rarely exceeds 8 bytes of markup per
+    # character of text, and nh3 copes with the cut-off tag at the end.
+    text = plain_text(fragment[: limit * 8] if len(fragment) > limit * 16 else fragment)
     if len(text) <= limit:
         return text
     cut = text[:limit]

@@ -17,13 +17,12 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import cache
 from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo
 
 import yaml
 
-from ..model import Entry, FileStamp
+from ..model import Entry, FileStamp, Rejected
 from ..text import absolute_url, is_url, sanitize_html, summarize
 
 EXTENSIONS = frozenset({".md", ".markdown", ".html", ".htm", ".txt"})
@@ -257,17 +256,15 @@ def clean_body(body: str) -> tuple[str, str | None]:
     return _HOT_WORD.sub(r"\1", body), link
 
 
-@cache
-def _markdown():
-    from markdown_it import MarkdownIt
-
-    return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
-
-
 def render_body(body: str, suffix: str) -> str:
-    """Markdown (raw HTML passed through) → HTML; bodies that already are HTML stay as they are."""
+    """Markdown (GitHub flavour, raw HTML passed through) → HTML; bodies that already are HTML
+    stay as they are. cmark-gfm is C and ~7× faster than the pure-Python renderers; "unsafe"
+    only means raw HTML is kept, which `sanitize_html` cleans afterwards."""
     if suffix in MARKDOWN_EXTENSIONS or not _looks_like_html(body):
-        return _markdown().render(body)
+        import cmarkgfm
+        from cmarkgfm.cmark import Options
+
+        return cmarkgfm.github_flavored_markdown_to_html(body, options=Options.CMARK_OPT_UNSAFE)
     return body
 
 
@@ -343,6 +340,51 @@ def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry:
         image=absolute_url(image, base) if image else None,
         stamp=stamp,
     )
+
+
+def read_article(root: Path, stamp: FileStamp, ctx: ArticleContext, max_bytes: int) -> Entry | Rejected:
+    """Read and parse one file under `root`; a problem becomes a `Rejected` naming the path."""
+    where = str(root / stamp.path)
+    try:
+        if stamp.size > max_bytes:
+            raise ArticleError(f"file is {stamp.size:,} bytes, over the {max_bytes:,}-byte limit")
+        return parse_article((root / stamp.path).read_bytes(), stamp, ctx)
+    except (OSError, ArticleError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        return Rejected(ctx.source, where, reason)
+
+
+def _read_chunk(root: Path, stamps: list[FileStamp], ctx: ArticleContext, max_bytes: int) -> list[Entry | Rejected]:
+    return [read_article(root, s, ctx, max_bytes) for s in stamps]
+
+
+PARALLEL_MIN = 400  # below this, starting worker processes costs more than it saves
+_CHUNK = 200
+
+
+def read_articles(
+    root: Path, stamps: list[FileStamp], ctx: ArticleContext, max_bytes: int
+) -> Iterator[Entry | Rejected]:
+    """`read_article` for many files, in order. Large batches (a cold start) are parsed in
+    worker processes, one per core, with a bounded number of chunks in flight so memory
+    stays flat however big the folder is."""
+    workers = min(os.cpu_count() or 1, 8)
+    if len(stamps) < PARALLEL_MIN or workers < 2:
+        for s in stamps:
+            yield read_article(root, s, ctx, max_bytes)
+        return
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = iter([stamps[i : i + _CHUNK] for i in range(0, len(stamps), _CHUNK)])
+    with ProcessPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(_read_chunk, root, chunk, ctx, max_bytes))
+            if len(pending) >= workers * 2:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
 
 
 _FILENAME_DATE = re.compile(r"(?:^|/)(\d{4})-(\d{2})-(\d{2})-[^/]*$")
