@@ -36,7 +36,7 @@ class Context:
 
         try:
             store = Store(settings.database.url)
-        except SQLAlchemyError as e:
+        except (SQLAlchemyError, OSError) as e:
             reason = f"{e.__class__.__name__}: {_first_line(e)}"
             fail(f"{settings.config_path}: database.url: cannot open the database: {reason}")
         try:

@@ -165,12 +165,15 @@ def parse_date(value: object, zone: ZoneInfo) -> datetime | None:
     return dt.astimezone(UTC)
 
 
+_RFC822 = re.compile(r"^(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\s")
+
+
 def _parse_date_text(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
     except ValueError:
         pass
-    if "," in text:
+    if _RFC822.match(text):
         try:
             return email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError):
@@ -329,7 +332,7 @@ def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry:
         key=stamp.path,
         title=" ".join(title.split()),
         content_html=html,
-        summary=summarize(summary) if summary else summarize(html),
+        summary=summarize(summary) if summary else summarize(_OUTLET.sub("", html)),
         link=link,
         published=published,
         updated=updated if updated and (published is None or updated > published) else None,

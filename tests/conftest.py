@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "articles"
+
+
+def run_cli(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess, as an operator would run it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "aggregator", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=config.parent,
+        env=env,
+    )
+
+
+def write_config(folder: Path, body: str = "", *, articles: str = "articles", extra_sources: str = "") -> Path:
+    cfg = folder / "config.toml"
+    cfg.write_text(
+        '[database]\nurl = "sqlite:///db/agg.sqlite3"\n'
+        '[output]\ndir = "out"\nbase_url = "http://feeds.example.org/"\ntitle = "Test"\n'
+        f"{body}\n"
+        f'[[sources]]\nname = "local"\npath = "{articles}"\n{extra_sources}',
+        encoding="utf-8",
+    )
+    return cfg
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A work folder with a copy of the example articles and a config pointing at it."""
+    shutil.copytree(EXAMPLES, tmp_path / "articles")
+    write_config(tmp_path)
+    return tmp_path
