@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import dedup
 from .config import Settings, SourceSettings
 from .model import Entry, Rejected
 from .publish import BuildReport, build
@@ -121,12 +122,14 @@ class UpdateReport:
     ingest: IngestReport
     build: BuildReport
     seconds: float
+    dedup: dedup.DedupReport | None = None  # None when [dedup] enabled = false
 
     def summary(self) -> str:
         i, b = self.ingest, self.build
+        d = f"{self.dedup.duplicates} duplicates; " if self.dedup else ""  # ---- dedup
         return (
             f"{i.seen} files seen: {i.new} new, {i.updated} updated, {i.unchanged} unchanged, "
-            f"{len(i.rejected)} rejected, {i.withdrawn} withdrawn; "
+            f"{len(i.rejected)} rejected, {i.withdrawn} withdrawn; {d}"
             f"{b.written} files written for {b.rebuilt} of {b.feeds} feeds; {self.seconds:.2f} s"
         )
 
@@ -135,5 +138,7 @@ def update(store: Store, settings: Settings, progress: Progress | None = None) -
     """Ingest every source, then publish what changed."""
     started = time.monotonic()
     ingested = ingest(store, settings, progress)
+    # ---- dedup: cluster what changed (new, changed and withdrawn ids) before publishing.
+    deduped = dedup.run(store, settings, ingested.touched) if settings.dedup.enabled else dedup.disable(store)
     built = build(store, settings)
-    return UpdateReport(ingested, built, time.monotonic() - started)
+    return UpdateReport(ingested, built, time.monotonic() - started, deduped)

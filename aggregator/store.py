@@ -19,11 +19,14 @@ from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -134,6 +137,16 @@ class EntryRow(Base):
     canonical_id: Mapped[int | None] = mapped_column(ForeignKey("entries.id", ondelete="SET NULL"), index=True)
     dup_reason: Mapped[str | None] = mapped_column(String(20))
     dup_score: Mapped[float | None] = mapped_column(Float)
+    # ---- dedup: features computed once per entry version by aggregator/dedup.py
+    canonical_url: Mapped[str | None] = mapped_column(Text)
+    url_key: Mapped[str | None] = mapped_column(String(32), index=True)  # digest of canonical_url
+    fingerprint: Mapped[str | None] = mapped_column(String(32), index=True)  # normalized-text digest
+    minhash: Mapped[bytes | None] = mapped_column(LargeBinary)  # MinHash signature, little-endian u32s
+    text_chars: Mapped[int | None] = mapped_column(Integer)  # length of the normalized body text
+    dedup_version: Mapped[str | None] = mapped_column(String(32))  # the `version` these features describe
+    # Set on every insert, content change and withdrawal; cleared once dedup has looked at the entry,
+    # so an interrupted run (or `aggregator ingest` alone) is caught up by the next one.
+    dedup_pending: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
 
 
 class CategoryRow(Base):
@@ -150,6 +163,35 @@ class EntryCategoryRow(Base):
 
     entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
     category_id: Mapped[int] = mapped_column(ForeignKey("categories.id", ondelete="CASCADE"), primary_key=True)
+
+
+# ---- dedup
+
+
+class MinhashBandRow(Base):
+    """LSH index: one row per (band, band hash) of an entry's MinHash, so near-duplicate
+    candidates are found by an indexed lookup, never by comparing against every entry."""
+
+    __tablename__ = "minhash_bands"
+    __table_args__ = (Index("ix_minhash_bands_lookup", "band", "hash"),)
+
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
+    band: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    hash: Mapped[int] = mapped_column(BigInteger)
+
+
+class DedupStateRow(Base):
+    """Small key/value memory of the dedup stage (e.g. the settings digest it last ran with)."""
+
+    __tablename__ = "dedup_state"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+# Members whose canonical entry was deleted (ON DELETE SET NULL) keep their dup_reason: this
+# index finds them so the next dedup run can re-cluster them.
+Index("ix_entries_dup_orphans", EntryRow.canonical_id, EntryRow.dup_reason)
 
 
 class OutputRow(Base):
@@ -284,6 +326,7 @@ class Store:
                     "file_mtime_ns": stamp.mtime_ns if stamp else None,
                     "file_size": stamp.size if stamp else None,
                     "withdrawn_at": None,
+                    "dedup_pending": True,  # ---- dedup: look at it again
                 }
                 if old is None:
                     published = e.published or now
@@ -350,7 +393,9 @@ class Store:
         with self.engine.begin() as c:
             for i in range(0, len(ids), BATCH):
                 c.execute(
-                    update(EntryRow).where(EntryRow.id.in_(ids[i : i + BATCH])).values(withdrawn_at=now, changed_at=now)
+                    update(EntryRow)
+                    .where(EntryRow.id.in_(ids[i : i + BATCH]))
+                    .values(withdrawn_at=now, changed_at=now, dedup_pending=True)
                 )
 
     # ------------------------------------------------------------ categories

@@ -1,0 +1,641 @@
+"""Deduplication: every story once, across files, feeds and outlets.
+
+Layers, cheapest first (identity — same source and key — is an update, handled by the store):
+
+1. **url**: the canonical form of the entry's original URL (scheme and host case, default
+   port, fragment, trailing slash, tracking parameters and query order normalized away).
+2. **content**: a digest of the normalized body text (NFKC, tags and boilerplate lines
+   stripped, case, whitespace and punctuation folded).
+3. **near**: MinHash over character shingles of that text (works the same for Chinese, which
+   has no spaces, and Latin scripts), indexed by LSH band hashes in `minhash_bands`, so the
+   candidates of a new entry are found by indexed lookups, never a pairwise scan. A candidate
+   is confirmed only when the estimated Jaccard similarity reaches `near_threshold` *and* the
+   titles agree, which keeps same-topic, different stories apart.
+
+Duplicates are linked to a canonical entry (`canonical_id`), never deleted. The canonical
+entry of a cluster is the best by `rank`: configured source priority, then the earliest
+published, then the latest updated (so a newer version of the same article replaces the
+older), then the lowest id. Withdrawing, changing or deleting an entry re-evaluates its cluster,
+which promotes the next member.
+
+The functions above `run` are pure; `run` does the I/O against the store.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import re
+import struct
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from rensa import RMinHash
+from sqlalchemy import bindparam, delete, insert, select, tuple_, update
+
+from .config import DedupSettings
+from .text import plain_text
+
+log = logging.getLogger(__name__)
+
+# Bump when anything below changes what features or decisions come out: stored features are
+# then recomputed and every cluster re-evaluated on the next run.
+ALGORITHM = "1"
+
+# Query keys that say who shared a link, never which page it is. Matched case-insensitively;
+# shell-style patterns (`utm_*`) allowed. `[dedup] tracking_params` adds to this list.
+TRACKING_PARAMS = (
+    "utm_*",
+    "spm",
+    "from",
+    "fbclid",
+    "gclid",
+    "dclid",
+    "msclkid",
+    "yclid",
+    "igshid",
+    "mc_cid",
+    "mc_eid",
+    "_hsenc",
+    "_hsmi",
+    "ref_src",
+    "share_source",
+    "share_medium",
+    "isappinstalled",
+    "scene",
+    "wt.mc_id",
+)
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+SHINGLE = 5  # characters per shingle
+NUM_PERM = 128
+BANDS, ROWS = 20, 5  # LSH over the first 100 permutations: candidates from Jaccard ≈ 0.55 up
+SEED = 1_301_021
+MIN_FINGERPRINT_CHARS = 50  # shorter bodies ("Read more…") say nothing about the story
+MIN_SHINGLES = 40  # too little text for a meaningful similarity
+SHORT_BODY = 200  # an exact-content match of a body this short must also agree on the title
+TITLE_AGREE = 0.6  # overlap of title character bigrams
+SAME_TEXT = 0.9  # near-identical bodies: a reworded title is still the same story
+MAX_CANDIDATES = 50  # per entry, the ones sharing the most bands
+
+URL, CONTENT, NEAR = "url", "content", "near"
+
+# ------------------------------------------------------------------ canonical URL
+
+
+def tracking_patterns(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(p.strip().lower() for p in (*TRACKING_PARAMS, *extra) if p.strip()))
+
+
+def _is_tracking(key: str, patterns: Sequence[str]) -> bool:
+    k = key.lower()
+    return any(fnmatch.fnmatchcase(k, p) for p in patterns)
+
+
+def canonical_url(url: str | None, patterns: Sequence[str] = TRACKING_PARAMS) -> str | None:
+    """The form of `url` that every copy of the same link shares, or None when it is not an http(s) URL."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    netloc = host if port is None or str(port) == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    # One spelling of each character: decode, then percent-encode whatever is not plain ASCII.
+    path = quote(unquote(parts.path), safe="/:@!$&'()*+,;=-._~")
+    path = re.sub(r"/{2,}", "/", path).rstrip("/")
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k, patterns)]
+    return urlunsplit((scheme, netloc, path or "/", urlencode(sorted(query), quote_via=quote), ""))
+
+
+def url_key(canonical: str | None) -> str | None:
+    """An indexable digest of a canonical URL; None for a site's front page, which names no story.
+
+    http and https share a key: the same page served both ways is the same story."""
+    if not canonical:
+        return None
+    rest = canonical.split("://", 1)[1]
+    if "/" not in rest.rstrip("/") and "?" not in rest:
+        return None
+    return hashlib.blake2b(rest.encode(), digest_size=16).hexdigest()
+
+
+# ------------------------------------------------------------------ normalized text
+
+_BLOCK_END = re.compile(r"(?i)<(?:br|/p|/div|/li|/h\d|/tr|/blockquote|/figcaption)\b[^>]*>")
+# Whole blocks that are about the page, not the story: attributions, editors, share prompts.
+_BOILERPLATE = re.compile(
+    r"""^\W*(?:
+        (?:文章|本文|稿件)?来源[:：] | 责任编辑 | 编辑[:：] | 原标题[:：] | 本文(?:转载|转自|来自) | 转载(?:自|请注明)
+        | 点击(?:阅读|查看|关注) | 扫码 | 关注(?:我们|公众号) | 免责声明 | 版权(?:声明|所有) | 声明[:：]
+        | (?:source|via|editing\s+by|reporting\s+by|edited\s+by|originally\s+published|this\s+(?:article|story)\s+
+           (?:was|first|originally)|read\s+more|share\s+this|follow\s+us|sign\s+up|subscribe|all\s+rights\s+reserved
+           |copyright|related\s*:|advertisement)
+        | [©®]
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_BOILERPLATE_MAX = 120  # a longer block is content even if it starts like boilerplate
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def normalized_text(content_html: str) -> str:
+    """The body as comparable text: NFKC, tags and boilerplate blocks dropped, case folded,
+    whitespace and punctuation removed (so full-width vs half-width or re-spaced copies match)."""
+    blocks = _BLOCK_END.split(content_html)
+    kept: list[str] = []
+    for block in blocks:
+        text = unicodedata.normalize("NFKC", plain_text(block))
+        if not text or (len(text) <= _BOILERPLATE_MAX and _BOILERPLATE.match(text)):
+            continue
+        kept.append(text)
+    return _NOT_WORD.sub("", " ".join(kept).casefold())
+
+
+def fingerprint(text: str) -> str | None:
+    """Exact-content digest of normalized text; None when the text is too short to identify a story."""
+    if len(text) < MIN_FINGERPRINT_CHARS:
+        return None
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def shingles(text: str, k: int = SHINGLE) -> set[str]:
+    """Character k-grams: the same unit for Chinese (no word spaces) and Latin text."""
+    if len(text) < k:
+        return {text} if text else set()
+    return {text[i : i + k] for i in range(len(text) - k + 1)}
+
+
+def signature(grams: set[str]) -> bytes | None:
+    """MinHash signature: NUM_PERM unsigned 32-bit values, packed little-endian (how it is
+    stored); None when there is too little text for a meaningful similarity."""
+    if len(grams) < MIN_SHINGLES:
+        return None
+    h = RMinHash(NUM_PERM, SEED)
+    h.update(sorted(grams))
+    return struct.pack(f"<{NUM_PERM}I", *h.digest())
+
+
+def band_keys(sig: bytes) -> list[tuple[int, int]]:
+    """(band, hash) pairs: two entries sharing any pair are near-duplicate candidates.
+
+    Hashes are signed 64-bit so they fit BIGINT on every backend."""
+    width = ROWS * 4
+    return [
+        (
+            b,
+            int.from_bytes(
+                hashlib.blake2b(sig[b * width : (b + 1) * width], digest_size=8).digest(), "little", signed=True
+            ),
+        )
+        for b in range(BANDS)
+    ]
+
+
+def similarity(a: bytes, b: bytes) -> float:
+    """Estimated Jaccard similarity of two signatures: the share of equal positions."""
+    x, y = struct.unpack(f"<{len(a) // 4}I", a), struct.unpack(f"<{len(b) // 4}I", b)
+    n = min(len(x), len(y))
+    return sum(1 for p, q in zip(x[:n], y[:n], strict=True) if p == q) / n if n else 0.0
+
+
+# ------------------------------------------------------------------ titles
+
+# Labels outlets put before a reprinted or updated headline.
+_TITLE_PREFIX = re.compile(
+    r"""^\s*(?:
+        [【\[〔（(][^】\]〕）)]{1,12}[】\]〕）)]
+        | (?:转载|转帖|转|独家|快讯|更新|原创|视频|图文|重磅)\s*[:：|丨]
+        | (?:re|fw|fwd|reprint|repost|update|updated|breaking|exclusive|watch|live)\s*[:：|-]
+    )\s*""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def title_core(title: str) -> str:
+    """A headline without reprint labels, folded like body text."""
+    t = unicodedata.normalize("NFKC", title)
+    for _ in range(3):
+        stripped = _TITLE_PREFIX.sub("", t, count=1)
+        if stripped == t:
+            break
+        t = stripped
+    return _NOT_WORD.sub("", t.casefold())
+
+
+def _bigrams(s: str) -> set[str]:
+    return {s[i : i + 2] for i in range(len(s) - 1)} if len(s) > 1 else {s}
+
+
+def title_similarity(a: str, b: str) -> float:
+    """Overlap of character bigrams of the two title cores (1.0 when one contains the other,
+    e.g. an added outlet suffix)."""
+    ca, cb = title_core(a), title_core(b)
+    if not ca or not cb:
+        return 0.0
+    ga, gb = _bigrams(ca), _bigrams(cb)
+    return len(ga & gb) / min(len(ga), len(gb))
+
+
+def titles_agree(a: str, b: str, text_similarity: float = 0.0) -> bool:
+    """Do two headlines name the same story? Their numbers must match (a daily report with new
+    figures is a new story); their wording must overlap, unless the bodies are near-identical."""
+    na = Counter(n.replace(",", "") for n in _NUMBER.findall(unicodedata.normalize("NFKC", a)))
+    nb = Counter(n.replace(",", "") for n in _NUMBER.findall(unicodedata.normalize("NFKC", b)))
+    if na != nb:
+        return False
+    return text_similarity >= SAME_TEXT or title_similarity(a, b) >= TITLE_AGREE
+
+
+# ------------------------------------------------------------------ features and decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What dedup derives from one version of an entry, stored beside it."""
+
+    canonical_url: str | None
+    url_key: str | None
+    fingerprint: str | None
+    text_chars: int
+    signature: bytes | None
+
+    @property
+    def bands(self) -> list[tuple[int, int]]:
+        return band_keys(self.signature) if self.signature else []
+
+
+def features(link: str | None, content_html: str, patterns: Sequence[str] = TRACKING_PARAMS) -> Features:
+    curl = canonical_url(link, patterns)
+    text = normalized_text(content_html)
+    return Features(curl, url_key(curl), fingerprint(text), len(text), signature(shingles(text)))
+
+
+@dataclass(slots=True)
+class Item:
+    """One entry as the clustering decision sees it."""
+
+    id: int
+    source: str
+    title: str
+    published: datetime | None
+    updated: datetime | None
+    first_seen: datetime
+    url_key: str | None = None
+    fingerprint: str | None = None
+    text_chars: int = 0
+    signature: bytes | None = None
+    withdrawn: bool = False
+    canonical_id: int | None = None
+    dup_reason: str | None = None
+    dup_score: float | None = None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def rank(item: Item, priority: Sequence[str]) -> tuple:
+    """Sort key of the canonical-choice rule: the smallest is shown.
+
+    1. source priority (`[dedup] source_priority`, listed sources first, in that order);
+    2. earliest published (first seen when the entry has no date);
+    3. latest updated, so a newer version of the same story replaces the older one;
+    4. lowest id (the one stored first)."""
+    prio = priority.index(item.source) if item.source in priority else len(priority)
+    published = item.published or item.first_seen
+    updated = item.updated or published
+    return (prio, published, -(updated - _EPOCH).total_seconds(), item.id)
+
+
+def compare(a: Item, b: Item, near_threshold: float) -> tuple[str, float] | None:
+    """Are two entries the same story? (reason, score) when they are, None otherwise."""
+    if a.url_key and a.url_key == b.url_key:
+        return URL, 1.0
+    if a.fingerprint and a.fingerprint == b.fingerprint:
+        if min(a.text_chars, b.text_chars) >= SHORT_BODY or titles_agree(a.title, b.title, 1.0):
+            return CONTENT, 1.0
+        return None
+    if a.signature and b.signature:
+        score = similarity(a.signature, b.signature)
+        if score >= near_threshold and titles_agree(a.title, b.title, score):
+            return NEAR, round(score, 3)
+    return None
+
+
+def settings_digest(settings: DedupSettings) -> tuple[str, str]:
+    """(features digest, decisions digest): what stored features and clusters were made with."""
+    feats = json.dumps([ALGORITHM, sorted(tracking_patterns(settings.tracking_params))])
+    decisions = json.dumps([feats, settings.near_threshold, list(settings.source_priority)])
+    return (
+        hashlib.sha256(feats.encode()).hexdigest()[:32],
+        hashlib.sha256(decisions.encode()).hexdigest()[:32],
+    )
+
+
+# ------------------------------------------------------------------ the stage
+
+
+@dataclass(slots=True)
+class DedupReport:
+    examined: int = 0  # entries whose cluster was (re)decided
+    computed: int = 0  # entries whose features were (re)computed
+    duplicates: int = 0  # of the examined, how many are now linked to a canonical entry
+    promoted: int = 0  # members that became canonical because theirs left
+    reasons: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        by = ", ".join(f"{n} {r}" for r, n in sorted(self.reasons.items()))
+        return f"dedup: {self.examined} examined, {self.duplicates} duplicates" + (f" ({by})" if by else "")
+
+
+_CHUNK = 400  # ids per IN (...) list
+
+
+def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+@dataclass(slots=True)
+class Decision:
+    changed: set[int] = field(default_factory=set)  # entries whose canonical_id/reason/score changed
+    repoints: list[tuple[int, int]] = field(default_factory=list)  # (old canonical, new): move its members
+
+
+def decide(
+    items: dict[int, Item],
+    ids: Iterable[int],
+    candidates: dict[int, Sequence[int]],
+    near_threshold: float,
+    priority: Sequence[str],
+) -> Decision:
+    """Re-cluster the entries `ids` among the loaded `items` (mutating their canonical_id,
+    dup_reason and dup_score).
+
+    They are detached and then decided best-ranked first: each joins the cluster of its surest
+    match (url, then content, then near by score), and takes that cluster's place as canonical
+    when it outranks the current canonical entry. An entry still waiting for its turn is not a
+    match yet; it will find the others when its turn comes."""
+    out = Decision()
+    todo = set(ids)
+    out.changed |= todo
+    members: dict[int, set[int]] = {}
+    for it in items.values():
+        if it.id in todo:
+            it.canonical_id, it.dup_reason, it.dup_score = None, None, None
+        elif it.canonical_id:
+            members.setdefault(it.canonical_id, set()).add(it.id)
+    for it in sorted((items[i] for i in todo), key=lambda x: rank(x, priority)):
+        todo.discard(it.id)
+        if it.withdrawn:
+            continue
+        best: tuple | None = None
+        for cid in candidates.get(it.id, ()):
+            cand = items.get(cid)
+            if cand is None or cand.withdrawn or cid in todo:
+                continue
+            root = items.get(cand.canonical_id) if cand.canonical_id else cand
+            if root is None or root.withdrawn or root.id == it.id:
+                continue
+            verdict = compare(it, cand, near_threshold)
+            if verdict is None:
+                continue
+            order = ((URL, CONTENT, NEAR).index(verdict[0]), -verdict[1], rank(root, priority))
+            if best is None or order < best[0]:
+                best = (order, root, verdict)
+        if best is None:
+            continue
+        _, root, (reason, score) = best
+        if rank(it, priority) < rank(root, priority):
+            # The newcomer outranks the cluster's canonical entry: it takes its place.
+            moved = members.pop(root.id, set())
+            for m in moved:
+                items[m].canonical_id = it.id
+            root.canonical_id, root.dup_reason, root.dup_score = it.id, reason, score
+            members[it.id] = moved | {root.id}
+            out.changed |= moved | {root.id}
+            out.repoints.append((root.id, it.id))
+        else:
+            it.canonical_id, it.dup_reason, it.dup_score = root.id, reason, score
+            members.setdefault(root.id, set()).add(it.id)
+    return out
+
+
+def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
+    """Cluster new, changed and withdrawn entries (plus any left pending by an earlier run).
+
+    Everything happens in one transaction: readers see the clusters before or after, never
+    half-way. Members of a cluster whose canonical entry is touched are re-evaluated too, so a
+    withdrawn or changed canonical entry hands its place to the next member."""
+    from .store import DedupStateRow, EntryRow, SourceRow
+
+    started = time.monotonic()
+    cfg: DedupSettings = settings.dedup
+    report = DedupReport()
+    e = EntryRow.__table__
+    feat_digest, decision_digest = settings_digest(cfg)
+    items: dict[int, Item] = {}
+    with store.engine.begin() as c:
+        state = dict(c.execute(select(DedupStateRow.name, DedupStateRow.value)).all())
+        if state.get("features") != feat_digest:
+            c.execute(update(e).values(dedup_version=None))
+        ids = _select(c, e, set(touched_ids), everything=state.get("decisions") != decision_digest)
+        if ids:
+            sources = dict(c.execute(select(SourceRow.id, SourceRow.name)).all())
+            report.computed = _compute(c, e, sorted(ids), tracking_patterns(cfg.tracking_params), items, sources)
+            candidates = _candidates(c, e, items)
+            _load(c, e, {i for cs in candidates.values() for i in cs} - items.keys(), items, sources)
+            _load(c, e, {it.canonical_id for it in items.values() if it.canonical_id} - items.keys(), items, sources)
+            decision = decide(items, ids, candidates, cfg.near_threshold, list(cfg.source_priority))
+            _write(c, e, items, decision)
+            report.examined = len(ids)
+            report.promoted = sum(1 for old, _ in decision.repoints if old in ids)
+        for name, value in (("features", feat_digest), ("decisions", decision_digest)):
+            if state.get(name) != value:
+                c.execute(delete(DedupStateRow).where(DedupStateRow.name == name))
+                c.execute(insert(DedupStateRow).values(name=name, value=value))
+    for i in ids:
+        it = items[i]
+        if it.canonical_id and not it.withdrawn:
+            report.duplicates += 1
+            report.reasons[it.dup_reason] += 1
+    report.seconds = time.monotonic() - started
+    log.info("%s; %d features computed; %.2f s", report.summary(), report.computed, report.seconds)
+    return report
+
+
+def _select(c, e, ids: set[int], everything: bool) -> set[int]:
+    """Which entries to decide: touched, pending, orphans of a deleted canonical entry (the
+    foreign key set their canonical_id NULL but left dup_reason), every member of the clusters
+    of those, and after a settings change all entries."""
+    if everything:
+        ids.update(c.scalars(select(e.c.id)))
+        return ids
+    ids.update(c.scalars(select(e.c.id).where(e.c.dedup_pending.is_(True))))
+    ids.update(c.scalars(select(e.c.id).where(e.c.canonical_id.is_(None), e.c.dup_reason.is_not(None))))
+    frontier = list(ids)
+    while frontier:
+        found: list[int] = []
+        for chunk in _chunks(frontier):
+            found += [i for i in c.scalars(select(e.c.id).where(e.c.canonical_id.in_(chunk))) if i not in ids]
+        ids.update(found)
+        frontier = found
+    return ids
+
+
+def _candidates(c, e, items: dict[int, Item]) -> dict[int, list[int]]:
+    """Per entry to decide, the ids the indexes offer: same URL key, same fingerprint, shared
+    LSH bands (the MAX_CANDIDATES sharing the most)."""
+    from .store import MinhashBandRow
+
+    b = MinhashBandRow.__table__
+    by_url: dict[str, set[int]] = {}
+    by_print: dict[str, set[int]] = {}
+    by_band: dict[tuple[int, int], list[int]] = {}
+    for chunk in _chunks(sorted({it.url_key for it in items.values() if it.url_key})):
+        for i, k in c.execute(select(e.c.id, e.c.url_key).where(e.c.url_key.in_(chunk))):
+            by_url.setdefault(k, set()).add(i)
+    for chunk in _chunks(sorted({it.fingerprint for it in items.values() if it.fingerprint})):
+        for i, k in c.execute(select(e.c.id, e.c.fingerprint).where(e.c.fingerprint.in_(chunk))):
+            by_print.setdefault(k, set()).add(i)
+    keys = {it.id: band_keys(it.signature) if it.signature else [] for it in items.values() if not it.withdrawn}
+    for chunk in _chunks(sorted({k for ks in keys.values() for k in ks})):
+        q = select(b.c.band, b.c.hash, b.c.entry_id).where(tuple_(b.c.band, b.c.hash).in_(chunk))
+        for band, h, i in c.execute(q):
+            by_band.setdefault((band, h), []).append(i)
+    out: dict[int, list[int]] = {}
+    for i, ks in keys.items():
+        it = items[i]
+        near = Counter(j for k in ks for j in by_band.get(k, ()) if j != i)
+        found = by_url.get(it.url_key, set()) | by_print.get(it.fingerprint, set())
+        found |= {j for j, _ in near.most_common(MAX_CANDIDATES)}
+        found.discard(i)
+        out[i] = sorted(found)
+    return out
+
+
+def _write(c, e, items: dict[int, Item], decision: Decision) -> None:
+    for old, new in decision.repoints:
+        # Members of a demoted canonical entry that were not loaded follow it.
+        c.execute(update(e).where(e.c.canonical_id == old).values(canonical_id=new))
+    rows = [
+        {"b_id": i, "cid": items[i].canonical_id, "r": items[i].dup_reason, "s": items[i].dup_score}
+        for i in sorted(decision.changed)
+    ]
+    for chunk in _chunks(rows, 500):
+        c.execute(
+            update(e)
+            .where(e.c.id == bindparam("b_id"))
+            .values(canonical_id=bindparam("cid"), dup_reason=bindparam("r"), dup_score=bindparam("s"))
+            .values(dedup_pending=False),
+            list(chunk),
+        )
+
+
+_ITEM_COLUMNS = ("id", "source_id", "title", "published", "updated", "first_seen", "url_key", "fingerprint")
+
+
+def _item_query(e, *extra):
+    cols = (*_ITEM_COLUMNS, "text_chars", "minhash", "withdrawn_at", "canonical_id", "dup_reason", "dup_score")
+    return select(*(e.c[n] for n in cols), *extra)
+
+
+def _item(row, sources: dict[int, str]) -> Item:
+    return Item(
+        id=row.id,
+        source=sources.get(row.source_id, ""),
+        title=row.title,
+        published=row.published,
+        updated=row.updated,
+        first_seen=row.first_seen,
+        url_key=row.url_key,
+        fingerprint=row.fingerprint,
+        text_chars=row.text_chars or 0,
+        signature=row.minhash,
+        withdrawn=row.withdrawn_at is not None,
+        canonical_id=row.canonical_id,
+        dup_reason=row.dup_reason,
+        dup_score=row.dup_score,
+    )
+
+
+def _load(c, e, ids: Iterable[int], items: dict[int, Item], sources: dict[int, str]) -> None:
+    for chunk in _chunks(sorted(ids)):
+        for row in c.execute(_item_query(e).where(e.c.id.in_(chunk))):
+            items[row.id] = _item(row, sources)
+
+
+def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Item], sources: dict[int, str]) -> int:
+    """Load the entries to decide, computing features for those whose current version has none
+    (once per version: an unchanged entry that is re-decided reuses its stored features)."""
+    from .store import MinhashBandRow
+
+    b = MinhashBandRow.__table__
+    computed = 0
+    for chunk in _chunks(ids):
+        q = _item_query(e, e.c.version, e.c.dedup_version, e.c.link, e.c.content).where(e.c.id.in_(chunk))
+        fresh: list[dict] = []
+        new_bands: list[dict] = []
+        for row in c.execute(q):
+            it = items[row.id] = _item(row, sources)
+            if row.dedup_version == row.version:
+                continue
+            f = features(row.link, row.content, patterns)
+            it.url_key, it.fingerprint, it.text_chars = f.url_key, f.fingerprint, f.text_chars
+            it.signature = f.signature
+            fresh.append(
+                {
+                    "b_id": it.id,
+                    "cu": f.canonical_url,
+                    "uk": f.url_key,
+                    "fp": f.fingerprint,
+                    "tc": f.text_chars,
+                    "mh": f.signature,
+                    "dv": row.version,
+                }
+            )
+            new_bands += [{"entry_id": it.id, "band": band, "hash": h} for band, h in f.bands]
+        if not fresh:
+            continue
+        computed += len(fresh)
+        c.execute(
+            update(e)
+            .where(e.c.id == bindparam("b_id"))
+            .values(canonical_url=bindparam("cu"), url_key=bindparam("uk"), fingerprint=bindparam("fp"))
+            .values(text_chars=bindparam("tc"), minhash=bindparam("mh"), dedup_version=bindparam("dv")),
+            fresh,
+        )
+        c.execute(delete(b).where(b.c.entry_id.in_([r["b_id"] for r in fresh])))
+        if new_bands:
+            c.execute(insert(b), new_bands)
+    return computed
+
+
+def disable(store) -> None:
+    """`[dedup] enabled = false`: show every entry again, and forget the settings digest so that
+    enabling it later re-clusters everything. Cheap when nothing is clustered (indexed lookup)."""
+    from .store import DedupStateRow, EntryRow
+
+    e = EntryRow.__table__
+    with store.engine.begin() as c:
+        c.execute(
+            update(e)
+            .where(e.c.canonical_id.is_not(None) | e.c.dup_reason.is_not(None))
+            .values(canonical_id=None, dup_reason=None, dup_score=None)
+        )
+        c.execute(delete(DedupStateRow).where(DedupStateRow.name == "decisions"))
+    return None
