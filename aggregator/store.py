@@ -379,7 +379,7 @@ class Store:
                 by_key: dict[str, int] = {}
                 for i in range(0, len(new_keys), BATCH):
                     q = select(t.c.key, t.c.id).where(t.c.source_id == source_id, t.c.key.in_(new_keys[i : i + BATCH]))
-                    by_key.update(s.execute(q).tuples().all())
+                    by_key.update((k, i) for k, i in s.execute(q))
                 links = [
                     {"entry_id": by_key[key], "category_id": cat_ids[c]} for key, cats in inserted_cats for c in cats
                 ]

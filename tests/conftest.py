@@ -41,5 +41,5 @@ def write_config(folder: Path, body: str = "", *, articles: str = "articles", ex
 def site(tmp_path: Path) -> Path:
     """A work folder with a copy of the example articles and a config pointing at it."""
     shutil.copytree(EXAMPLES, tmp_path / "articles")
-    write_config(tmp_path)
+    write_config(tmp_path, '[categories]\n"Finance" = "金融"')
     return tmp_path
