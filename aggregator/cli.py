@@ -145,3 +145,24 @@ def categories(obj: Context) -> None:
             paths = " ".join(f"{c.slug}/{FILENAMES[f]}" for f in settings.output.formats)
             table.add_row(c.name, c.slug, str(n), newest.strftime("%Y-%m-%d %H:%M") if newest else "-", paths)
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+# ---- dedup
+
+
+@main.command()
+@click.pass_obj
+def duplicates(obj: Context) -> None:
+    """List duplicate clusters: the entry shown, then each member with its source and reason."""
+    from .dedup import clusters
+
+    settings = obj.settings()
+    with obj.store(settings) as store:
+        found = clusters(store)
+    for cluster in found:
+        head = cluster.canonical
+        click.echo(f"{head.title}\n  {'shown':<10} {head.source}: {head.key}")
+        for m in cluster.members:
+            click.echo(f"  {m.describe()}")
+    n = sum(len(c.members) for c in found)
+    click.echo(f"{len(found)} clusters, {n} duplicates hidden")

@@ -639,3 +639,51 @@ def disable(store) -> None:
         )
         c.execute(delete(DedupStateRow).where(DedupStateRow.name == "decisions"))
     return None
+
+
+# ------------------------------------------------------------------ reading clusters
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: int
+    title: str
+    source: str
+    key: str
+    link: str | None
+    reason: str | None = None  # None for the canonical entry
+    score: float | None = None
+
+    def describe(self) -> str:
+        why = f"near {self.score:.2f}" if self.reason == NEAR and self.score is not None else (self.reason or "")
+        return f"{why:<10} {self.source}: {self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    canonical: Member
+    members: tuple[Member, ...]
+
+
+def clusters(store) -> list[Cluster]:
+    """Every cluster with visible duplicates: the canonical entry and its members, newest first."""
+    from .store import EntryRow, SourceRow
+
+    e = EntryRow.__table__
+    cols = (e.c.id, e.c.title, SourceRow.name, e.c.key, e.c.link, e.c.dup_reason, e.c.dup_score)
+    members: dict[int, list[Member]] = {}
+    with store.engine.connect() as c:
+        q = (
+            select(e.c.canonical_id, *cols)
+            .join(SourceRow, SourceRow.id == e.c.source_id)
+            .where(e.c.canonical_id.is_not(None), e.c.withdrawn_at.is_(None))
+            .order_by(e.c.id)
+        )
+        for cid, *row in c.execute(q):
+            members.setdefault(cid, []).append(Member(*row))
+        heads: list[tuple] = []
+        for chunk in _chunks(sorted(members)):
+            q = select(e.c.sort_date, *cols).join(SourceRow, SourceRow.id == e.c.source_id).where(e.c.id.in_(chunk))
+            heads += c.execute(q).all()
+    heads.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    return [Cluster(Member(*h[1:6]), tuple(members[h[1]])) for h in heads]
