@@ -71,6 +71,12 @@ class OutputSettings(_Strict):
     author: str = "aggregator"
     max_items: int = Field(default=50, ge=1, le=10_000)
     formats: list[Literal["atom", "rss", "json"]] = ["atom", "rss"]
+    # ---- publish (issue 6): feed presentation
+    icon: str | None = None  # square image URL (Atom icon, JSON Feed icon)
+    logo: str | None = None  # 2:1 image URL (Atom logo, RSS image); defaults to icon
+    ttl: int = Field(default=60, ge=1, le=100_000)  # RSS <ttl>, minutes
+    summary_only: bool = False  # publish summaries, not full content
+    stylesheet: bool = True  # ship feed.xsl and reference it from Atom/RSS feeds
 
     @field_validator("base_url")
     @classmethod
@@ -99,6 +105,46 @@ class DedupSettings(_Strict):
     near_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
     tracking_params: list[str] = []
     source_priority: list[str] = []
+
+
+# ---- publish (issue 6): per-category options and WebSub
+
+
+class CategorySettings(_Strict):
+    """`[categories] "name" = "canonical"` (an alias) or a `[categories."name"]` table of options."""
+
+    alias_of: str | None = None
+    title: str | None = None
+    description: str | None = None
+    icon: str | None = None
+    logo: str | None = None
+    max_items: int | None = Field(default=None, ge=1, le=10_000)
+    formats: list[Literal["atom", "rss", "json"]] | None = None
+    summary_only: bool | None = None  # None: [output] summary_only
+    include: list[str] = []  # publish only entries whose title, summary or tags hold one of these
+    exclude: list[str] = []  # never publish entries whose title, summary or tags hold one of these
+
+    @model_validator(mode="after")
+    def _alias_alone(self) -> CategorySettings:
+        if self.alias_of is not None and self.model_fields_set - {"alias_of"}:
+            raise ValueError("an alias (alias_of) takes no other options; set them on the canonical category")
+        return self
+
+
+def _alias_table(v: object) -> object:
+    return {"alias_of": v} if isinstance(v, str) else v
+
+
+class WebSubSettings(_Strict):
+    hub: str | None = None  # the hub to ping after a feed changes
+    timeout: Interval = 10.0
+
+    @field_validator("hub")
+    @classmethod
+    def _absolute_hub(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/]+", v):
+            raise ValueError("must be an absolute http(s) URL")
+        return v
 
 
 class SourceSettings(_Strict):
@@ -145,7 +191,8 @@ class Settings(_Strict):
     output: OutputSettings = OutputSettings()
     fetch: FetchSettings = FetchSettings()
     dedup: DedupSettings = DedupSettings()
-    categories: dict[str, str] = {}
+    categories: dict[str, Annotated[CategorySettings, BeforeValidator(_alias_table)]] = {}
+    websub: WebSubSettings = WebSubSettings()
     sources: list[SourceSettings] = []
     # Where the file came from; set by load_config, not by the TOML.
     config_path: Path = Path(DEFAULT_CONFIG)
@@ -161,7 +208,17 @@ class Settings(_Strict):
 
     def canonical_category(self, name: str) -> str:
         name = " ".join(name.split())
-        return self.categories.get(name, name)
+        return self.category_aliases.get(name, name)
+
+    @property
+    def category_aliases(self) -> dict[str, str]:
+        """name as written (whitespace collapsed) → canonical name, for the sources."""
+        return {" ".join(k.split()): c.alias_of for k, c in self.categories.items() if c.alias_of is not None}
+
+    def category_options(self, name: str) -> CategorySettings:
+        """The options of a canonical category (defaults when it has no table)."""
+        found = self.categories.get(name)
+        return found if found is not None and found.alias_of is None else CategorySettings()
 
     @property
     def file_sources(self) -> tuple[SourceSettings, ...]:

@@ -57,7 +57,7 @@ def ingest_files(
         source=source.name,
         zone=source.zone,
         categories=tuple(settings.canonical_category(c) for c in source.categories),
-        aliases=settings.categories,
+        aliases=settings.category_aliases,
         base_url=settings.output.base_url,
     )
     now = now_utc()
