@@ -186,6 +186,21 @@ class SourceSettings(_Strict):
         return ZoneInfo(self.timezone)
 
 
+# ---- daemon (issue 5): serving the output folder and pruning old entries
+
+
+class ServeSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_age: Interval = 300.0  # Cache-Control max-age of served files, seconds
+
+
+class RetentionSettings(_Strict):
+    max_age_days: int | None = Field(default=None, ge=1)  # prune remote entries older than this
+    max_entries_per_source: int | None = Field(default=None, ge=1)  # keep the newest N per remote source
+    every: Interval = 3600.0  # how often the daemon prunes and runs database upkeep
+
+
 class Settings(_Strict):
     database: DatabaseSettings = DatabaseSettings()
     output: OutputSettings = OutputSettings()
@@ -193,6 +208,8 @@ class Settings(_Strict):
     dedup: DedupSettings = DedupSettings()
     categories: dict[str, Annotated[CategorySettings, BeforeValidator(_alias_table)]] = {}
     websub: WebSubSettings = WebSubSettings()
+    serve: ServeSettings = ServeSettings()  # ---- daemon (issue 5)
+    retention: RetentionSettings = RetentionSettings()  # ---- daemon (issue 5)
     sources: list[SourceSettings] = []
     # Where the file came from; set by load_config, not by the TOML.
     config_path: Path = Path(DEFAULT_CONFIG)

@@ -203,6 +203,34 @@ class OutputRow(Base):
     signature: Mapped[str] = mapped_column(String(64))
 
 
+# ---- daemon (issue 5): retention tombstones, daemon state and the writer lease
+
+
+class TombstoneRow(Base):
+    """An entry pruned by retention: its identity and fingerprint stay, so a remote feed that
+    still carries it does not bring it back."""
+
+    __tablename__ = "tombstones"
+
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36))
+    fingerprint: Mapped[str | None] = mapped_column(String(32))
+    pruned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DaemonStateRow(Base):
+    """Small named records of the daemon: its last cycle (for `aggregator status`) and, on a
+    server database, the writer lease (holder + expiry)."""
+
+    __tablename__ = "daemon_state"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredStamp:
     id: int
@@ -232,6 +260,29 @@ def _on_connect(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+
+
+# ---- daemon (issue 5)
+
+
+def maintenance_statements(dialect: str) -> list[str]:
+    """Periodic upkeep, per dialect: SQLite refreshes its planner statistics (freed pages are
+    reused, so the file stops growing once retention keeps the row count steady); PostgreSQL's
+    autovacuum already does the equivalent."""
+    return ["PRAGMA optimize"] if dialect == "sqlite" else []
+
+
+def database_size(engine: Engine) -> int | None:
+    """Bytes the database occupies: the file (with its WAL) for SQLite, pg_database_size otherwise."""
+    if engine.dialect.name == "sqlite":
+        db = engine.url.database
+        if not db or db == ":memory:":
+            return None
+        return sum(Path(db + suffix).stat().st_size for suffix in ("", "-wal") if Path(db + suffix).exists())
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as c:
+            return c.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
+    return None
 
 
 def _json(items: Sequence[str]) -> str | None:
@@ -303,6 +354,7 @@ class Store:
         if not entries:
             return result, touched
         with self.session() as s, s.begin():
+            entries = _without_tombstoned(s, source_id, entries, known)  # ---- daemon: pruned stays pruned
             cat_ids = self._category_ids(s, {c for e in entries for c in e.categories})
             inserts: list[dict] = []
             inserted_cats: list[tuple[str, Sequence[str]]] = []
@@ -499,6 +551,23 @@ class Store:
     def entry_count(self) -> int:
         with self.engine.connect() as c:
             return c.scalar(select(func.count()).select_from(EntryRow)) or 0
+
+
+# ---- daemon (issue 5)
+
+
+def _without_tombstoned(
+    s: Session, source_id: int, entries: Sequence[Entry], known: dict[str, StoredStamp]
+) -> Sequence[Entry]:
+    """Drop new entries that retention pruned before (a feed still carrying an old item)."""
+    new_keys = [e.key for e in entries if e.key not in known]
+    dead: set[str] = set()
+    for i in range(0, len(new_keys), BATCH):
+        q = select(TombstoneRow.key).where(
+            TombstoneRow.source_id == source_id, TombstoneRow.key.in_(new_keys[i : i + BATCH])
+        )
+        dead.update(s.scalars(q))
+    return [e for e in entries if e.key not in dead] if dead else entries
 
 
 def _as_utc(value: datetime | str | None) -> datetime | None:

@@ -1,0 +1,254 @@
+"""One writer per database.
+
+Two processes writing the same database would fetch every source twice and race on
+category creation, so `run`, `update`, `ingest` and `build` hold a writer lock:
+
+- SQLite: a `filelock` lock on `<database>.lock` beside the file. The operating system
+  drops it when the holder dies, even by SIGKILL, so there is nothing stale to clean up.
+  The holder writes who it is to `<database>.lock.json` so a refused process can name it.
+- A server database (PostgreSQL): a lease row in `daemon_state`, renewed by the holder
+  well before it expires; a holder that died without releasing loses it at expiry.
+
+A second writer is refused with `LockHeld` (naming the holder's pid), or waits up to
+`wait` seconds first when asked to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
+
+from .store import DaemonStateRow, now_utc
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "writer"
+LEASE_SECONDS = 60.0
+
+
+class LockHeld(Exception):
+    """Another process is the database's writer; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    pid: int
+    host: str
+    command: str
+    since: str
+
+    @classmethod
+    def me(cls, command: str) -> Holder:
+        return cls(os.getpid(), socket.gethostname(), command, now_utc().isoformat())
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} (aggregator {self.command}, since {self.since})"
+
+    def dumps(self) -> str:
+        return json.dumps({"pid": self.pid, "host": self.host, "command": self.command, "since": self.since})
+
+    @classmethod
+    def loads(cls, text: str | None) -> Holder | None:
+        try:
+            d = json.loads(text or "")
+            return cls(int(d["pid"]), str(d["host"]), str(d["command"]), str(d["since"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for a server database or an in-memory one."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return None
+    if not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def refusal(holder: Holder | None, database: str) -> str:
+    who = holder.describe() if holder else "another process"
+    return f"{database}: database is locked by {who}; only one writer may run at a time"
+
+
+# ------------------------------------------------------------------ SQLite: a file lock
+
+
+class FileWriterLock:
+    """The lock file beside a SQLite database, with the holder recorded next to it."""
+
+    def __init__(self, db_path: Path):
+        self.path = Path(str(db_path) + ".lock")
+        self.info = Path(str(db_path) + ".lock.json")
+        self._lock = FileLock(self.path, thread_local=False)
+
+    def acquire(self, command: str, wait: float = 0.0) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=wait)
+        except Timeout:
+            raise LockHeld(refusal(self.holder(), str(self.path.with_suffix("")))) from None
+        self.info.write_text(Holder.me(command).dumps(), encoding="utf-8")
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self.info.unlink(missing_ok=True)
+            self._lock.release()
+
+    def holder(self) -> Holder | None:
+        try:
+            return Holder.loads(self.info.read_text(encoding="utf-8"))
+        except OSError:
+            return None
+
+    def is_held_elsewhere(self) -> bool:
+        """True if another process holds the lock now (probed without keeping it)."""
+        if self._lock.is_locked:
+            return False
+        probe = FileLock(self.path, thread_local=False)
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            return True
+        probe.release()
+        return False
+
+    def renew(self) -> None:
+        """Nothing to renew: the operating system holds a file lock as long as the process lives."""
+
+
+# ------------------------------------------------------------------ server database: a lease row
+
+
+def lease_free(expires_at: datetime | None, holder: str | None, me: str, now: datetime) -> bool:
+    """May `me` take (or keep) the lease? Free when nobody holds it, it is ours, or it lapsed."""
+    return holder is None or holder == me or expires_at is None or expires_at <= now
+
+
+class LeaseWriterLock:
+    """A lease row in the database: portable SQL, so it works on any server backend."""
+
+    def __init__(self, engine: Engine, seconds: float = LEASE_SECONDS):
+        self.engine = engine
+        self.seconds = seconds
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._held = False
+        self._info = ""
+
+    def _try(self, now: datetime) -> bool:
+        expires = now + timedelta(seconds=self.seconds)
+        t = DaemonStateRow.__table__
+        with self.engine.begin() as c:
+            row = c.execute(select(t.c.holder, t.c.expires_at).where(t.c.name == LEASE_NAME)).first()
+            if row is None:
+                try:
+                    c.execute(
+                        insert(t).values(name=LEASE_NAME, holder=self.token, expires_at=expires, value=self._info)
+                    )
+                except IntegrityError:  # someone inserted it at the same moment: theirs
+                    return False
+                return True
+            if not lease_free(row.expires_at, row.holder, self.token, now):
+                return False
+            # Compare-and-set on what we read, so two contenders cannot both win a lapsed lease.
+            same = t.c.holder.is_(None) if row.holder is None else t.c.holder == row.holder
+            done = c.execute(
+                update(t)
+                .where(t.c.name == LEASE_NAME, same)
+                .values(holder=self.token, expires_at=expires, value=self._info)
+            )
+            return done.rowcount == 1
+
+    def acquire(self, command: str, wait: float = 0.0) -> None:
+        self._info = Holder.me(command).dumps()
+        deadline = time.monotonic() + wait
+        while not self._try(now_utc()):
+            if time.monotonic() >= deadline:
+                raise LockHeld(refusal(self.holder(), self.engine.url.render_as_string(hide_password=True)))
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        self._held = True
+
+    def renew(self) -> None:
+        """Push the expiry forward; the daemon calls this well within `seconds`."""
+        if not self._held:
+            return
+        t = DaemonStateRow.__table__
+        with self.engine.begin() as c:
+            c.execute(
+                update(t)
+                .where(t.c.name == LEASE_NAME, t.c.holder == self.token)
+                .values(expires_at=now_utc() + timedelta(seconds=self.seconds))
+            )
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        t = DaemonStateRow.__table__
+        with self.engine.begin() as c:
+            c.execute(delete(t).where(t.c.name == LEASE_NAME, t.c.holder == self.token))
+        self._held = False
+
+    def holder(self) -> Holder | None:
+        t = DaemonStateRow.__table__
+        with self.engine.connect() as c:
+            return Holder.loads(c.execute(select(t.c.value).where(t.c.name == LEASE_NAME)).scalar())
+
+    def is_held_elsewhere(self) -> bool:
+        t = DaemonStateRow.__table__
+        with self.engine.connect() as c:
+            row = c.execute(select(t.c.holder, t.c.expires_at).where(t.c.name == LEASE_NAME)).first()
+        return row is not None and not lease_free(row.expires_at, row.holder, self.token, now_utc())
+
+
+WriterLock = FileWriterLock | LeaseWriterLock
+
+
+def writer_lock_for(engine: Engine) -> WriterLock:
+    path = sqlite_path(engine.url.render_as_string(hide_password=False))
+    if path is not None:
+        return FileWriterLock(path)
+    return LeaseWriterLock(engine)
+
+
+@contextmanager
+def writer(engine: Engine, command: str, wait: float = 0.0) -> Iterator[WriterLock]:
+    """Hold the database's writer lock for the block; raise LockHeld if another process has it.
+
+    A lease is renewed from a background thread, so a long `update` keeps it too."""
+    lock = writer_lock_for(engine)
+    lock.acquire(command, wait)
+    stop = threading.Event()
+    renewer = None
+    if isinstance(lock, LeaseWriterLock):
+
+        def renew_loop() -> None:
+            while not stop.wait(lock.seconds / 3):
+                try:
+                    lock.renew()
+                except Exception as e:  # a missed renewal is retried; the expiry is still far off
+                    log.warning("cannot renew the writer lease: %s", e)
+
+        renewer = threading.Thread(target=renew_loop, name="lease-renewer", daemon=True)
+        renewer.start()
+    try:
+        yield lock
+    finally:
+        stop.set()
+        if renewer is not None:
+            renewer.join(timeout=5)
+        lock.release()
