@@ -20,10 +20,13 @@ from pathlib import Path
 
 CATEGORIES = [f"类别{i}" if i % 2 else f"Topic {i}" for i in range(50)]
 WORDS = "市场 经济 公司 投资 增长 政策 银行 股票 基金 利率 发布 数据 报告 分析 预期 季度 收入 利润".split()
+# Body text must look like real text to the dedup stage: words of 1-3 characters drawn from
+# ~3,000 CJK characters, so unrelated articles share few character shingles, as real ones do.
+HANZI = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
 
 
 def paragraph(rng: random.Random, n: int) -> str:
-    return "".join(rng.choice(WORDS) for _ in range(n)) + "。"
+    return "".join("".join(rng.choices(HANZI, k=rng.randint(1, 3))) for _ in range(n)) + "。"
 
 
 def article(i: int, rng: random.Random) -> tuple[str, str]:
