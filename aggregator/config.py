@@ -102,7 +102,7 @@ class FetchSettings(_Strict):
 
 class DedupSettings(_Strict):
     enabled: bool = True
-    near_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+    near_threshold: float = Field(default=0.6, gt=0.0, le=1.0)  # measured: benchmarks/dedup_quality.py
     tracking_params: list[str] = []
     source_priority: list[str] = []
 
