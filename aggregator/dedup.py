@@ -332,13 +332,14 @@ def compare(a: Item, b: Item, near_threshold: float) -> tuple[str, float] | None
     """Are two entries the same story? (reason, score) when they are, None otherwise."""
     if a.url_key and a.url_key == b.url_key:
         return URL, 1.0
+    # A short body (a news flash, a teaser) can be shared by different stories: its headline
+    # must agree in wording, whatever the text similarity.
+    short = min(a.text_chars, b.text_chars) < SHORT_BODY
     if a.fingerprint and a.fingerprint == b.fingerprint:
-        if min(a.text_chars, b.text_chars) >= SHORT_BODY or titles_agree(a.title, b.title, 1.0):
-            return CONTENT, 1.0
-        return None
+        return (CONTENT, 1.0) if titles_agree(a.title, b.title, 0.0 if short else 1.0) else None
     if a.signature and b.signature:
         score = similarity(a.signature, b.signature)
-        if score >= near_threshold and titles_agree(a.title, b.title, score):
+        if score >= near_threshold and titles_agree(a.title, b.title, 0.0 if short else score):
             return NEAR, round(score, 3)
     return None
 
