@@ -86,13 +86,14 @@ def _progress(enabled: bool) -> Iterator:
 
 
 @main.command()
+@click.option("--wait", type=float, default=0.0, help="Wait up to this many seconds for another writer to finish.")
 @click.pass_obj
-def update(obj: Context) -> None:
+def update(obj: Context, wait: float) -> None:
     """Ingest every source, then rebuild the feeds that changed."""
     from .pipeline import update as run_update
 
     settings = obj.settings()
-    with obj.store(settings) as store, _progress(obj.verbosity >= 0) as progress:
+    with obj.store(settings) as store, _writer(store, "update", wait), _progress(obj.verbosity >= 0) as progress:
         report = run_update(store, settings, progress)
     click.echo(report.summary())
 
@@ -105,7 +106,7 @@ def ingest(obj: Context) -> None:
 
     settings = obj.settings()
     started = time.monotonic()
-    with obj.store(settings) as store, _progress(obj.verbosity >= 0) as progress:
+    with obj.store(settings) as store, _writer(store, "ingest"), _progress(obj.verbosity >= 0) as progress:
         r = run_ingest(store, settings, progress)
     click.echo(
         f"{r.seen} files seen: {r.new} new, {r.updated} updated, {r.unchanged} unchanged, "
@@ -122,7 +123,7 @@ def build(obj: Context, force: bool) -> None:
 
     settings = obj.settings()
     started = time.monotonic()
-    with obj.store(settings) as store:
+    with obj.store(settings) as store, _writer(store, "build"):
         b = run_build(store, settings, force=force)
     click.echo(f"{b.written} files written for {b.rebuilt} of {b.feeds} feeds; {time.monotonic() - started:.2f} s")
 
@@ -166,3 +167,236 @@ def duplicates(obj: Context) -> None:
             click.echo(f"  {m.describe()}")
     n = sum(len(c.members) for c in found)
     click.echo(f"{len(found)} clusters, {n} duplicates hidden")
+
+
+# ---- daemon (issue 5): the writer lock, `run`, `serve`, `status`
+
+EXIT_LOCKED = 3
+
+
+@contextmanager
+def _writer(store, command: str, wait: float = 0.0) -> Iterator:
+    """Hold the database's writer lock, or exit 3 naming the process that holds it."""
+    from .lock import LockHeld, writer
+
+    try:
+        lock = writer(store.engine, command, wait)
+        lock.__enter__()
+    except LockHeld as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_LOCKED)
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+@main.command()
+@click.option("--serve", "serve_too", is_flag=True, help="Also serve the output folder over HTTP.")
+@click.option("--host", default=None, help="Address to serve on (default: [serve] host).")
+@click.option("--port", type=int, default=None, help="Port to serve on (default: [serve] port).")
+@click.option("--json-logs", is_flag=True, help="Log JSON lines instead of text.")
+@click.pass_obj
+def run(obj: Context, serve_too: bool, host: str | None, port: int | None, json_logs: bool) -> None:
+    """Run the daemon: fetch, scan, dedup and publish on schedule until SIGTERM; SIGHUP reloads the config."""
+    from .schedule import Daemon, configure_logging
+
+    settings = obj.settings()
+    configure_logging(json_logs, obj.verbosity)
+    with obj.store(settings) as store, _writer(store, "run"):
+        listen = (host or settings.serve.host, settings.serve.port if port is None else port) if serve_too else None
+        try:
+            code = Daemon(settings, store, serve=listen).run()
+        except OSError as e:  # e.g. the port is taken
+            fail(f"cannot start: {e}")
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: [serve] host).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: [serve] port).")
+@click.pass_obj
+def serve(obj: Context, host: str | None, port: int | None) -> None:
+    """Serve the output folder over HTTP (ETag/304, gzip, feed content types) until SIGTERM."""
+    import signal
+    import threading
+
+    from .serve import start
+
+    settings = obj.settings()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server, _ = start(settings.output.dir, host or settings.serve.host,
+                          settings.serve.port if port is None else port, settings.serve.max_age)  # fmt: skip
+    except OSError as e:
+        fail(f"cannot listen: {e}")
+    click.echo(f"serving {settings.output.dir} at {server.url}", err=True)
+    while not stop.wait(3600):
+        pass
+    server.shutdown()
+    server.server_close()
+
+
+@main.command()
+@click.pass_obj
+def status(obj: Context) -> None:
+    """Is the daemon running; its last cycle; each source's health; entries per category; database size."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .schedule import status as read_status
+
+    settings = obj.settings()
+    with obj.store(settings) as store:
+        st = read_status(store)
+    console = Console(width=200 if not sys.stdout.isatty() else None)
+    console.print(f"daemon: {'running, ' + (st.holder or '') if st.running else 'not running'}")
+    if st.last_cycle:
+        c = st.last_cycle
+        console.print(
+            f"last cycle: {c.get('at')}: {c.get('touched', 0)} entries changed, {c.get('written', 0)} files written "
+            f"for {c.get('rebuilt', 0)} of {c.get('feeds', 0)} feeds in {c.get('seconds', 0)} s"
+        )
+    else:
+        console.print("last cycle: none yet")
+    size = f"{st.database_bytes / 1e6:.1f} MB" if st.database_bytes is not None else "unknown"
+    console.print(f"database: {size}")
+
+    def when(d) -> str:
+        return d.strftime("%Y-%m-%d %H:%M") if d else "-"
+
+    table = Table("source", "kind", "entries", "last fetch", "status", "errors", "next due", "last error", box=None)
+    for s in st.sources:
+        table.add_row(s.name, s.kind, str(s.entries), when(s.last_fetch), str(s.last_status or "-"),
+                      str(s.error_count), when(s.next_due), (s.last_error or "")[:60])  # fmt: skip
+    console.print(table)
+    cats = Table("category", "slug", "entries", box=None)
+    for name, slug, n in st.categories:
+        cats.add_row(name, slug, str(n))
+    console.print(cats)
+
+
+# ---- remote sources (issue 3): `fetch`, `sources`, `sources import-opml` / `export-opml`
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.pass_obj
+def fetch(obj: Context, names: tuple[str, ...]) -> None:
+    """Fetch remote sources now, ignoring their schedule: the NAMEs given, else every enabled one."""
+    from .pipeline import fetch as run_fetch
+
+    settings = obj.settings()
+    with obj.store(settings) as store, _writer(store, "fetch"):
+        try:
+            report = run_fetch(store, settings, list(names) or None)
+        except ConfigError as e:
+            fail(str(e))
+    click.echo(report.summary())
+
+
+def _ago(when, now) -> str:
+    if when is None:
+        return "-"
+    seconds = (when - now).total_seconds()
+    span = abs(seconds)
+    text = f"{span:.0f}s" if span < 90 else f"{span / 60:.0f}m" if span < 5400 else f"{span / 3600:.1f}h"
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def sources(ctx: click.Context) -> None:
+    """Table of remote sources: URL, last fetch and status, entries, errors, next fetch, last error."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from .sources.opml import remote_sources
+    from .store import now_utc
+
+    obj: Context = ctx.obj
+    settings = obj.settings()
+    try:
+        configured = remote_sources(settings)
+    except ConfigError as e:
+        fail(str(e))
+    with obj.store(settings) as store:
+        rows = {r.name: r for r in store.source_rows()}
+        counts = store.entries_per_source()
+    now = now_utc()
+    table = Table("name", "url", "last fetch", "status", "entries", "errors", "next due", "last error", box=None)
+    for s in configured:
+        r = rows.get(s.name)
+        if r is None or r.kind != "feed":
+            table.add_row(s.name, s.url or "", "never", "-", "0", "0", "now" if s.enabled else "disabled", "")
+            continue
+        due = "disabled" if r.disabled or not s.enabled else _ago(r.next_due, now) if r.next_due else "now"
+        url = r.location + (f" (moving to {r.moved_to})" if r.moved_to else "")
+        error = r.disabled or r.last_error or (f"ill-formed: {r.feed_flags}" if r.feed_flags else "")
+        table.add_row(
+            s.name,
+            url,
+            _ago(r.last_fetch, now) if r.last_fetch else "never",
+            str(r.last_status) if r.last_status is not None else "-",
+            str(counts.get(r.id, 0)),
+            str(r.error_count or 0),
+            due,
+            error[:200],
+        )
+    Console(width=250 if not sys.stdout.isatty() else None).print(table)
+
+
+@sources.command("import-opml")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.pass_obj
+def import_opml(obj: Context, file: str) -> None:
+    """Append the feeds of an OPML FILE to the config as [[sources]] (folders become categories)."""
+    import os
+    from pathlib import Path
+
+    from .sources.opml import OpmlError, read_opml_file, toml_blocks
+
+    settings = obj.settings()
+    try:
+        subs = read_opml_file(Path(file))
+    except OpmlError as e:
+        fail(f"{file}: {e}")
+    try:
+        text, added, skipped = toml_blocks(subs, settings)
+    except ConfigError as e:
+        fail(str(e))
+    if added:
+        path = settings.config_path
+        old = path.read_text(encoding="utf-8")
+        tmp = path.with_name(f".{path.name}.import")
+        tmp.write_text(old + ("" if old.endswith("\n") else "\n") + "\n" + text, encoding="utf-8")
+        try:
+            load_config(tmp)  # never leave a config behind that does not load
+        except ConfigError as e:
+            tmp.unlink()
+            fail(f"{file}: the imported sources would make the config invalid: {e}")
+        os.replace(tmp, path)
+    click.echo(f"{added} sources added to {settings.config_path}, {skipped} already subscribed or without a URL")
+
+
+@sources.command("export-opml")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Write here instead of stdout.")
+@click.pass_obj
+def export_opml(obj: Context, output: str | None) -> None:
+    """Write every remote source as OPML (folder = first category)."""
+    from .sources.opml import remote_sources, subscriptions, write_opml
+
+    settings = obj.settings()
+    try:
+        data = write_opml(subscriptions(remote_sources(settings)), settings.output.title)
+    except ConfigError as e:
+        fail(str(e))
+    if output:
+        with open(output, "wb") as f:
+            f.write(data)
+    else:
+        sys.stdout.buffer.write(data)

@@ -138,7 +138,14 @@ def update(store: Store, settings: Settings, progress: Progress | None = None) -
     """Ingest every source, then publish what changed."""
     started = time.monotonic()
     ingested = ingest(store, settings, progress)
-    # ---- dedup: cluster what changed (new, changed and withdrawn ids) before publishing.
-    deduped = dedup.run(store, settings, ingested.touched) if settings.dedup.enabled else dedup.disable(store)
-    built = build(store, settings)
+    deduped, built = settle(store, settings, ingested.touched)
     return UpdateReport(ingested, built, time.monotonic() - started, deduped)
+
+
+def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.DedupReport | None, BuildReport]:
+    """After ingesting: dedup what changed, then publish. `update` and the daemon's build job both
+    end with this, so a cycle of the daemon and a run of `update` do the same work."""
+    # ---- dedup: cluster what changed (new, changed and withdrawn ids) before publishing.
+    deduped = dedup.run(store, settings, touched) if settings.dedup.enabled else dedup.disable(store)
+    built = build(store, settings)
+    return deduped, built

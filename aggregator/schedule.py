@@ -1,0 +1,668 @@
+"""`aggregator run`: APScheduler wiring that keeps every feed fresh, and nothing more.
+
+Jobs (all `max_instances=1`, coalescing, with a misfire grace time):
+
+- `fetch:<name>`, one per remote source, on an interval trigger with jitter. The database's
+  `next_due` (last fetch, back-off, Retry-After, feed hints) decides when it really runs: the
+  first run is placed at `next_due` (so a restart does not refetch everything, and a source
+  that was backing off stays backed off), and after every run the job moves to the new
+  `next_due`.
+- `scan:<name>`, one per article folder, on its interval, and poked by a watchdog observer
+  within about a second of any change in the folder.
+- `build`, a one-shot job placed by `request_build` after any job changed entries (and
+  once at start), debounced: a burst of changes gives one dedup + publish, never a blind timer.
+- `retention`, on `[retention] every`: pruning and database upkeep.
+
+Scans, builds and retention share one worker (they are local and write the most); fetches
+run on their own pool. Every job ends with one log line (source, outcome, counts, seconds),
+text or JSON. A job that raises is logged and retried with back-off; the scheduler goes on.
+
+Signals: SIGTERM/SIGINT stop the scheduler and wait a few seconds for in-flight jobs (whose
+transactions commit or roll back; files are replaced atomically); SIGHUP reloads the config,
+keeping the old one if the new one is bad.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+
+from . import pipeline, retention
+from .config import ConfigError, Settings, SourceSettings, load_config
+from .store import DaemonStateRow, EntryRow, SourceRow, Store, database_size, now_utc
+
+log = logging.getLogger("aggregator.daemon")
+
+WATCH_QUIET = 1.0  # seconds of calm in a folder before it is rescanned
+WATCH_MAX_WAIT = 10.0  # a folder that never calms down is rescanned at least this often
+BUILD_QUIET = 1.0  # seconds without a new change before building
+BUILD_MAX_WAIT = 15.0  # a steady stream of changes still publishes this often
+RETRY_BASE = 2.0  # first retry after a failed job, doubling
+RETRY_CAP = 300.0
+SHUTDOWN_GRACE = 8.0  # seconds in-flight jobs get after SIGTERM
+FIRST_SPREAD = 60.0  # overdue and never-fetched sources start spread over up to this many seconds
+LAST_CYCLE = "last_cycle"
+
+
+# ------------------------------------------------------------------ decisions (pure)
+
+
+@dataclass(slots=True)
+class Debounce:
+    """When to act on a burst of changes: `quiet` seconds after the last one, but never later
+    than `max_wait` after the first, so a folder that keeps changing is still picked up."""
+
+    quiet: float
+    max_wait: float
+    first: float | None = None
+
+    def note(self, now: float) -> float:
+        if self.first is None:
+            self.first = now
+        return min(now + self.quiet, self.first + self.max_wait)
+
+    def fired(self) -> None:
+        self.first = None
+
+
+def retry_delay(failures: int, base: float = RETRY_BASE, cap: float = RETRY_CAP) -> float:
+    """Exponential back-off for a job that failed `failures` times in a row."""
+    return min(cap, base * 2 ** max(0, failures - 1))
+
+
+def stagger(name: str, spread: float) -> float:
+    """A stable offset in [0, spread) for a source, so sources that are all due at once (a fresh
+    database, a restart after downtime) start spread out, in the same order every time."""
+    return (zlib.crc32(name.encode()) % 10_000) / 10_000 * spread
+
+
+def first_run(next_due: datetime | None, now: datetime, every: float, name: str) -> datetime:
+    """When a remote source's job first runs: at its stored `next_due` if that is still ahead,
+    else soon, staggered."""
+    if next_due is not None and next_due > now:
+        return next_due
+    return now + timedelta(seconds=stagger(name, min(every, FIRST_SPREAD)))
+
+
+def after_fetch(next_due: datetime | None, now: datetime, every: float) -> datetime | None:
+    """Where to move a fetch job after it ran: to the source's new `next_due`, but never into a
+    tight loop when the pipeline left it in the past. None: keep the interval trigger's time."""
+    if next_due is None:
+        return None
+    return max(next_due, now + timedelta(seconds=min(every, 30.0)))
+
+
+def jitter(every: float) -> int:
+    """Up to 10 % of the interval (at most 5 minutes), so sources on one host drift apart."""
+    return max(0, int(min(every * 0.1, 300.0)))
+
+
+def counts(report: object) -> dict[str, int]:
+    """The integer fields of a pipeline report, plus the lengths of its list fields."""
+    out: dict[str, int] = {}
+    if not is_dataclass(report):
+        return out
+    for f in fields(report):
+        value = getattr(report, f.name)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            out[f.name] = value
+        elif isinstance(value, list):
+            out[f.name] = len(value)
+    return out
+
+
+def format_fields(values: dict[str, Any]) -> str:
+    """`key=value` pairs for the text log; values with spaces are quoted."""
+    parts = []
+    for k, v in values.items():
+        if isinstance(v, float):
+            v = f"{v:.2f}"
+        text = str(v)
+        if not text or any(c in text for c in ' ="'):
+            text = json.dumps(text, ensure_ascii=False)
+        parts.append(f"{k}={text}")
+    return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the job's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def configure_logging(json_logs: bool, verbosity: int) -> None:
+    """The daemon logs its job lines at INFO by default (the CLI's default level is WARNING)."""
+    root = logging.getLogger()
+    fmt: logging.Formatter = (
+        JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    for h in root.handlers:
+        h.setFormatter(fmt)
+    if verbosity >= 0:
+        logging.getLogger("aggregator").setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+    # APScheduler's own "Running job…" lines would double ours.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
+
+
+def job_log(level: int, kind: str, source: str | None, outcome: str, seconds: float, **extra: Any) -> None:
+    values: dict[str, Any] = {"job": kind}
+    if source is not None:
+        values["source"] = source
+    values["outcome"] = outcome
+    values.update(extra)
+    values["seconds"] = round(seconds, 3)
+    log.log(level, format_fields(values), extra={"fields": values})
+
+
+# ------------------------------------------------------------------ database reads for the daemon
+
+
+def due_times(store: Store) -> dict[str, datetime | None]:
+    with store.engine.connect() as c:
+        return dict(c.execute(select(SourceRow.name, SourceRow.next_due)).tuples().all())
+
+
+def record_cycle(store: Store, values: dict[str, Any]) -> None:
+    t = DaemonStateRow.__table__
+    with store.engine.begin() as c:
+        done = c.execute(t.update().where(t.c.name == LAST_CYCLE).values(value=json.dumps(values, default=str)))
+        if not done.rowcount:
+            c.execute(t.insert().values(name=LAST_CYCLE, value=json.dumps(values, default=str)))
+
+
+def last_cycle(store: Store) -> dict[str, Any] | None:
+    t = DaemonStateRow.__table__
+    with store.engine.connect() as c:
+        value = c.execute(select(t.c.value).where(t.c.name == LAST_CYCLE)).scalar()
+    return json.loads(value) if value else None
+
+
+# ------------------------------------------------------------------ the daemon
+
+
+def _fetch_function() -> Callable[..., Any] | None:
+    """`pipeline.fetch` once remote feeds exist in the pipeline; None before."""
+    return getattr(pipeline, "fetch", None)
+
+
+@dataclass(slots=True)
+class _JobState:
+    failures: int = 0
+    debounce: Debounce | None = None
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    store: Store
+    serve: tuple[str, int] | None = None
+    load: Callable[[Path], Settings] = load_config
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _reload: bool = False
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _touched: set[int] = field(default_factory=set)
+    _build_debounce: Debounce = field(default_factory=lambda: Debounce(BUILD_QUIET, BUILD_MAX_WAIT))
+    _jobs: dict[str, _JobState] = field(default_factory=dict)
+    _intervals: dict[str, float] = field(default_factory=dict)
+    _watches: dict[str, Any] = field(default_factory=dict)
+    _warned_no_fetch: bool = False
+    server: Any = None
+    observer: Any = None
+    scheduler: BackgroundScheduler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={
+                "default": ThreadPoolExecutor(max_workers=min(self.settings.fetch.concurrency, 8)),
+                "local": ThreadPoolExecutor(max_workers=1),
+            },
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+        )
+        self.scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
+
+    # -------------------------------------------------------------- life cycle
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit status."""
+        self._install_signals()
+        if self.serve is not None:
+            from . import serve
+
+            host, port = self.serve
+            self.server, _ = serve.start(self.settings.output.dir, host, port, self.settings.serve.max_age)
+        self._start_observer()
+        self.scheduler.start()
+        self.sync_jobs()
+        self.request_build()  # publish once at start, even when nothing changed
+        log.info("daemon started: pid %d, %d sources", os.getpid(), len(self.settings.sources))
+        while not self._stop.is_set():
+            self._wake.wait(timeout=60)
+            self._wake.clear()
+            if self._reload and not self._stop.is_set():
+                self._reload = False
+                self.reload()
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        started = time.monotonic()
+        log.info("stopping: waiting up to %.0f s for running jobs", SHUTDOWN_GRACE)
+        if self.observer is not None:
+            self.observer.stop()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        done = threading.Event()
+
+        def stop_scheduler() -> None:
+            self.scheduler.shutdown(wait=True)
+            done.set()
+
+        threading.Thread(target=stop_scheduler, name="scheduler-stop", daemon=True).start()
+        if not done.wait(SHUTDOWN_GRACE):
+            # A job is stuck (a slow server, a long build). Its transaction rolls back when
+            # the process ends and files are only ever replaced whole, so leaving is safe.
+            log.warning("stopped after %.1f s; abandoning jobs still running", time.monotonic() - started)
+            logging.shutdown()
+            os._exit(0)
+        if self.observer is not None:
+            self.observer.join(timeout=2)
+        log.info("stopped after %.1f s", time.monotonic() - started)
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _install_signals(self) -> None:
+        def on_stop(signum: int, _frame: object) -> None:
+            log.info("received %s", signal.Signals(signum).name)
+            self.stop()
+
+        def on_hup(_signum: int, _frame: object) -> None:
+            self._reload = True
+            self._wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, on_hup)
+
+    def reload(self) -> bool:
+        """Re-read the config file; a bad one is refused and the running config stays."""
+        path = self.settings.config_path
+        try:
+            new = self.load(path)
+        except ConfigError as e:
+            log.error("config reload refused, keeping the running config: %s", e)
+            return False
+        if new.database.url != self.settings.database.url:
+            log.error("config reload refused: %s: database.url cannot change while running; restart instead", path)
+            return False
+        if new.serve != self.settings.serve or new.output.dir != self.settings.output.dir:
+            log.warning("%s: [serve] and output.dir changes take effect at the next restart", path)
+        with self._lock:
+            self.settings = new
+        self.sync_jobs()
+        self._sync_watches()
+        self.request_build()
+        log.warning("config reloaded from %s: %d sources", path, len(new.sources))
+        return True
+
+    # -------------------------------------------------------------- jobs
+
+    def _state(self, job_id: str) -> _JobState:
+        with self._lock:
+            return self._jobs.setdefault(job_id, _JobState())
+
+    def _source(self, name: str) -> SourceSettings | None:
+        return next((s for s in self.settings.sources if s.name == name and s.enabled), None)
+
+    def _every(self, source: SourceSettings) -> float:
+        return source.every or self.settings.fetch.every
+
+    def desired_jobs(self) -> dict[str, tuple[str, SourceSettings, float]]:
+        """job id → (kind, source, interval) for the current config."""
+        out: dict[str, tuple[str, SourceSettings, float]] = {}
+        for s in self.settings.sources:
+            if not s.enabled:
+                continue
+            if s.path is not None:
+                out[f"scan:{s.name}"] = ("scan", s, self._every(s))
+            elif s.url is not None:
+                out[f"fetch:{s.name}"] = ("fetch", s, self._every(s))
+        return out
+
+    def sync_jobs(self) -> None:
+        """Make the scheduler's jobs match the config: add, re-time or remove them."""
+        desired = self.desired_jobs()
+        if any(kind == "fetch" for kind, _, _ in desired.values()) and _fetch_function() is None:
+            if not self._warned_no_fetch:
+                log.warning("remote sources are configured but this build has no fetch stage; skipping them")
+                self._warned_no_fetch = True
+            desired = {k: v for k, v in desired.items() if v[0] != "fetch"}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith(("fetch:", "scan:")) and job.id not in desired:
+                job.remove()
+                self._intervals.pop(job.id, None)
+        now = now_utc()
+        due = due_times(self.store) if any(v[0] == "fetch" for v in desired.values()) else {}
+        for job_id, (kind, source, every) in desired.items():
+            if self._intervals.get(job_id) == every and self.scheduler.get_job(job_id) is not None:
+                continue
+            existing = self.scheduler.get_job(job_id)
+            if kind == "fetch":
+                start = existing.next_run_time if existing else first_run(due.get(source.name), now, every, source.name)
+                func, executor = self._fetch_job, "default"
+            else:
+                start = existing.next_run_time if existing else now  # scan every folder at start
+                func, executor = self._scan_job, "local"
+            if existing is not None:
+                existing.remove()
+            self.scheduler.add_job(
+                func,
+                IntervalTrigger(seconds=every, start_date=start, jitter=jitter(every) or None, timezone=UTC),
+                args=[source.name],
+                id=job_id,
+                name=job_id,
+                executor=executor,
+                misfire_grace_time=int(max(30.0, every / 2)),
+                next_run_time=start,
+            )
+            self._intervals[job_id] = every
+        # Always scheduled: even without pruning rules the database gets its periodic upkeep.
+        every = self.settings.retention.every
+        if self._intervals.get("retention") != every:
+            self.scheduler.add_job(
+                self._retention_job,
+                IntervalTrigger(seconds=every, timezone=UTC),
+                id="retention",
+                name="retention",
+                executor="local",
+                replace_existing=True,
+            )
+            self._intervals["retention"] = every
+
+    def _skipped(self, event: JobSubmissionEvent) -> None:
+        """A run was skipped because the previous one is still going: a change that poked a scan
+        or a build must not be lost, so try again shortly."""
+        if event.job_id == "build":
+            self.request_build(delay=1.0)
+        elif event.job_id.startswith("scan:"):
+            self._move(event.job_id, now_utc() + timedelta(seconds=1))
+
+    def _move(self, job_id: str, when: datetime) -> None:
+        with contextlib.suppress(JobLookupError):  # removed by a reload meanwhile
+            self.scheduler.modify_job(job_id, next_run_time=when)
+
+    def poke(self, job_id: str) -> None:
+        """Something changed for this job (a file in a watched folder): run it soon, debounced."""
+        state = self._state(job_id)
+        with self._lock:
+            if state.debounce is None:
+                state.debounce = Debounce(WATCH_QUIET, WATCH_MAX_WAIT)
+            run_at = state.debounce.note(time.monotonic())
+        self._move(job_id, now_utc() + timedelta(seconds=max(0.0, run_at - time.monotonic())))
+
+    def request_build(self, touched: list[int] | None = None, delay: float | None = None) -> None:
+        """Entries changed: dedup and publish soon, once for a whole burst of changes."""
+        with self._lock:
+            if touched:
+                self._touched.update(touched)
+            mono = time.monotonic()
+            wait = (self._build_debounce.note(mono) - mono) if delay is None else delay
+        if self._stop.is_set():
+            return
+        run_at = datetime.now(UTC) + timedelta(seconds=max(0.0, wait))
+        self.scheduler.add_job(
+            self._build_job, "date", run_date=run_at, id="build", name="build", executor="local", replace_existing=True
+        )
+
+    def _guarded(self, job_id: str, kind: str, source: str | None, body: Callable[[], dict[str, Any]]) -> None:
+        """Run a job body: one log line, and a retry with back-off when it fails."""
+        if self._stop.is_set():
+            return
+        state = self._state(job_id)
+        started = time.monotonic()
+        try:
+            result = body()
+        except DBAPIError as e:
+            state.failures += 1
+            delay = retry_delay(state.failures)
+            job_log(logging.WARNING, kind, source, "database-error", time.monotonic() - started,
+                    error=_first_line(e), retry_in=delay)  # fmt: skip
+            self._retry(job_id, delay)
+        except Exception as e:
+            state.failures += 1
+            delay = retry_delay(state.failures)
+            job_log(logging.ERROR, kind, source, "error", time.monotonic() - started,
+                    error=f"{e.__class__.__name__}: {_first_line(e)}", retry_in=delay)  # fmt: skip
+            log.debug("traceback of job %s", job_id, exc_info=True)
+            self._retry(job_id, delay)
+        else:
+            state.failures = 0
+            job_log(logging.INFO, kind, source, result.pop("outcome", "ok"), time.monotonic() - started, **result)
+
+    def _retry(self, job_id: str, delay: float) -> None:
+        if self._stop.is_set():
+            return
+        if job_id == "build":
+            self.request_build(delay=delay)
+        else:
+            self._move(job_id, now_utc() + timedelta(seconds=delay))
+
+    def _scan_job(self, name: str) -> None:
+        job_id = f"scan:{name}"
+        state = self._state(job_id)
+        with self._lock:
+            if state.debounce is not None:
+                state.debounce.fired()
+
+        def body() -> dict[str, Any]:
+            source = self._source(name)
+            if source is None or source.path is None:
+                return {"outcome": "skipped"}
+            report = pipeline.ingest_files(self.store, self.settings, source)
+            if report.touched:
+                self.request_build(report.touched)
+            return counts(report)
+
+        self._guarded(job_id, "scan", name, body)
+
+    def _fetch_job(self, name: str) -> None:
+        job_id = f"fetch:{name}"
+
+        def body() -> dict[str, Any]:
+            fetch = _fetch_function()
+            source = self._source(name)
+            if fetch is None or source is None:
+                return {"outcome": "skipped"}
+            report = fetch(self.store, self.settings, names=[name], due_only=True)
+            touched = list(getattr(report, "touched", []) or [])
+            if touched:
+                self.request_build(touched)
+            now = now_utc()
+            when = after_fetch(due_times(self.store).get(name), now, self._every(source))
+            if when is not None:
+                self._move(job_id, when)
+            out = counts(report)
+            out["next_due"] = when.isoformat() if when else "-"
+            return out
+
+        self._guarded(job_id, "fetch", name, body)
+
+    def _build_job(self) -> None:
+        with self._lock:
+            self._build_debounce.fired()
+            touched = sorted(self._touched)
+            self._touched.clear()
+
+        def body() -> dict[str, Any]:
+            started = time.monotonic()
+            try:
+                deduped, built = pipeline.settle(self.store, self.settings, touched)
+            except BaseException:
+                with self._lock:  # nothing was published: keep the ids for the retry
+                    self._touched.update(touched)
+                raise
+            values = {
+                "touched": len(touched),
+                "duplicates": getattr(deduped, "duplicates", 0) if deduped else 0,
+                "feeds": built.feeds,
+                "rebuilt": built.rebuilt,
+                "written": built.written,
+                "changed": ",".join(built.changed) or "-",
+            }
+            seconds = round(time.monotonic() - started, 3)
+            record_cycle(self.store, {"at": now_utc().isoformat(), **values, "seconds": seconds})
+            return values
+
+        self._guarded("build", "build", None, body)
+
+    def _retention_job(self) -> None:
+        def body() -> dict[str, Any]:
+            report = retention.prune(self.store, self.settings.retention, stop=self._stop)
+            retention.upkeep(self.store)
+            if report.pruned:
+                self.request_build()
+            return {"by_age": report.by_age, "by_count": report.by_count, "withdrawn": report.withdrawn}
+
+        self._guarded("retention", "retention", None, body)
+
+    # -------------------------------------------------------------- watching folders
+
+    def _start_observer(self) -> None:
+        try:
+            from watchdog.observers import Observer
+        except ImportError:  # pragma: no cover - watchdog is a dependency; rescans still happen
+            log.warning("watchdog is not available: folders are only rescanned on their interval")
+            return
+        self.observer = Observer()
+        self.observer.daemon = True
+        self._sync_watches()
+        self.observer.start()
+
+    def _sync_watches(self) -> None:
+        if self.observer is None:
+            return
+        from watchdog.events import FileSystemEventHandler
+
+        daemon = self
+
+        class Changes(FileSystemEventHandler):
+            def __init__(self, job_id: str):
+                self.job_id = job_id
+
+            def on_any_event(self, event: Any) -> None:
+                if event.event_type in ("opened", "closed_no_write") or (
+                    event.is_directory and event.event_type == "modified"
+                ):
+                    return
+                daemon.poke(self.job_id)
+
+        wanted = {s.name: s.path for s in self.settings.file_sources}
+        for name in list(self._watches):
+            if name not in wanted or self._watches[name][0] != wanted[name]:
+                self.observer.unschedule(self._watches.pop(name)[1])
+        for name, path in wanted.items():
+            if name in self._watches or path is None:
+                continue
+            try:
+                watch = self.observer.schedule(Changes(f"scan:{name}"), str(path), recursive=True)
+            except OSError as e:  # e.g. inotify watch limit: the interval rescan still works
+                log.warning("cannot watch %s (%s); it is rescanned on its interval only", path, e)
+                continue
+            self._watches[name] = (path, watch)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else e.__class__.__name__
+
+
+# ------------------------------------------------------------------ `aggregator status`
+
+
+@dataclass(slots=True)
+class SourceHealth:
+    name: str
+    kind: str
+    last_fetch: datetime | None
+    last_status: int | None
+    error_count: int
+    next_due: datetime | None
+    last_error: str | None
+    entries: int
+
+
+@dataclass(slots=True)
+class Status:
+    running: bool
+    holder: str | None
+    last_cycle: dict[str, Any] | None
+    sources: list[SourceHealth]
+    categories: list[tuple[str, str, int]]  # name, slug, visible entries
+    database_bytes: int | None
+
+
+def status(store: Store) -> Status:
+    from .lock import writer_lock_for
+
+    lock = writer_lock_for(store.engine)
+    running = lock.is_held_elsewhere()
+    holder = lock.holder() if running else None
+    with store.engine.connect() as c:
+        per_source = dict(c.execute(select(EntryRow.source_id, func.count()).group_by(EntryRow.source_id)).all())
+        rows = c.execute(select(SourceRow).order_by(SourceRow.name)).all()
+    sources = [
+        SourceHealth(
+            r.name,
+            r.kind,
+            r.last_fetch,
+            r.last_status,
+            r.error_count or 0,
+            r.next_due,
+            r.last_error,
+            per_source.get(r.id, 0),
+        )
+        for r in rows
+    ]
+    counts_ = store.category_counts()
+    categories = [(c.name, c.slug, counts_.get(c.id, (0, None))[0]) for c in store.categories()]
+    return Status(running, holder.describe() if holder else None, last_cycle(store), sources, categories,
+                  database_size(store.engine))  # fmt: skip
