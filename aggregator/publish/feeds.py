@@ -1,8 +1,10 @@
 """One feed's data → Atom 1.0, RSS 2.0 and JSON Feed 1.1 bytes.
 
 Atom and RSS are built with feedgen, then finished on its lxml tree where feedgen falls
-short (it cannot write media:thumbnail without wrapping it in media:group, loses `rel` on
-entry links, and writes no dc:creator): see shared notes on output feeds.
+short (see shared notes on output feeds): it cannot write media:thumbnail without wrapping
+it in media:group, loses `rel`/`type`/`length` on entry links (so enclosures are added
+here), writes no dc:creator, drops the hub link from RSS, and knows neither RFC 5005
+(fh:archive, prev-archive/current links) nor the xml-stylesheet processing instruction.
 Everything here is a pure function of its arguments, so equal inputs give equal bytes.
 """
 
@@ -20,10 +22,20 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 MEDIA_NS = "http://search.yahoo.com/mrss/"
 DC_NS = "http://purl.org/dc/elements/1.1/"
 CONTENT_NS = "http://purl.org/rss/1.0/modules/content/"
+FH_NS = "http://purl.org/syndication/history/1.0"  # RFC 5005
 GENERATOR = "aggregator"
 GENERATOR_URI = "https://github.com/aggregator/aggregator"
 # An empty feed still needs an `updated`; a fixed one keeps its bytes stable.
 EMPTY_FEED_DATE = datetime(2000, 1, 1, tzinfo=UTC)
+
+RSS_DOCS = "https://www.rssboard.org/rss-specification"
+
+
+@dataclass(frozen=True, slots=True)
+class Enclosure:
+    url: str
+    length: int  # bytes; RSS requires it, so an enclosure of unknown size is not published
+    type: str  # MIME type
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,8 @@ class Item:
     summary: str
     content_html: str | None  # None: publish the summary only
     image: str | None = None
+    enclosure: Enclosure | None = None
+    also: tuple[tuple[str, str], ...] = ()  # (name, URL) of other reports of the same story
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +67,12 @@ class FeedInfo:
     category_scheme: str
     items: tuple[Item, ...] = ()
     ttl_minutes: int | None = None
-    icon: str | None = None
-    stylesheet: str | None = None  # URL of an XSLT for browsers
-    archive_links: dict[str, str] = field(default_factory=dict)  # rel → URL (RFC 5005)
+    icon: str | None = None  # square
+    logo: str | None = None  # 2:1; also the RSS channel image
+    stylesheet: str | None = None  # URL of an XSLT for browsers, relative to the file
+    # Extra feed-level links, rel → format → URL: RFC 5005 "prev-archive" and "current".
+    links: dict[str, dict[str, str]] = field(default_factory=dict)
+    archive: bool = False  # an RFC 5005 archive document: <fh:archive/>
     hub: str | None = None
 
     @property
@@ -73,9 +90,12 @@ def _generator(info: FeedInfo, fmt: str):
     fg.language(info.language)
     fg.author(name=info.author)
     fg.generator(GENERATOR, version=__version__, uri=GENERATOR_URI)
+    if fmt == "rss":
+        fg.docs(RSS_DOCS)
     if info.icon:
         fg.icon(info.icon)
-        fg.logo(info.icon)
+    if info.logo:
+        fg.logo(info.logo)
     # RSS's channel <link> is the last link added: self first, alternate last.
     fg.link(href=info.self_urls[fmt], rel="self", type=f"application/{fmt}+xml")
     fg.link(href=info.home_url, rel="alternate", type="text/html")
@@ -99,10 +119,20 @@ def _generator(info: FeedInfo, fmt: str):
         if item.summary:
             fe.summary(item.summary)
         if item.content_html is not None:
-            fe.content(item.content_html, type="html")
+            fe.content(_with_also(item.content_html, item.also), type="html")
         elif not item.summary:
             fe.summary(item.title)
     return fg
+
+
+def _with_also(content: str, also: tuple[tuple[str, str], ...]) -> str:
+    """The content, followed by links to the other reports of the same story (dedup clusters)."""
+    if not also:
+        return content
+    from html import escape
+
+    links = ", ".join(f'<a href="{escape(url)}">{escape(name)}</a>' for name, url in also)
+    return f"{content}\n<p>Also reported by: {links}</p>"
 
 
 def _serialize(root: etree._Element, info: FeedInfo) -> bytes:
@@ -114,7 +144,7 @@ def _serialize(root: etree._Element, info: FeedInfo) -> bytes:
     return head + body
 
 
-NSMAP = {"atom": ATOM_NS, "media": MEDIA_NS, "dc": DC_NS, "content": CONTENT_NS}
+NSMAP = {"atom": ATOM_NS, "media": MEDIA_NS, "dc": DC_NS, "content": CONTENT_NS, "fh": FH_NS}
 
 
 def _uses(root: etree._Element, ns: str) -> bool:
@@ -124,14 +154,22 @@ def _uses(root: etree._Element, ns: str) -> bool:
 
 def render_atom(info: FeedInfo) -> bytes:
     root, _ = _generator(info, "atom")._create_atom()
-    for rel, href in info.archive_links.items():
-        _insert_after_links(root, etree.Element("link", rel=rel, href=href, type="application/atom+xml"))
-    if info.hub:
-        _insert_after_links(root, etree.Element("link", rel="hub", href=info.hub))
+    # feedgen writes Atom elements without a namespace and a literal xmlns attribute.
+    extra = [etree.Element("link", rel="hub", href=info.hub)] if info.hub else []
+    for rel, by_format in info.links.items():
+        if "atom" in by_format:
+            extra.append(etree.Element("link", rel=rel, href=by_format["atom"], type="application/atom+xml"))
+    if info.archive:
+        extra.append(etree.Element(f"{{{FH_NS}}}archive"))
+    links = root.findall("link")
+    _insert_after(links[-1] if links else root[0], extra)
     for entry, item in zip(root.iterfind("entry"), info.items, strict=True):
         for link in entry.iterfind("link"):
             link.set("rel", "alternate")
             link.set("type", "text/html")
+        if item.enclosure:
+            e = item.enclosure
+            entry.append(etree.Element("link", rel="enclosure", href=e.url, type=e.type, length=str(e.length)))
         if item.image:
             etree.SubElement(entry, f"{{{MEDIA_NS}}}thumbnail", url=item.image)
     return _serialize(root, info)
@@ -140,16 +178,26 @@ def render_atom(info: FeedInfo) -> bytes:
 def render_rss(info: FeedInfo) -> bytes:
     root, _ = _generator(info, "rss")._create_rss()
     channel = root.find("channel")
-    if info.hub:
-        _after_self_link(channel, etree.Element(f"{{{ATOM_NS}}}link", rel="hub", href=info.hub))
-    for rel, href in info.archive_links.items():
-        _after_self_link(channel, etree.Element(f"{{{ATOM_NS}}}link", rel=rel, href=href, type="application/rss+xml"))
+    extra = [etree.Element(f"{{{ATOM_NS}}}link", rel="hub", href=info.hub)] if info.hub else []
+    for rel, by_format in info.links.items():
+        if "rss" in by_format:
+            extra.append(
+                etree.Element(f"{{{ATOM_NS}}}link", rel=rel, href=by_format["rss"], type="application/rss+xml")
+            )
+    if info.archive:
+        extra.append(etree.Element(f"{{{FH_NS}}}archive"))
+    self_link = channel.find(f"{{{ATOM_NS}}}link")
+    _insert_after(self_link if self_link is not None else channel.find("description"), extra)
     for el, item in zip(channel.iterfind("item"), info.items, strict=True):
         anchor = el.find("guid")
         for name in reversed(item.authors):
             creator = etree.Element(f"{{{DC_NS}}}creator")
             creator.text = name
             anchor.addnext(creator)
+        if item.enclosure:
+            e = item.enclosure
+            # RSS allows one enclosure per item; it goes before the guid, as in the spec's order.
+            anchor.addprevious(etree.Element("enclosure", url=e.url, length=str(e.length), type=e.type))
         if item.image:
             el.append(etree.Element(f"{{{MEDIA_NS}}}thumbnail", url=item.image))
     return _serialize(root, info)
@@ -165,27 +213,36 @@ def render_json(info: FeedInfo) -> bytes:
         "language": info.language,
         "authors": [{"name": info.author}],
     }
-    if info.icon:
-        doc["icon"] = doc["favicon"] = info.icon
+    if info.icon or info.logo:
+        doc["icon"] = info.logo or info.icon
+        doc["favicon"] = info.icon or info.logo
+    # JSON Feed's pagination: `next_url` leads to older items, the way prev-archive does.
+    older = info.links.get("prev-archive", {}).get("json")
+    if older:
+        doc["next_url"] = older
     if info.hub:
         doc["hubs"] = [{"type": "WebSub", "url": info.hub}]
-    doc["items"] = [
-        {
-            "id": item.id,
-            "url": item.link,
-            "title": item.title,
-            **({"content_html": item.content_html} if item.content_html is not None else {}),
-            **({"content_text": item.summary} if item.content_html is None else {}),
-            "summary": item.summary,
-            **({"image": item.image} if item.image else {}),
-            "date_published": item.published.isoformat(),
-            "date_modified": item.updated.isoformat(),
-            "authors": [{"name": a} for a in item.authors],
-            "tags": [name for _, name in item.categories],
-        }
-        for item in info.items
-    ]
+    doc["items"] = [_json_item(item) for item in info.items]
     return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def _json_item(item: Item) -> dict:
+    out: dict = {"id": item.id, "url": item.link, "title": item.title}
+    if item.content_html is not None:
+        out["content_html"] = _with_also(item.content_html, item.also)
+    else:
+        out["content_text"] = item.summary or item.title
+    out["summary"] = item.summary
+    if item.image:
+        out["image"] = item.image
+    out["date_published"] = item.published.isoformat()
+    out["date_modified"] = item.updated.isoformat()
+    out["authors"] = [{"name": a} for a in item.authors]
+    out["tags"] = [name for _, name in item.categories]
+    if item.enclosure:
+        e = item.enclosure
+        out["attachments"] = [{"url": e.url, "mime_type": e.type, "size_in_bytes": e.length}]
+    return out
 
 
 RENDERERS = {"atom": render_atom, "rss": render_rss, "json": render_json}
@@ -193,12 +250,7 @@ FILENAMES = {"atom": "atom.xml", "rss": "rss.xml", "json": "feed.json"}
 CONTENT_TYPES = {"atom": "application/atom+xml", "rss": "application/rss+xml", "json": "application/feed+json"}
 
 
-def _insert_after_links(root: etree._Element, new: etree._Element) -> None:
-    # feedgen writes Atom elements without a namespace and a literal xmlns attribute.
-    links = root.findall("link")
-    (links[-1] if links else root[0]).addnext(new)
-
-
-def _after_self_link(channel: etree._Element, new: etree._Element) -> None:
-    self_link = channel.find(f"{{{ATOM_NS}}}link")
-    (self_link if self_link is not None else channel.find("description")).addnext(new)
+def _insert_after(anchor: etree._Element, new: list[etree._Element]) -> None:
+    for el in new:
+        anchor.addnext(el)
+        anchor = el

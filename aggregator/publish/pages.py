@@ -1,0 +1,126 @@
+"""Readable HTML pages at the permalink (`a/<uid>.html`) of entries that have no original URL.
+
+A feed item needs a link a person can open; an article file without `<http…>` has none, so
+the site hosts it. A page is re-rendered only when its entry's version (or the settings
+that shape pages) changes, tracked in its own small table; a page whose entry was
+withdrawn, or became a duplicate of another, is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import String, delete, insert, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..config import Settings
+from ..store import Base, EntryRow, Store, loads_list
+
+PAGE_DIR = "a"
+_CHUNK = 500
+
+
+class PageRow(Base):
+    """What each article page was last rendered from."""
+
+    __tablename__ = "article_pages"
+
+    uid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    signature: Mapped[str] = mapped_column(String(64))
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    site_title: str
+    language: str
+    base_url: str
+    sources: dict[int, str]
+    render: Callable[[str, dict], bytes]  # template name, context → bytes
+
+
+def ensure_table(store: Store) -> None:
+    PageRow.__table__.create(store.engine, checkfirst=True)
+
+
+def page_path(out_dir: Path, uid: str) -> Path:
+    return out_dir / PAGE_DIR / f"{uid}.html"
+
+
+def publish(store: Store, settings: Settings, settings_digest: str, ctx: Context, force: bool = False) -> int:
+    """Write the pages that changed and remove the ones no longer wanted; returns files touched."""
+    from .files import write_if_changed
+
+    out_dir = Path(settings.output.dir)
+    q = select(EntryRow.id, EntryRow.uid, EntryRow.version).where(
+        EntryRow.link.is_(None), EntryRow.withdrawn_at.is_(None), EntryRow.canonical_id.is_(None)
+    )
+    with store.engine.connect() as c:
+        wanted = {uid: (i, version) for i, uid, version in c.execute(q)}
+        recorded = dict(c.execute(select(PageRow.uid, PageRow.signature)).all())
+    signatures = {uid: _signature(settings_digest, v) for uid, (_, v) in wanted.items()}
+    todo = [
+        uid
+        for uid in sorted(wanted)
+        if force or recorded.get(uid) != signatures[uid] or not page_path(out_dir, uid).exists()
+    ]
+    gone = sorted(set(recorded) - set(wanted))
+    touched = 0
+    for i in range(0, len(todo), _CHUNK):
+        chunk = todo[i : i + _CHUNK]
+        rows = _rows(store, [wanted[uid][0] for uid in chunk])
+        cats = store.entry_categories([r.id for r in rows])
+        for row in rows:
+            data = ctx.render("article.html", _context(row, cats[row.id], ctx))
+            touched += write_if_changed(page_path(out_dir, row.uid), data)
+        _record(store, {uid: signatures[uid] for uid in chunk})
+    for uid in gone:
+        path = page_path(out_dir, uid)
+        if path.exists():
+            path.unlink()
+            touched += 1
+    if gone:
+        with store.engine.begin() as c:
+            for i in range(0, len(gone), _CHUNK):
+                c.execute(delete(PageRow).where(PageRow.uid.in_(gone[i : i + _CHUNK])))
+    return touched
+
+
+def _signature(settings_digest: str, version: str) -> str:
+    return hashlib.sha256(f"{settings_digest}\x00{version}".encode()).hexdigest()
+
+
+def _record(store: Store, signatures: dict[str, str]) -> None:
+    with store.engine.begin() as c:
+        c.execute(delete(PageRow).where(PageRow.uid.in_(list(signatures))))
+        c.execute(insert(PageRow), [{"uid": u, "signature": s} for u, s in signatures.items()])
+
+
+def _rows(store: Store, ids: Sequence[int]) -> list[EntryRow]:
+    with store.session() as s:
+        return list(s.scalars(select(EntryRow).where(EntryRow.id.in_(list(ids))).order_by(EntryRow.id)))
+
+
+def _context(row: EntryRow, categories: Sequence, ctx: Context) -> dict:
+    published = row.published or row.first_seen
+    updated = row.updated if row.updated and row.updated > published else None
+    authors = loads_list(row.author) or ([row.outlet] if row.outlet else [ctx.sources.get(row.source_id, "")])
+    return {
+        "site_title": ctx.site_title,
+        "language": ctx.language,
+        "index_url": "../index.html",
+        "title": row.title,
+        "authors": [a for a in authors if a],
+        "outlet": row.outlet,
+        "published": published.strftime("%Y-%m-%d %H:%M UTC"),
+        "published_iso": published.isoformat(),
+        "updated": updated.strftime("%Y-%m-%d %H:%M UTC") if updated else None,
+        "categories": [{"name": c.name, "url": f"../index.html#{c.slug}", "feed": f"../{c.slug}/"} for c in categories],
+        "tags": loads_list(row.tags),
+        "image": row.image,
+        "content": row.content,
+        "summary": row.summary,
+        "permalink": f"{ctx.base_url}{PAGE_DIR}/{row.uid}.html",
+    }
