@@ -1,0 +1,420 @@
+"""Feed documents (RSS 0.9x/1.0/2.0, Atom 0.3/1.0, JSON Feed 1.x) → `Entry`.
+
+feedparser does the XML work on the response bytes and headers, so the declared charset and
+Content-Location count. Its own sanitizer and relative-URI rewriting are off: our pipeline
+sanitizes and absolutizes once with nh3 (`text.sanitize_html`), which is several times faster.
+
+Everything here is a pure function of bytes, headers and settings, so it runs in worker
+processes while the event loop keeps fetching. Which identity an entry gets (guid, link or a
+hash) is decided afterwards by `choose_identity` / `assign_keys`, because that depends on what
+the store already holds for the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import feedparser
+import feedparser.mixin
+
+from ..model import Entry
+from ..text import absolute_url, is_url, plain_text, sanitize_html, summarize
+
+# A guid is an opaque identifier. feedparser resolves a permalink guid against the URL the feed
+# was fetched from, so a relative one ("r1") would change identity whenever the feed moves and
+# every item would come back as new. Keep ids as written; links are resolved below.
+# (feedparser keeps that list on a private class; if it moves, ids are merely resolved again.)
+_mixin = getattr(feedparser.mixin, "_FeedParserMixin", None)
+if _mixin is not None and "id" in getattr(_mixin, "can_be_relative_uri", ()):
+    _mixin.can_be_relative_uri = set(_mixin.can_be_relative_uri) - {"id"}
+
+JSON_FEED_VERSION = "https://jsonfeed.org/version/"
+# Legacy Chinese encodings are declared by their narrowest name but written with the widest
+# codec the publishing tool had: decode with the superset so no character is lost.
+_SUPERSETS = {
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "gb_2312-80": "gb18030",
+    "x-gbk": "gb18030",
+    "cp936": "gb18030",
+    "big5": "big5hkscs",
+    "x-big5": "big5hkscs",
+}
+_XML_DECL_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_CHARSET = re.compile(r"charset\s*=\s*\"?([A-Za-z0-9._-]+)", re.I)
+_PERIODS = {"hourly": 3600, "daily": 86400, "weekly": 604800, "monthly": 2592000, "yearly": 31536000}
+
+
+class FeedError(ValueError):
+    """The document yields no entries; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedContext:
+    """What parsing needs to know about the source."""
+
+    source: str
+    url: str  # the URL the document came from: the base of relative links
+    categories: tuple[str, ...] = ()  # canonical names added to every entry
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One parsed entry and the identities it could have; `entry.key` is set by `assign_keys`."""
+
+    entry: Entry
+    guid: str | None
+    link: str | None
+    fallback: str  # digest of title and date, for items with neither
+
+
+@dataclass(slots=True)
+class ParsedFeed:
+    items: list[Item]
+    title: str | None = None
+    flag: str | None = None  # why feedparser found the document ill-formed, when it still yielded entries
+    hint: float | None = None  # seconds between updates the feed itself suggests (ttl, sy:updatePeriod)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def parse_feed(body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> ParsedFeed:
+    """A fetched document → entries, or FeedError when nothing usable is in it."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    if _looks_like_json(body, headers.get("content-type", "")):
+        return parse_json_feed(body, ctx)
+    headers = _charset_override(body, headers)
+    headers.setdefault("content-location", ctx.url)
+    d = feedparser.parse(body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
+    flag = _bozo_message(d) if d.get("bozo") else None
+    if not d.entries:
+        if flag:
+            raise FeedError(f"not a well-formed feed: {flag}")
+        if not d.get("version"):
+            raise FeedError("not an RSS, Atom or JSON feed")
+    feed_title = _clean_title(d.feed.get("title_detail")) or None
+    items = [_item(e, feed_title, ctx) for e in d.entries]
+    return ParsedFeed(items, feed_title, flag, _hint_seconds(d.feed))
+
+
+def _looks_like_json(body: bytes, content_type: str) -> bool:
+    return "json" in content_type.lower() or body[:64].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+
+
+def _charset_override(body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    """Swap a declared GB2312/GBK/Big5 charset for its superset codec (in the header, which
+    feedparser lets win over the XML declaration)."""
+    m = _CHARSET.search(headers.get("content-type", ""))
+    declared = m.group(1) if m else None
+    if declared is None:
+        x = _XML_DECL_ENCODING.match(body[:200])
+        declared = x.group(1).decode("ascii") if x else None
+    wider = _SUPERSETS.get((declared or "").lower())
+    if wider:
+        headers["content-type"] = f"application/xml; charset={wider}"
+    return headers
+
+
+def _bozo_message(d) -> str:
+    exc = d.get("bozo_exception")
+    text = str(exc).strip() if exc is not None else ""
+    return f"{exc.__class__.__name__}: {text}" if exc is not None and text else (text or "ill-formed")
+
+
+def _hint_seconds(feed) -> float | None:
+    """The update interval the feed announces: RSS `<ttl>` (minutes) or sy:updatePeriod/Frequency."""
+    hints: list[float] = []
+    try:
+        ttl = float(str(feed.get("ttl", "")).strip() or "nan")
+        if ttl > 0:
+            hints.append(ttl * 60)
+    except ValueError:
+        pass
+    period = _PERIODS.get(str(feed.get("sy_updateperiod", "")).strip().lower())
+    if period:
+        try:
+            freq = max(1.0, float(str(feed.get("sy_updatefrequency", "1")).strip() or 1))
+        except ValueError:
+            freq = 1.0
+        hints.append(period / freq)
+    return max(hints) if hints else None
+
+
+# ---------------------------------------------------------------- RSS / Atom entries
+
+
+def _item(e, feed_title: str | None, ctx: FeedContext) -> Item:
+    base = _entry_base(e, ctx.url)
+    link = _entry_link(e, base)
+    content, content_base, from_summary = _content(e, base)
+    html_body = sanitize_html(content, content_base) if content else ""
+    summary_html = e.get("summary", "") if not from_summary else ""
+    summary = summarize(summary_html) if summary_html else summarize(html_body)
+    title = _clean_title(e.get("title_detail")) or summarize(html_body, 80) or link or "(untitled)"
+    published = _date(e.get("published_parsed")) or _date(e.get("created_parsed"))
+    updated = _date(e.get("updated_parsed"))
+    if published is None:
+        # An Atom entry often has only <updated>: that is the best publication date it gives.
+        published, updated = updated, None
+    guid = (e.get("id") or "").strip() or None
+    entry = Entry(
+        source=ctx.source,
+        key="",
+        title=title,
+        content_html=html_body,
+        summary=summary,
+        link=link,
+        published=published,
+        updated=updated if updated and published and updated > published else None,
+        authors=_authors(e),
+        categories=_categories([t.get("label") or t.get("term") or "" for t in e.get("tags", [])], ctx),
+        outlet=feed_title,
+        image=_image(e, base),
+    )
+    return Item(entry, guid, link, _fallback(title, e.get("published") or e.get("updated") or ""))
+
+
+def _entry_base(e, feed_url: str) -> str:
+    for key in ("title_detail", "summary_detail"):
+        base = (e.get(key) or {}).get("base")
+        if base and is_url(base):
+            return base
+    return feed_url
+
+
+def _entry_link(e, base: str) -> str | None:
+    candidates = [lk.get("href") for lk in e.get("links", []) if lk.get("rel", "alternate") == "alternate"]
+    candidates.append(e.get("link"))
+    if e.get("guidislink"):
+        candidates.append(e.get("id"))
+    for c in candidates:
+        if c:
+            url = absolute_url(c, base)
+            if is_url(url):
+                return url
+    return None
+
+
+def _content(e, base: str) -> tuple[str, str, bool]:
+    """Full content preferred over the summary: (html, its base URL, came from the summary)."""
+    parts = list(e.get("content", []))
+    parts.sort(key=lambda c: 0 if "html" in (c.get("type") or "") else 1)
+    for c in parts:
+        if (c.get("value") or "").strip():
+            return _as_html(c), c.get("base") or base, False
+    detail = e.get("summary_detail")
+    if detail and (detail.get("value") or "").strip():
+        return _as_html(detail), detail.get("base") or base, True
+    return "", base, True
+
+
+def _as_html(detail) -> str:
+    value = detail.get("value") or ""
+    if "html" in (detail.get("type") or "text/html"):
+        return value
+    return "".join(f"<p>{html.escape(p.strip())}</p>" for p in re.split(r"\n\s*\n", value) if p.strip())
+
+
+def _clean_title(detail) -> str:
+    if not detail:
+        return ""
+    value = detail.get("value") or ""
+    if "html" in (detail.get("type") or ""):
+        value = plain_text(value)
+    return " ".join(value.split())
+
+
+def _date(parsed) -> datetime | None:
+    """feedparser's UTC struct_time → an aware datetime."""
+    if not parsed:
+        return None
+    try:
+        return datetime(*parsed[:6], tzinfo=UTC)
+    except (TypeError, ValueError):
+        return None
+
+
+def _authors(e) -> tuple[str, ...]:
+    names = [a.get("name") or a.get("email") or "" for a in e.get("authors", []) if isinstance(a, Mapping)]
+    if not any(names) and e.get("author"):
+        names = [e.get("author")]
+    return tuple(dict.fromkeys(" ".join(n.split()) for n in names if n and n.strip()))
+
+
+def _categories(names: Sequence[str], ctx: FeedContext) -> tuple[str, ...]:
+    out = [" ".join(n.split()) for n in names if n and n.strip()] + list(ctx.categories)
+    return tuple(dict.fromkeys(ctx.aliases.get(n, n) for n in out))
+
+
+def _image(e, base: str) -> str | None:
+    candidates = [t.get("url") for t in e.get("media_thumbnail", [])]
+    candidates += [
+        m.get("url")
+        for m in e.get("media_content", [])
+        if m.get("medium") == "image" or (m.get("type") or "").startswith("image/")
+    ]
+    candidates += [
+        lk.get("href")
+        for lk in e.get("links", [])
+        if lk.get("rel") == "enclosure" and (lk.get("type") or "").startswith("image/")
+    ]
+    for c in candidates:
+        if c:
+            url = absolute_url(c, base)
+            if is_url(url):
+                return url
+    return None
+
+
+def _fallback(title: str, date: str) -> str:
+    return hashlib.sha1(f"{title}\x00{date}".encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
+# ---------------------------------------------------------------- JSON Feed
+
+
+def parse_json_feed(body: bytes, ctx: FeedContext) -> ParsedFeed:
+    """JSON Feed 1.0/1.1 (https://jsonfeed.org/version/1.1)."""
+    try:
+        doc = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FeedError(f"not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or not str(doc.get("version", "")).startswith(JSON_FEED_VERSION):
+        raise FeedError("JSON document is not a JSON Feed (no https://jsonfeed.org/version/ 'version')")
+    items = doc.get("items")
+    if not isinstance(items, list):
+        raise FeedError("JSON Feed has no 'items' list")
+    feed_title = " ".join(str(doc.get("title") or "").split()) or None
+    base = doc.get("feed_url") if is_url(str(doc.get("feed_url") or "")) else ctx.url
+    feed_authors = _json_authors(doc)
+    out = [_json_item(i, feed_title, feed_authors, base, ctx) for i in items if isinstance(i, dict)]
+    return ParsedFeed(out, feed_title, None, None)
+
+
+def _json_item(i: dict, feed_title: str | None, feed_authors: tuple[str, ...], base: str, ctx: FeedContext) -> Item:
+    link = next(
+        (absolute_url(str(u), base) for u in (i.get("url"), i.get("external_url")) if isinstance(u, str) and u),
+        None,
+    )
+    link = link if link and is_url(link) else None
+    if isinstance(i.get("content_html"), str) and i["content_html"].strip():
+        content = i["content_html"]
+    elif isinstance(i.get("content_text"), str):
+        content = _as_html({"value": i["content_text"], "type": "text/plain"})
+    else:
+        content = ""
+    body = sanitize_html(content, link or base) if content else ""
+    summary = summarize(str(i["summary"])) if isinstance(i.get("summary"), str) else summarize(body)
+    title = " ".join(str(i.get("title") or "").split()) or summarize(body, 80) or link or "(untitled)"
+    published = _iso_date(i.get("date_published"))
+    updated = _iso_date(i.get("date_modified"))
+    if published is None:
+        published, updated = updated, None
+    image = next((str(u) for u in (i.get("image"), i.get("banner_image")) if isinstance(u, str) and u), None)
+    image = absolute_url(image, base) if image else None
+    tags = [str(t) for t in i.get("tags") or [] if isinstance(t, str | int)]
+    guid = str(i["id"]).strip() if i.get("id") not in (None, "") else None
+    entry = Entry(
+        source=ctx.source,
+        key="",
+        title=title,
+        content_html=body,
+        summary=summary,
+        link=link,
+        published=published,
+        updated=updated if updated and published and updated > published else None,
+        authors=_json_authors(i) or feed_authors,
+        categories=_categories(tags, ctx),
+        outlet=feed_title,
+        image=image if image and is_url(image) else None,
+    )
+    return Item(entry, guid, link, _fallback(title, str(i.get("date_published") or "")))
+
+
+def _json_authors(obj: dict) -> tuple[str, ...]:
+    people = obj.get("authors")
+    if not isinstance(people, list):
+        people = [obj["author"]] if isinstance(obj.get("author"), dict) else []  # JSON Feed 1.0
+    names = [str(p.get("name") or "").strip() for p in people if isinstance(p, dict)]
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def _iso_date(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    from dateutil.parser import isoparse
+
+    try:
+        d = isoparse(value.strip())
+    except (ValueError, OverflowError):
+        return None
+    return (d if d.tzinfo else d.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+# ---------------------------------------------------------------- identity
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityDecision:
+    mode: str  # "guid" or "link"
+    reason: str | None  # why the source uses link identity
+
+
+def choose_identity(
+    items: Sequence[Item], mode: str, reason: str | None, stored: Mapping[str, str]
+) -> IdentityDecision:
+    """Per-source GUID policy. A source starts with guid identity and falls back to links, for
+    good, when its GUIDs cannot be trusted: most are missing, one is repeated for different
+    links within the document, or items seen before come back under a new GUID.
+
+    `stored` maps each stored entry's link to its key."""
+    if mode == "link":
+        return IdentityDecision("link", reason)
+    linked = [i for i in items if i.link]
+    if not linked:
+        return IdentityDecision("guid", None)
+    missing = sum(1 for i in linked if not i.guid)
+    if missing * 2 > len(linked):
+        return IdentityDecision("link", f"{missing} of {len(linked)} items have no GUID")
+    seen: dict[str, str] = {}
+    for i in linked:
+        if i.guid:
+            other = seen.setdefault(i.guid, i.link or "")
+            if other != i.link:
+                return IdentityDecision("link", f"GUID {i.guid!r} is repeated within the feed for different links")
+    matched = [i for i in linked if i.guid and i.link in stored]
+    changed = [i for i in matched if stored[i.link or ""] != f"guid:{i.guid}"]
+    if len(changed) >= 2 and len(changed) * 2 >= len(matched):
+        return IdentityDecision(
+            "link",
+            f"GUIDs change between fetches ({len(changed)} of {len(matched)} known links came back with a new GUID)",
+        )
+    return IdentityDecision("guid", None)
+
+
+def item_key(item: Item, mode: str) -> str:
+    if mode == "link" and item.link:
+        return f"link:{item.link}"
+    if item.guid:
+        return f"guid:{item.guid}"
+    if item.link:
+        return f"link:{item.link}"
+    return f"hash:{item.fallback}"
+
+
+def assign_keys(items: Sequence[Item], mode: str) -> list[Entry]:
+    """Entries with their identity set; a repeated identity within one document keeps the first."""
+    out: dict[str, Entry] = {}
+    for i in items:
+        key = item_key(i, mode)
+        if key not in out:
+            out[key] = replace(i.entry, key=key)
+    return list(out.values())
