@@ -6,6 +6,7 @@ report of what it did so the callers can print or log it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -123,12 +124,20 @@ class UpdateReport:
     build: BuildReport
     seconds: float
     dedup: dedup.DedupReport | None = None  # None when [dedup] enabled = false
+    fetch: FetchReport | None = None  # ---- remote sources: the due feeds fetched first
 
     def summary(self) -> str:
         i, b = self.ingest, self.build
         d = f"{self.dedup.duplicates} duplicates; " if self.dedup else ""  # ---- dedup
+        f = self.fetch  # ---- remote sources
+        r = (
+            f"{f.sources} feeds: {f.fetched} downloaded, {f.not_modified} not modified, {f.failed} failed, "
+            f"{f.new} new, {f.updated} updated; "
+            if f and f.sources
+            else ""
+        )
         return (
-            f"{i.seen} files seen: {i.new} new, {i.updated} updated, {i.unchanged} unchanged, "
+            f"{r}{i.seen} files seen: {i.new} new, {i.updated} updated, {i.unchanged} unchanged, "
             f"{len(i.rejected)} rejected, {i.withdrawn} withdrawn; {d}"
             f"{b.written} files written for {b.rebuilt} of {b.feeds} feeds; {self.seconds:.2f} s"
         )
@@ -137,9 +146,10 @@ class UpdateReport:
 def update(store: Store, settings: Settings, progress: Progress | None = None) -> UpdateReport:
     """Ingest every source, then publish what changed."""
     started = time.monotonic()
+    fetched = fetch(store, settings, due_only=True)  # ---- remote sources: the feeds that are due
     ingested = ingest(store, settings, progress)
-    deduped, built = settle(store, settings, ingested.touched)
-    return UpdateReport(ingested, built, time.monotonic() - started, deduped)
+    deduped, built = settle(store, settings, ingested.touched + fetched.touched)
+    return UpdateReport(ingested, built, time.monotonic() - started, deduped, fetched)
 
 
 def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.DedupReport | None, BuildReport]:
@@ -149,3 +159,208 @@ def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.
     deduped = dedup.run(store, settings, touched) if settings.dedup.enabled else dedup.disable(store)
     built = build(store, settings)
     return deduped, built
+
+
+# ---- remote sources (issue 3): fetch feeds over HTTP, parse off the event loop, store
+
+
+@dataclass(slots=True)
+class FetchReport:
+    sources: int = 0  # remote sources requested this run
+    fetched: int = 0  # answered with a document that was parsed
+    not_modified: int = 0  # answered 304
+    failed: int = 0  # error of any kind, including 410 (which also disables the source)
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[Rejected] = field(default_factory=list)  # (source, URL, reason) of each failure
+    touched: list[int] = field(default_factory=list)  # ids of new or changed entries
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.sources} feeds fetched: {self.fetched} downloaded, {self.not_modified} not modified, "
+            f"{self.failed} failed; {self.new} new, {self.updated} updated, {self.unchanged} unchanged entries; "
+            f"{self.seconds:.2f} s"
+        )
+
+
+PARSE_PROCESSES_MIN = 24  # below this many feeds, parse in a thread: starting processes costs more
+
+
+def fetch(
+    store: Store, settings: Settings, names: list[str] | None = None, due_only: bool = False, now=None
+) -> FetchReport:
+    """Fetch remote sources: the ones named (even if disabled), else every enabled one that is
+    not disabled (by a 410) and, with `due_only`, whose next fetch is due. An unknown name is
+    a ConfigError."""
+    from .config import ConfigError
+    from .sources.opml import remote_sources
+    from .sources.remote import is_due
+
+    started = time.monotonic()
+    sources = remote_sources(settings)
+    if names:
+        by_name = {s.name: s for s in sources}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(f"{settings.config_path}: no remote source named {', '.join(map(repr, unknown))}")
+        chosen = [by_name[n] for n in dict.fromkeys(names)]
+    else:
+        chosen = [s for s in sources if s.enabled]
+    report = FetchReport()
+    if chosen:
+        rows = store.feed_sources({s.name: s.url or "" for s in chosen})
+        now = now or now_utc()
+        if not names:
+            wanted = (lambda r: is_due(_feed_state(r), now)) if due_only else (lambda r: not r.disabled)
+            chosen = [s for s in chosen if wanted(rows[s.name])]
+        if chosen:
+            report.sources = len(chosen)
+            asyncio.run(_fetch_all(store, settings, chosen, rows, now, report))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def fetch_one(store: Store, settings: Settings, source: SourceSettings) -> FetchReport:
+    """Fetch one remote source now (the daemon's per-source job)."""
+    from .config import ConfigError
+
+    if source.url is None:
+        raise ConfigError(f"{settings.config_path}: source {source.name!r} has no url")
+    started = time.monotonic()
+    rows = store.feed_sources({source.name: source.url})
+    report = FetchReport(sources=1)
+    asyncio.run(_fetch_all(store, settings, [source], rows, now_utc(), report))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _feed_state(row):
+    from .sources.remote import SourceState
+
+    return SourceState(
+        location=row.location,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        last_fetch=row.last_fetch,
+        last_status=row.last_status,
+        last_error=row.last_error,
+        error_count=row.error_count or 0,
+        next_due=row.next_due,
+        disabled=row.disabled,
+        moved_to=row.moved_to,
+        moved_count=row.moved_count or 0,
+    )
+
+
+def _parse_pool(n: int):
+    """Worker processes for parsing when there are many feeds (feedparser is pure Python, so
+    threads would not add CPU); None means the event loop's default thread pool."""
+    import os
+
+    workers = min(os.cpu_count() or 1, 8)
+    if n < PARSE_PROCESSES_MIN or workers < 2:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # forkserver: never fork a process that runs an event loop and a writer thread.
+    mp = multiprocessing.get_context("forkserver")
+    mp.set_forkserver_preload(["aggregator.sources.feeds"])
+    return ProcessPoolExecutor(workers, mp_context=mp)
+
+
+async def _fetch_all(store: Store, settings: Settings, sources: list[SourceSettings], rows, now, report) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .sources.feeds import FeedContext, FeedError, parse_feed
+    from .sources.remote import USER_AGENT, FetchRequest, fetch_many
+
+    loop = asyncio.get_running_loop()
+    by_name = {s.name: s for s in sources}
+    aliases = settings.category_aliases
+    writer = ThreadPoolExecutor(1, thread_name_prefix="aggregator-store")  # one writer: SQLite has one anyway
+    parser = _parse_pool(len(sources))
+
+    async def handle(req: FetchRequest, result) -> None:
+        src = by_name[req.name]
+        parsed, problem = None, None
+        if result.status == 200 and result.body is not None and result.error is None:
+            ctx = FeedContext(
+                src.name,
+                result.final_url or req.url,
+                tuple(settings.canonical_category(c) for c in src.categories),
+                aliases,
+            )
+            try:
+                parsed = await loop.run_in_executor(parser, parse_feed, result.body, result.headers or {}, ctx)
+            except FeedError as e:
+                problem = str(e)
+            except Exception as e:  # a parser crash is this feed's problem, not the run's
+                problem = f"cannot parse: {e.__class__.__name__}: {e}"
+        await loop.run_in_executor(
+            writer, _record_fetch, store, settings, src, rows[src.name], result, parsed, problem, now, report
+        )
+
+    requests = [
+        FetchRequest(
+            s.name,
+            rows[s.name].location,
+            rows[s.name].etag,
+            rows[s.name].last_modified,
+            s.timeout or settings.fetch.timeout,
+            s.user_agent or settings.fetch.user_agent or USER_AGENT,
+        )
+        for s in sources
+    ]
+    try:
+        f = settings.fetch
+        await fetch_many(requests, f.concurrency, f.per_host, f.max_bytes, handle)
+    finally:
+        writer.shutdown(wait=True)
+        if parser is not None:
+            parser.shutdown(wait=True)
+
+
+def _record_fetch(store: Store, settings: Settings, src, row, result, parsed, problem, now, report) -> None:
+    """Store one fetch's entries and the source's new state (runs on the single writer thread)."""
+    from dataclasses import asdict
+
+    from .sources.feeds import assign_keys, choose_identity
+    from .sources.remote import FAILED, FETCHED, GONE, decide
+
+    interval = src.every or settings.fetch.every
+    hint = parsed.hint if parsed else None
+    state, outcome = decide(_feed_state(row), result, interval, now, parse_error=problem, hint=hint)
+    extra: dict = {}
+    if parsed is not None and outcome == FETCHED:
+        links = store.entry_links(row.id) if row.identity != "link" else {}
+        decision = choose_identity(parsed.items, row.identity or "guid", row.identity_reason, links)
+        if decision.mode != (row.identity or "guid"):
+            log.warning("source=%s switches to link identity: %s", src.name, decision.reason)
+            # Keep what is stored under the new identity, so nothing comes back as a duplicate.
+            store.rekey(row.id, {key: f"link:{link}" for link, key in links.items() if key.startswith("guid:")})
+        saved, touched = store.save_entries(row.id, assign_keys(parsed.items, decision.mode), store.stamps(row.id), now)
+        report.new += saved.new
+        report.updated += saved.updated
+        report.unchanged += saved.unchanged
+        report.touched += touched
+        extra = {"identity": decision.mode, "identity_reason": decision.reason, "feed_flags": parsed.flag}
+        if parsed.flag:
+            log.warning("source=%s %s: ill-formed feed, entries kept: %s", src.name, result.url, parsed.flag)
+    if state.location != row.location:
+        log.warning("source=%s moved permanently: %s → %s", src.name, row.location, state.location)
+    store.save_feed_state(row.id, **asdict(state), **extra)
+    if outcome == FETCHED:
+        report.fetched += 1
+    elif outcome in (FAILED, GONE):
+        report.failed += 1
+        report.errors.append(Rejected(src.name, result.url, state.last_error or "failed"))
+        log.warning("source=%s %s: %s", src.name, result.url, state.last_error)
+    else:
+        report.not_modified += 1
+    log.info(
+        "source=%s status=%s outcome=%s seconds=%.2f next_due=%s",
+        src.name, result.status, outcome, result.seconds, state.next_due,
+    )  # fmt: skip

@@ -103,6 +103,8 @@ class SourceRow(Base):
     identity: Mapped[str] = mapped_column(String(10), default="guid")  # "guid" or "link"
     identity_reason: Mapped[str | None] = mapped_column(Text)
     feed_flags: Mapped[str | None] = mapped_column(Text)  # e.g. feedparser's bozo message
+    # ---- remote sources: the URL as configured; `location` may differ after a permanent redirect
+    config_url: Mapped[str | None] = mapped_column(Text)
 
 
 class EntryRow(Base):
@@ -551,6 +553,71 @@ class Store:
     def entry_count(self) -> int:
         with self.engine.connect() as c:
             return c.scalar(select(func.count()).select_from(EntryRow)) or 0
+
+    # ---- remote sources
+
+    def feed_sources(self, urls: dict[str, str]) -> dict[str, SourceRow]:
+        """The rows of the remote sources `urls` names (name → configured URL), created on first
+        sight. A source whose configured URL was edited starts afresh at the new URL."""
+        out: dict[str, SourceRow] = {}
+        names = list(urls)
+        with self.session() as s, s.begin():
+            rows: dict[str, SourceRow] = {}
+            for i in range(0, len(names), BATCH):
+                q = select(SourceRow).where(SourceRow.name.in_(names[i : i + BATCH]))
+                rows.update((r.name, r) for r in s.scalars(q))
+            for name, url in urls.items():
+                row = rows.get(name)
+                if row is None:
+                    row = SourceRow(name=name, kind="feed", location=url, config_url=url, identity="guid")
+                    row.error_count = row.moved_count = 0
+                    s.add(row)
+                elif row.kind != "feed" or row.config_url != url:
+                    row.kind, row.location, row.config_url = "feed", url, url
+                    row.etag = row.last_modified = row.moved_to = row.disabled = row.next_due = None
+                    row.error_count = row.moved_count = 0
+                out[name] = row
+            s.flush()
+        return out
+
+    def save_feed_state(self, source_id: int, **values: object) -> None:
+        """Record a fetch's outcome (SourceRow column → value)."""
+        with self.engine.begin() as c:
+            c.execute(update(SourceRow).where(SourceRow.id == source_id).values(**values))
+
+    def entry_links(self, source_id: int) -> dict[str, str]:
+        """link → key of a source's stored entries (to notice GUIDs that change between fetches)."""
+        q = select(EntryRow.link, EntryRow.key).where(EntryRow.source_id == source_id, EntryRow.link.is_not(None))
+        with self.engine.connect() as c:
+            return dict(c.execute(q).tuples().all())
+
+    def rekey(self, source_id: int, mapping: dict[str, str]) -> int:
+        """Give stored entries a new key (their public uid stays); keys already taken are skipped."""
+        if not mapping:
+            return 0
+        with self.session() as s, s.begin():
+            taken = set(s.scalars(select(EntryRow.key).where(EntryRow.source_id == source_id)))
+            todo = []
+            for old, new in mapping.items():
+                if old in taken and new not in taken:
+                    taken.discard(old)
+                    taken.add(new)
+                    todo.append({"b_old": old, "b_new": new})
+            if todo:
+                t = EntryRow.__table__
+                q = update(t).where(t.c.source_id == source_id, t.c.key == bindparam("b_old"))
+                s.execute(q.values(key=bindparam("b_new")), todo)
+        return len(todo)
+
+    def source_rows(self) -> list[SourceRow]:
+        with self.session() as s:
+            return list(s.scalars(select(SourceRow).order_by(SourceRow.name)))
+
+    def entries_per_source(self) -> dict[int, int]:
+        """Visible (not withdrawn) entries per source id."""
+        q = select(EntryRow.source_id, func.count()).where(EntryRow.withdrawn_at.is_(None)).group_by(EntryRow.source_id)
+        with self.engine.connect() as c:
+            return dict(c.execute(q).tuples().all())
 
 
 # ---- daemon (issue 5)
