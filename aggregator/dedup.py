@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from rensa import RMinHash
-from sqlalchemy import bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from .config import DedupSettings
 from .text import plain_text
@@ -522,10 +522,17 @@ def _candidates(c, e, items: dict[int, Item]) -> dict[int, list[int]]:
         for i, k in c.execute(select(e.c.id, e.c.fingerprint).where(e.c.fingerprint.in_(chunk))):
             by_print.setdefault(k, set()).add(i)
     keys = {it.id: band_keys(it.signature) if it.signature else [] for it in items.values() if not it.withdrawn}
-    for chunk in _chunks(sorted({k for ks in keys.values() for k in ks})):
-        q = select(b.c.band, b.c.hash, b.c.entry_id).where(tuple_(b.c.band, b.c.hash).in_(chunk))
-        for band, h, i in c.execute(q):
-            by_band.setdefault((band, h), []).append(i)
+    per_band: dict[int, set[int]] = {}
+    for ks in keys.values():
+        for band, h in ks:
+            per_band.setdefault(band, set()).add(h)
+    # One query per band, `band = ? AND hash IN (...)`: both columns of the index are used.
+    # (A row-value `(band, hash) IN (...)` makes SQLite scan the whole table.)
+    for band, hashes in sorted(per_band.items()):
+        for chunk in _chunks(sorted(hashes)):
+            q = select(b.c.hash, b.c.entry_id).where(b.c.band == band, b.c.hash.in_(chunk))
+            for h, i in c.execute(q):
+                by_band.setdefault((band, h), []).append(i)
     out: dict[int, list[int]] = {}
     for i, ks in keys.items():
         it = items[i]

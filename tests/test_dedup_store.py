@@ -1,0 +1,347 @@
+"""The dedup stage against a real SQLite store: clusters, promotion, re-evaluation, idempotence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, select, update
+
+from aggregator import dedup
+from aggregator.config import DedupSettings, Settings
+from aggregator.model import Entry
+from aggregator.store import EntryRow, MinhashBandRow, Store
+from tests.test_dedup import EN, PORT, PORT_RESULTS, html
+
+T0 = datetime(2022, 9, 7, 2, 0, tzinfo=UTC)
+URL = "http://news.example.cn/port/2022/0907/3391.html"
+TITLE = "临江港三期码头明年三月试运营"
+REPRINT = list(PORT)
+REPRINT[3] = "有港航专家指出，随着中欧班列和西部陆海新通道持续扩容，港口辐射范围明显扩大，新增能力消化并不困难。"
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = Store(f"sqlite:///{tmp_path}/db/agg.sqlite3")
+    yield s
+    s.close()
+
+
+def settings(**dedup_settings) -> Settings:
+    return Settings(dedup=DedupSettings(**dedup_settings))
+
+
+def entry(key: str, title: str = TITLE, paras: list[str] = PORT, link: str | None = URL, **kw) -> Entry:
+    kw.setdefault("published", T0)
+    return Entry(
+        source=kw.pop("source", "local"), key=key, title=title, content_html=html(paras), summary="", link=link, **kw
+    )
+
+
+class Site:
+    """Entries saved per source, as the ingest stage does, with the ids dedup is told about."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.ids: dict[str, int] = {}
+
+    def save(self, *entries: Entry) -> list[int]:
+        touched: list[int] = []
+        for source in sorted({e.source for e in entries}):
+            sid = self.store.source_id(source, "files", f"/{source}")
+            known = self.store.stamps(sid)
+            mine = [e for e in entries if e.source == source]
+            _, t = self.store.save_entries(sid, mine, known, datetime.now(UTC).replace(microsecond=0))
+            touched += t
+            self.ids.update({k: v.id for k, v in self.store.stamps(sid).items()})
+        return touched
+
+    def withdraw(self, source: str, key: str) -> list[int]:
+        i = self.ids[key]
+        self.store.withdraw([i], datetime.now(UTC))
+        return [i]
+
+    def state(self) -> dict[str, tuple]:
+        """key → (key of the canonical entry or None, reason, score)."""
+        e = EntryRow.__table__
+        with self.store.engine.connect() as c:
+            rows = c.execute(select(e.c.id, e.c.key, e.c.canonical_id, e.c.dup_reason, e.c.dup_score)).all()
+        keys = {i: k for i, k, *_ in rows}
+        return {k: (keys.get(cid), r, s) for _, k, cid, r, s in rows}
+
+    def shown(self) -> list[str]:
+        return sorted(r.key for r in self.store.listing(None, None))
+
+
+@pytest.fixture
+def site(store: Store) -> Site:
+    return Site(store)
+
+
+def test_copies_tracking_urls_and_reprints_collapse_same_topic_stays(site: Site) -> None:
+    touched = site.save(
+        entry("a.md"),
+        entry("b.md", published=T0 + timedelta(minutes=1)),
+        entry("c.md", link=URL + "?utm_source=wechat&utm_medium=share&spm=a1.b2", published=T0 + timedelta(minutes=5)),
+        entry(
+            "d.md",
+            "【转载】" + TITLE,
+            REPRINT,
+            "http://other.example.com/a/889.html",
+            published=T0 + timedelta(hours=5),
+        ),
+        entry("e.md", "临江港前三季度吞吐量增长6.8%", PORT_RESULTS, "http://news.example.cn/port/2022/0907/3392.html"),
+        entry("f.md", "Harbor Logistics opens third terminal", EN, None),
+    )
+    report = dedup.run(site.store, settings(), touched)
+    state = site.state()
+    assert site.shown() == ["a.md", "e.md", "f.md"]
+    assert state["b.md"][:2] == ("a.md", "url")
+    assert state["c.md"][:2] == ("a.md", "url")
+    assert state["d.md"][:2] == ("a.md", "near") and 0.6 <= state["d.md"][2] < 1
+    assert report.examined == 6 and report.duplicates == 3 and report.computed == 6
+    assert report.reasons == {"url": 2, "near": 1}
+
+
+def test_exact_content_under_another_address(site: Site) -> None:
+    touched = site.save(entry("a.md"), entry("wire-1", link="http://wire.example/1", source="wire"))
+    dedup.run(site.store, settings(), touched)
+    assert site.state()["wire-1"][:2] == ("a.md", "content")
+
+
+def test_repeated_runs_change_nothing_and_compute_nothing(site: Site) -> None:
+    touched = site.save(
+        entry("a.md"),
+        entry("b.md", link=URL + "#x"),
+        entry("d.md", "【转载】" + TITLE, REPRINT, None),
+        entry("f.md", "x", EN, None),
+    )
+    dedup.run(site.store, settings(), touched)
+    first = site.state()
+    again = dedup.run(site.store, settings(), [])
+    assert again.examined == 0 and site.state() == first
+    # Told about every entry again: the same clusters, features reused (once per version).
+    again = dedup.run(site.store, settings(), list(site.ids.values()))
+    assert again.examined == 4 and again.computed == 0 and site.state() == first
+
+
+def test_withdrawing_the_canonical_entry_promotes_the_next(site: Site) -> None:
+    touched = site.save(
+        entry("a.md"),
+        entry("b.md", published=T0 + timedelta(hours=1)),
+        entry("c.md", link=URL + "?from=timeline", published=T0 + timedelta(hours=2)),
+    )
+    dedup.run(site.store, settings(), touched)
+    assert site.shown() == ["a.md"]
+    report = dedup.run(site.store, settings(), site.withdraw("local", "a.md"))
+    assert site.shown() == ["b.md"]
+    state = site.state()
+    assert state["a.md"] == (None, None, None)
+    assert state["c.md"][:2] == ("b.md", "url")
+    assert report.examined == 3
+    # It comes back: it is the earliest, so it is shown again.
+    dedup.run(site.store, settings(), site.save(entry("a.md")))
+    assert site.shown() == ["a.md"]
+    assert site.state()["b.md"][0] == "a.md"
+
+
+def test_deleting_the_canonical_entry_promotes_the_next(site: Site) -> None:
+    """Retention deletes rows; the foreign key leaves members with a reason but no canonical."""
+    touched = site.save(
+        entry("a.md"),
+        entry("b.md", published=T0 + timedelta(hours=1)),
+        entry("c.md", link=URL + "?from=x", published=T0 + timedelta(hours=2)),
+    )
+    dedup.run(site.store, settings(), touched)
+    with site.store.engine.begin() as c:
+        c.execute(delete(EntryRow).where(EntryRow.id == site.ids["a.md"]))
+    assert len(site.shown()) == 2  # both orphans visible until dedup runs
+    dedup.run(site.store, settings(), [])
+    assert site.shown() == ["b.md"]
+    assert site.state()["c.md"][0] == "b.md"
+    with site.store.engine.connect() as c:
+        assert c.scalar(select(MinhashBandRow.entry_id).where(MinhashBandRow.entry_id == site.ids["a.md"])) is None
+
+
+def test_a_changed_member_is_re_evaluated_and_may_leave(site: Site) -> None:
+    touched = site.save(entry("a.md", link=None), entry("d.md", "【转载】" + TITLE, REPRINT, None))
+    dedup.run(site.store, settings(), touched)
+    assert site.state()["d.md"][0] == "a.md"
+    # d.md is rewritten into a different story.
+    report = dedup.run(
+        site.store, settings(), site.save(entry("d.md", "临江港前三季度吞吐量增长6.8%", PORT_RESULTS, None))
+    )
+    assert report.computed == 1
+    assert site.shown() == ["a.md", "d.md"]
+
+
+def test_a_changed_canonical_entry_hands_over_when_it_becomes_another_story(site: Site) -> None:
+    touched = site.save(
+        entry("a.md", link=None),
+        entry("b.md", link=None, published=T0 + timedelta(hours=1)),
+        entry("c.md", link=None, published=T0 + timedelta(hours=2)),
+    )
+    dedup.run(site.store, settings(), touched)
+    assert site.shown() == ["a.md"]
+    dedup.run(site.store, settings(), site.save(entry("a.md", "Harbor Logistics opens terminal", EN, None)))
+    assert site.shown() == ["a.md", "b.md"]
+    assert site.state()["c.md"][:2] == ("b.md", "content")
+
+
+def test_an_updated_version_replaces_the_older(site: Site) -> None:
+    touched = site.save(entry("feed-item-1", source="feed", updated=T0 + timedelta(hours=1)))
+    dedup.run(site.store, settings(), touched)
+    edited = [*PORT[:-1], PORT[-1] + "（本文已更新）"]
+    touched = site.save(entry("feed-item-1-v2", paras=edited, source="feed", updated=T0 + timedelta(hours=6)))
+    report = dedup.run(site.store, settings(), touched)
+    assert site.shown() == ["feed-item-1-v2"]
+    assert site.state()["feed-item-1"][:2] == ("feed-item-1-v2", "url")
+    assert report.promoted == 0
+
+
+def test_a_better_ranked_newcomer_takes_over_and_members_follow(site: Site) -> None:
+    touched = site.save(
+        entry("a.md", published=T0 + timedelta(hours=3)),
+        entry("b.md", link=URL + "?spm=1", published=T0 + timedelta(hours=4)),
+        entry("c.md", link=None, published=T0 + timedelta(hours=5)),
+    )
+    dedup.run(site.store, settings(), touched)
+    assert site.shown() == ["a.md"]
+    dedup.run(site.store, settings(), site.save(entry("wire-1", link="http://wire.example/1", source="wire")))
+    assert site.shown() == ["wire-1"]
+    state = site.state()
+    assert {state[k][0] for k in ("a.md", "b.md", "c.md")} == {"wire-1"}
+
+
+def test_source_priority_and_settings_changes_re_cluster_everything(site: Site) -> None:
+    touched = site.save(
+        entry("a.md"), entry("wire-1", link=URL + "?utm_campaign=x", source="wire", published=T0 + timedelta(hours=2))
+    )
+    dedup.run(site.store, settings(), touched)
+    assert site.shown() == ["a.md"]
+    report = dedup.run(site.store, settings(source_priority=["wire"]), [])
+    assert site.shown() == ["wire-1"] and report.examined == 2 and report.computed == 0
+    # New tracking parameters change the features: recomputed once, then reused.
+    report = dedup.run(site.store, settings(source_priority=["wire"], tracking_params=["sharer"]), [])
+    assert report.computed == 2 and site.shown() == ["wire-1"]
+    assert dedup.run(site.store, settings(source_priority=["wire"], tracking_params=["sharer"]), []).examined == 0
+
+
+def test_configured_tracking_params_collapse_links(site: Site) -> None:
+    touched = site.save(entry("a.md", link=None, paras=EN), entry("b.md", "other", PORT_RESULTS, None))
+    dedup.run(site.store, settings(), touched)
+    a = entry("x.md", "One", ["short"], "http://e.com/story/1?sharer=42")
+    b = entry("y.md", "Two", ["different"], "http://e.com/story/1?sharer=43")
+    dedup.run(site.store, settings(tracking_params=["sharer"]), site.save(a, b))
+    assert site.state()["y.md"][:2] == ("x.md", "url")
+    dedup.run(site.store, settings(), [])
+    assert site.state()["y.md"] == (None, None, None)
+
+
+def test_pending_entries_are_caught_up_without_being_told(site: Site) -> None:
+    site.save(entry("a.md"), entry("b.md", link=URL + "#p"))  # saved, dedup never told
+    dedup.run(site.store, settings(), [])
+    assert site.shown() == ["a.md"]
+    with site.store.engine.connect() as c:
+        assert c.scalar(select(EntryRow.id).where(EntryRow.dedup_pending.is_(True))) is None
+
+
+def test_disable_shows_everything_and_re_enabling_re_clusters(site: Site) -> None:
+    dedup.run(site.store, settings(), site.save(entry("a.md"), entry("b.md", link=URL + "#p")))
+    assert site.shown() == ["a.md"]
+    dedup.disable(site.store)
+    assert site.shown() == ["a.md", "b.md"]
+    assert dedup.run(site.store, settings(), []).examined == 2
+    assert site.shown() == ["a.md"]
+
+
+def test_short_and_empty_bodies_are_not_merged_by_content(site: Site) -> None:
+    touched = site.save(
+        entry("a", "Apple opens store in Paris", ["Read more on our site."], None),
+        entry("b", "Storm closes schools", ["Read more on our site."], None),
+        entry("c", "Council votes on budget", [], None),
+        entry("d", "Team wins final", [], None),
+    )
+    dedup.run(site.store, settings(), touched)
+    assert site.shown() == ["a", "b", "c", "d"]
+
+
+def test_clusters_lists_canonical_and_members(site: Site) -> None:
+    touched = site.save(
+        entry("a.md"),
+        entry("c.md", link=URL + "?utm_source=x", published=T0 + timedelta(minutes=5)),
+        entry(
+            "d.md",
+            "【转载】" + TITLE,
+            REPRINT,
+            "http://other.example.com/a/889.html",
+            published=T0 + timedelta(hours=5),
+        ),
+        entry("f.md", "x", EN, None),
+    )
+    dedup.run(site.store, settings(), touched)
+    found = dedup.clusters(site.store)
+    assert len(found) == 1
+    c = found[0]
+    assert (c.canonical.key, c.canonical.title, c.canonical.source) == ("a.md", TITLE, "local")
+    assert [(m.key, m.reason) for m in c.members] == [("c.md", "url"), ("d.md", "near")]
+    assert c.members[0].describe().split() == ["url", "local:", "c.md"]
+    assert c.members[1].describe().startswith("near 0.")
+
+
+def test_incremental_run_only_makes_indexed_lookups(site: Site) -> None:
+    """No pairwise scan: every query an incremental run makes on entries or bands uses an index."""
+    from sqlalchemy import event
+
+    dedup.run(
+        site.store, settings(), site.save(*(entry(f"{i}.md", f"t{i}", EN[i:] + PORT[i:], None) for i in range(4)))
+    )
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and not executemany:
+            seen.append((statement, parameters))
+
+    event.listen(site.store.engine, "before_cursor_execute", capture)
+    try:
+        touched = site.save(entry("a.md"), entry("b.md", link=URL + "#p"))
+        touched += site.withdraw("local", "1.md")
+        dedup.run(site.store, settings(), touched)
+        dedup.clusters(site.store)
+    finally:
+        event.remove(site.store.engine, "before_cursor_execute", capture)
+    assert site.shown() == ["0.md", "2.md", "3.md", "a.md"]
+    lookups = [(q, p) for q, p in seen if "FROM entries" in q or "FROM minhash_bands" in q]
+    assert len(lookups) >= 6
+    with site.store.engine.connect() as c:
+        for q, params in lookups:
+            plan = " ".join(str(r[-1]) for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + q, params))
+            assert "SCAN entries" not in plan and "SCAN minhash_bands" not in plan, (q, plan)
+
+
+def test_run_is_one_transaction(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure half-way leaves the clusters as they were and the entries still pending."""
+    touched = site.save(entry("a.md"), entry("b.md", link=URL + "#p"))
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(dedup, "_write", boom)
+    with pytest.raises(RuntimeError):
+        dedup.run(site.store, settings(), touched)
+    assert site.shown() == ["a.md", "b.md"]
+    with site.store.engine.connect() as c:
+        assert c.scalar(select(EntryRow.minhash).where(EntryRow.key == "a.md")) is None
+    monkeypatch.undo()
+    dedup.run(site.store, settings(), [])
+    assert site.shown() == ["a.md"]
+
+
+def test_unknown_state_rows_are_replaced(site: Site) -> None:
+    from aggregator.store import DedupStateRow
+
+    dedup.run(site.store, settings(), site.save(entry("a.md")))
+    with site.store.engine.begin() as c:
+        c.execute(update(DedupStateRow).values(value="stale"))
+    assert dedup.run(site.store, settings(), []).computed == 1
