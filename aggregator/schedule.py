@@ -104,6 +104,16 @@ def first_run(next_due: datetime | None, now: datetime, every: float, name: str)
     return now + timedelta(seconds=stagger(name, min(every, FIRST_SPREAD)))
 
 
+def fetch_decision(next_due: datetime | None, disabled: str | None, now: datetime) -> str:
+    """ "fetch" when the source's time has come, "wait" when its stored next_due is still ahead
+    (backing off, Retry-After), "disabled" when a 410 turned it off."""
+    if disabled:
+        return "disabled"
+    if next_due is not None and next_due > now:
+        return "wait"
+    return "fetch"
+
+
 def after_fetch(next_due: datetime | None, now: datetime, every: float) -> datetime | None:
     """Where to move a fetch job after it ran: to the source's new `next_due`, but never into a
     tight loop when the pipeline left it in the past. None: keep the interval trigger's time."""
@@ -191,9 +201,11 @@ def job_log(level: int, kind: str, source: str | None, outcome: str, seconds: fl
 # ------------------------------------------------------------------ database reads for the daemon
 
 
-def due_times(store: Store) -> dict[str, datetime | None]:
+def due_times(store: Store) -> dict[str, tuple[datetime | None, str | None]]:
+    """Per source name: (next_due, why it is disabled)."""
     with store.engine.connect() as c:
-        return dict(c.execute(select(SourceRow.name, SourceRow.next_due)).tuples().all())
+        rows = c.execute(select(SourceRow.name, SourceRow.next_due, SourceRow.disabled)).tuples().all()
+    return {name: (due, disabled) for name, due, disabled in rows}
 
 
 def record_cycle(store: Store, values: dict[str, Any]) -> None:
@@ -215,8 +227,17 @@ def last_cycle(store: Store) -> dict[str, Any] | None:
 
 
 def _fetch_function() -> Callable[..., Any] | None:
-    """`pipeline.fetch` once remote feeds exist in the pipeline; None before."""
-    return getattr(pipeline, "fetch", None)
+    """`pipeline.fetch_one(store, settings, source)`: fetch one remote source now."""
+    return getattr(pipeline, "fetch_one", None)
+
+
+def remote_sources(settings: Settings) -> list[SourceSettings]:
+    """Every enabled remote source, OPML files expanded (the fetch stage's own list)."""
+    try:
+        from .sources.opml import remote_sources as expand
+    except ImportError:  # pragma: no cover - a build without the remote stage
+        return [s for s in settings.sources if s.url is not None and s.enabled]
+    return [s for s in expand(settings) if s.enabled]
 
 
 @dataclass(slots=True)
@@ -241,6 +262,7 @@ class Daemon:
     _intervals: dict[str, float] = field(default_factory=dict)
     _watches: dict[str, Any] = field(default_factory=dict)
     _warned_no_fetch: bool = False
+    _remote: dict[str, SourceSettings] = field(default_factory=dict)
     server: Any = None
     observer: Any = None
     scheduler: BackgroundScheduler = field(init=False)
@@ -351,7 +373,8 @@ class Daemon:
             return self._jobs.setdefault(job_id, _JobState())
 
     def _source(self, name: str) -> SourceSettings | None:
-        return next((s for s in self.settings.sources if s.name == name and s.enabled), None)
+        found = next((s for s in self.settings.sources if s.name == name and s.enabled), None)
+        return found or self._remote.get(name)
 
     def _every(self, source: SourceSettings) -> float:
         return source.every or self.settings.fetch.every
@@ -359,23 +382,26 @@ class Daemon:
     def desired_jobs(self) -> dict[str, tuple[str, SourceSettings, float]]:
         """job id → (kind, source, interval) for the current config."""
         out: dict[str, tuple[str, SourceSettings, float]] = {}
-        for s in self.settings.sources:
-            if not s.enabled:
-                continue
-            if s.path is not None:
-                out[f"scan:{s.name}"] = ("scan", s, self._every(s))
-            elif s.url is not None:
-                out[f"fetch:{s.name}"] = ("fetch", s, self._every(s))
+        for s in self.settings.file_sources:
+            out[f"scan:{s.name}"] = ("scan", s, self._every(s))
+        for s in self._remote.values():
+            out[f"fetch:{s.name}"] = ("fetch", s, self._every(s))
         return out
 
     def sync_jobs(self) -> None:
         """Make the scheduler's jobs match the config: add, re-time or remove them."""
-        desired = self.desired_jobs()
-        if any(kind == "fetch" for kind, _, _ in desired.values()) and _fetch_function() is None:
+        try:
+            remote = remote_sources(self.settings)
+        except ConfigError as e:  # an unreadable OPML file: keep the sources we had
+            log.error("%s; keeping the remote sources already scheduled", e)
+            remote = list(self._remote.values())
+        if remote and _fetch_function() is None:
             if not self._warned_no_fetch:
                 log.warning("remote sources are configured but this build has no fetch stage; skipping them")
                 self._warned_no_fetch = True
-            desired = {k: v for k, v in desired.items() if v[0] != "fetch"}
+            remote = []
+        self._remote = {s.name: s for s in remote}
+        desired = self.desired_jobs()
         for job in self.scheduler.get_jobs():
             if job.id.startswith(("fetch:", "scan:")) and job.id not in desired:
                 job.remove()
@@ -387,7 +413,8 @@ class Daemon:
                 continue
             existing = self.scheduler.get_job(job_id)
             if kind == "fetch":
-                start = existing.next_run_time if existing else first_run(due.get(source.name), now, every, source.name)
+                stored = due.get(source.name, (None, None))[0]
+                start = existing.next_run_time if existing else first_run(stored, now, every, source.name)
                 func, executor = self._fetch_job, "default"
             else:
                 start = existing.next_run_time if existing else now  # scan every folder at start
@@ -509,19 +536,27 @@ class Daemon:
 
         def body() -> dict[str, Any]:
             fetch = _fetch_function()
-            source = self._source(name)
+            source = self._remote.get(name)
             if fetch is None or source is None:
                 return {"outcome": "skipped"}
-            report = fetch(self.store, self.settings, names=[name], due_only=True)
+            every = self._every(source)
+            next_due, disabled = due_times(self.store).get(name, (None, None))
+            decision = fetch_decision(next_due, disabled, now_utc())
+            if decision != "fetch":
+                when = after_fetch(next_due, now_utc(), every) if decision == "wait" else None
+                if when is not None:
+                    self._move(job_id, when)
+                return {"outcome": "not-due" if decision == "wait" else "disabled", "next_due": _iso(when)}
+            report = fetch(self.store, self.settings, source)
             touched = list(getattr(report, "touched", []) or [])
             if touched:
                 self.request_build(touched)
-            now = now_utc()
-            when = after_fetch(due_times(self.store).get(name), now, self._every(source))
+            when = after_fetch(due_times(self.store).get(name, (None, None))[0], now_utc(), every)
             if when is not None:
                 self._move(job_id, when)
             out = counts(report)
-            out["next_due"] = when.isoformat() if when else "-"
+            out.pop("seconds", None)
+            out["next_due"] = _iso(when)
             return out
 
         self._guarded(job_id, "fetch", name, body)
@@ -608,6 +643,10 @@ class Daemon:
                 log.warning("cannot watch %s (%s); it is rescanned on its interval only", path, e)
                 continue
             self._watches[name] = (path, watch)
+
+
+def _iso(when: datetime | None) -> str:
+    return when.isoformat(timespec="seconds") if when else "-"
 
 
 def _first_line(e: BaseException) -> str:
