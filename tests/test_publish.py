@@ -136,6 +136,7 @@ def assert_valid(path: Path, hub: str | None = None) -> feedparser.FeedParserDic
 # ---------------------------------------------------------------- rendering (pure)
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+FILES = (("atom", "atom.xml"), ("rss", "rss.xml"), ("json", "feed.json"))
 
 
 def info(**kw) -> FeedInfo:
@@ -172,8 +173,7 @@ def info(**kw) -> FeedInfo:
         "description": "Finance",
         "home_url": "https://feeds.example.org/index.html#jinrong",
         "base_url": "https://feeds.example.org/",
-        "self_urls": {f: f"https://feeds.example.org/jinrong/{n}" for f, n in
-                      (("atom", "atom.xml"), ("rss", "rss.xml"), ("json", "feed.json"))},  # fmt: skip
+        "self_urls": {f: f"https://feeds.example.org/jinrong/{n}" for f, n in FILES},
         "language": "zh-CN",
         "author": "Test",
         "category_scheme": "https://feeds.example.org/",
@@ -182,9 +182,7 @@ def info(**kw) -> FeedInfo:
         "icon": "https://feeds.example.org/icon.png",
         "logo": "https://feeds.example.org/logo.png",
         "stylesheet": "../static/feed.xsl",
-        "links": {"prev-archive": {"atom": "https://feeds.example.org/jinrong/archive/1/atom.xml",
-                                   "rss": "https://feeds.example.org/jinrong/archive/1/rss.xml",
-                                   "json": "https://feeds.example.org/jinrong/archive/1/feed.json"}},  # fmt: skip
+        "links": {"prev-archive": {f: f"https://feeds.example.org/jinrong/archive/1/{n}" for f, n in FILES}},
         "hub": "https://hub.example.org/",
     }
     return FeedInfo(**(base | kw))
@@ -221,7 +219,8 @@ def test_rss_is_complete_and_parses():
     assert ch.findtext("lastBuildDate") == "Wed, 01 May 2024 10:00:00 +0000"
     assert ch.find("image").findtext("url") == "https://feeds.example.org/logo.png"
     first = ch.find("item")
-    assert first.find("enclosure").attrib == {"url": "https://example.org/1.mp3", "length": "12345", "type": "audio/mpeg"}
+    enclosure = {"url": "https://example.org/1.mp3", "length": "12345", "type": "audio/mpeg"}
+    assert first.find("enclosure").attrib == enclosure
     assert first.findtext(CONTENT + "encoded").startswith("<p>Body &amp; more</p>")
     assert [c.findtext(".") for c in ch.findall("item")[1].findall(DC + "creator")] == ["A", "B"]
     assert ch.findall("item")[1].find(CONTENT + "encoded") is None
@@ -387,7 +386,7 @@ def test_article_pages_options_and_filters(tmp_path: Path):
         'max_items = 10\nformats = ["atom", "rss"]\nsummary_only = true\ninclude = ["bank"]\nexclude = ["Note 5"]\n'
         'icon = "http://feeds.example.org/notes.png"\n',
     )
-    report, settings = run(cfg)
+    run(cfg)
     out = tmp_path / "out"
     notes = assert_valid(out / "notes" / "atom.xml")
     assert notes.feed.title == "Field notes" and notes.feed.subtitle == "Jottings"
