@@ -589,7 +589,7 @@ class Store:
         """link → key of a source's stored entries (to notice GUIDs that change between fetches)."""
         q = select(EntryRow.link, EntryRow.key).where(EntryRow.source_id == source_id, EntryRow.link.is_not(None))
         with self.engine.connect() as c:
-            return dict(c.execute(q).tuples().all())
+            return {link: key for link, key in c.execute(q)}
 
     def rekey(self, source_id: int, mapping: dict[str, str]) -> int:
         """Give stored entries a new key (their public uid stays); keys already taken are skipped."""
@@ -617,7 +617,7 @@ class Store:
         """Visible (not withdrawn) entries per source id."""
         q = select(EntryRow.source_id, func.count()).where(EntryRow.withdrawn_at.is_(None)).group_by(EntryRow.source_id)
         with self.engine.connect() as c:
-            return dict(c.execute(q).tuples().all())
+            return {sid: n for sid, n in c.execute(q)}
 
 
 # ---- daemon (issue 5)

@@ -94,14 +94,17 @@ def parse_feed(body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> Par
     headers = _charset_override(body, headers)
     headers.setdefault("content-location", ctx.url)
     d = feedparser.parse(body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
-    flag = _bozo_message(d) if d.get("bozo") else None
+    # A feed served as text/html or without a type is common and harmless: not worth a flag.
+    benign = isinstance(d.get("bozo_exception"), feedparser.NonXMLContentType)
+    flag = _bozo_message(d) if d.get("bozo") and not benign else None
     if not d.entries:
+        if not d.get("version"):
+            raise FeedError("not an RSS, Atom or JSON feed" + (f" ({flag})" if flag else ""))
         if flag:
             raise FeedError(f"not a well-formed feed: {flag}")
-        if not d.get("version"):
-            raise FeedError("not an RSS, Atom or JSON feed")
     feed_title = _clean_title(d.feed.get("title_detail")) or None
-    items = [_item(e, feed_title, ctx) for e in d.entries]
+    feed_authors = _authors(d.feed)
+    items = [_item(e, feed_title, feed_authors, ctx) for e in d.entries]
     return ParsedFeed(items, feed_title, flag, _hint_seconds(d.feed))
 
 
@@ -151,7 +154,7 @@ def _hint_seconds(feed) -> float | None:
 # ---------------------------------------------------------------- RSS / Atom entries
 
 
-def _item(e, feed_title: str | None, ctx: FeedContext) -> Item:
+def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedContext) -> Item:
     base = _entry_base(e, ctx.url)
     link = _entry_link(e, base)
     content, content_base, from_summary = _content(e, base)
@@ -159,8 +162,9 @@ def _item(e, feed_title: str | None, ctx: FeedContext) -> Item:
     summary_html = e.get("summary", "") if not from_summary else ""
     summary = summarize(summary_html) if summary_html else summarize(html_body)
     title = _clean_title(e.get("title_detail")) or summarize(html_body, 80) or link or "(untitled)"
-    published = _date(e.get("published_parsed")) or _date(e.get("created_parsed"))
-    updated = _date(e.get("updated_parsed"))
+    # dict.get: FeedParserDict would answer a missing updated_parsed with published_parsed.
+    published = _date(dict.get(e, "published_parsed")) or _date(dict.get(e, "created_parsed"))
+    updated = _date(dict.get(e, "updated_parsed"))
     if published is None:
         # An Atom entry often has only <updated>: that is the best publication date it gives.
         published, updated = updated, None
@@ -174,12 +178,12 @@ def _item(e, feed_title: str | None, ctx: FeedContext) -> Item:
         link=link,
         published=published,
         updated=updated if updated and published and updated > published else None,
-        authors=_authors(e),
+        authors=_authors(e) or feed_authors,
         categories=_categories([t.get("label") or t.get("term") or "" for t in e.get("tags", [])], ctx),
         outlet=feed_title,
         image=_image(e, base),
     )
-    return Item(entry, guid, link, _fallback(title, e.get("published") or e.get("updated") or ""))
+    return Item(entry, guid, link, _fallback(title, dict.get(e, "published") or dict.get(e, "updated") or ""))
 
 
 def _entry_base(e, feed_url: str) -> str:

@@ -89,7 +89,7 @@ def is_due(state: SourceState, now: datetime) -> bool:
 def backoff_delay(errors: int, interval: float, rand: float) -> float:
     """Seconds to wait after `errors` consecutive failures: the interval doubled per failure,
     capped at a day, then spread downwards by up to 20 % with `rand` in [0, 1)."""
-    raw = min(BACKOFF_CAP, interval * 2.0 ** max(0, errors - 1))
+    raw = min(BACKOFF_CAP, interval * 2.0 ** min(max(0, errors - 1), 64))  # months of errors must not overflow
     return raw * (1.0 - BACKOFF_JITTER * rand)
 
 
