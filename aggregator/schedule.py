@@ -204,7 +204,7 @@ def job_log(level: int, kind: str, source: str | None, outcome: str, seconds: fl
 def due_times(store: Store) -> dict[str, tuple[datetime | None, str | None]]:
     """Per source name: (next_due, why it is disabled)."""
     with store.engine.connect() as c:
-        rows = c.execute(select(SourceRow.name, SourceRow.next_due, SourceRow.disabled)).tuples().all()
+        rows = c.execute(select(SourceRow.name, SourceRow.next_due, SourceRow.disabled)).all()
     return {name: (due, disabled) for name, due, disabled in rows}
 
 
