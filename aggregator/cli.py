@@ -328,7 +328,8 @@ def sources(ctx: click.Context) -> None:
         rows = {r.name: r for r in store.source_rows()}
         counts = store.entries_per_source()
     now = now_utc()
-    table = Table("name", "url", "last fetch", "status", "entries", "errors", "next due", "last error", box=None)
+    columns = ("name", "url", "last fetch", "status", "entries", "errors", "next due", "last error")
+    table = Table(*columns, box=None, pad_edge=False)
     for s in configured:
         r = rows.get(s.name)
         if r is None or r.kind != "feed":

@@ -40,6 +40,10 @@ def _parser() -> etree.XMLParser:
 
 def read_opml(data: bytes) -> list[Subscription]:
     """Every outline with an `xmlUrl`, in document order; enclosing outlines without one are folders."""
+    if b"<!ENTITY" in data:
+        # libxml2 expands internal entities even in attributes; OPML never needs them, so an
+        # entity declaration is refused outright rather than trusted to amplification limits.
+        raise OpmlError("entity declarations are not allowed in an OPML file")
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as e:
