@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,30 +42,38 @@ def expected_titles(config: Path) -> dict[str, list[str]]:
         store.close()
 
 
-@pytest.fixture
-def served(site: Path):
-    """The example corpus built and served by `aggregator serve` on a free port."""
+@contextmanager
+def serving(site: Path, config_body: str = f"max_items = {MAX_ITEMS}\n") -> Iterator[str]:
+    """Build `site` with the real CLI and serve it with `aggregator serve` on a free port; yields the base URL."""
     port = free_port()
-    write_config(site, f"max_items = {MAX_ITEMS}\n")
+    base = f"http://127.0.0.1:{port}/"
+    write_config(site, config_body)
     cfg = site / "config.toml"
-    cfg.write_text(cfg.read_text().replace("http://feeds.example.org/", f"http://127.0.0.1:{port}/"), encoding="utf-8")
-    r = run_cli(site / "config.toml", "update")
+    cfg.write_text(cfg.read_text().replace("http://feeds.example.org/", base), encoding="utf-8")
+    r = run_cli(cfg, "update")
     assert r.returncode == 0, r.stderr
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "aggregator", "--config", str(site / "config.toml"), "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "aggregator", "--config", str(cfg), "serve", "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=site, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}/"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(base + "index.html", timeout=2).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"aggregator serve exited: {proc.stderr.read().decode()[-500:]}")
-            time.sleep(0.1)
-    yield site, base
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "index.html", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"aggregator serve exited: {proc.stderr.read().decode()[-500:]}")
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def served(site: Path):
+    with serving(site) as base:
+        yield site, base
 
 
 @pytest.mark.skipif(shutil.which("sfeed") is None, reason="sfeed not installed (apt-get install sfeed)")

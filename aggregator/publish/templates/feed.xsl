@@ -30,7 +30,10 @@
       To subscribe, copy its address into your feed reader:
       <span class="feed-url"><xsl:value-of select="atom:feed/atom:link[@rel='self']/@href | rss/channel/atom:link[@rel='self']/@href"/></span>
     </p>
-    <p class="meta"><span class="count"><xsl:value-of select="count(atom:feed/atom:entry | rss/channel/item)"/> entries</span></p>
+    <xsl:variable name="n" select="count(atom:feed/atom:entry | rss/channel/item)"/>
+    <p class="meta"><span class="count"><xsl:value-of select="$n"/>
+      <xsl:choose><xsl:when test="$n = 1"> entry</xsl:when><xsl:otherwise> entries</xsl:otherwise></xsl:choose>
+    </span></p>
     <xsl:apply-templates select="atom:feed/atom:entry | rss/channel/item"/>
     <nav class="pager">
       <xsl:for-each select="atom:feed/atom:link[@rel='current'] | rss/channel/atom:link[@rel='current']">
