@@ -184,8 +184,11 @@ def configure_logging(json_logs: bool, verbosity: int) -> None:
         h.setFormatter(fmt)
     if verbosity >= 0:
         logging.getLogger("aggregator").setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
-    # APScheduler's own "Running job…" lines would double ours.
+    # APScheduler's own "Running job…" lines, and the stages' per-source lines, would double ours
+    # (one line per job); -v brings them back.
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
+    for stage in ("aggregator.pipeline", "aggregator.dedup"):
+        logging.getLogger(stage).setLevel(logging.NOTSET if verbosity > 0 else logging.WARNING)
 
 
 def job_log(level: int, kind: str, source: str | None, outcome: str, seconds: float, **extra: Any) -> None:
@@ -206,6 +209,13 @@ def due_times(store: Store) -> dict[str, tuple[datetime | None, str | None]]:
     with store.engine.connect() as c:
         rows = c.execute(select(SourceRow.name, SourceRow.next_due, SourceRow.disabled)).all()
     return {name: (due, disabled) for name, due, disabled in rows}
+
+
+def due_time(store: Store, name: str) -> tuple[datetime | None, str | None]:
+    """(next_due, why disabled) of one source: the per-fetch read, one indexed row."""
+    with store.engine.connect() as c:
+        row = c.execute(select(SourceRow.next_due, SourceRow.disabled).where(SourceRow.name == name)).first()
+    return (row[0], row[1]) if row else (None, None)
 
 
 def record_cycle(store: Store, values: dict[str, Any]) -> None:
@@ -540,7 +550,7 @@ class Daemon:
             if fetch is None or source is None:
                 return {"outcome": "skipped"}
             every = self._every(source)
-            next_due, disabled = due_times(self.store).get(name, (None, None))
+            next_due, disabled = due_time(self.store, name)
             decision = fetch_decision(next_due, disabled, now_utc())
             if decision != "fetch":
                 when = after_fetch(next_due, now_utc(), every) if decision == "wait" else None
@@ -551,7 +561,7 @@ class Daemon:
             touched = list(getattr(report, "touched", []) or [])
             if touched:
                 self.request_build(touched)
-            when = after_fetch(due_times(self.store).get(name, (None, None))[0], now_utc(), every)
+            when = after_fetch(due_time(self.store, name)[0], now_utc(), every)
             if when is not None:
                 self._move(job_id, when)
             out = counts(report)

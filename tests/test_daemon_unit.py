@@ -117,7 +117,8 @@ def test_json_formatter():
 def test_configure_logging_switches_format():
     root = logging.getLogger()
     saved = [(h, h.formatter) for h in root.handlers]
-    level = logging.getLogger("aggregator").level
+    names = ("aggregator", "aggregator.pipeline", "aggregator.dedup", "apscheduler")
+    levels = {n: logging.getLogger(n).level for n in names}
     try:
         configure_logging(True, 0)
         assert all(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
@@ -127,7 +128,8 @@ def test_configure_logging_switches_format():
     finally:
         for h, f in saved:
             h.setFormatter(f)
-        logging.getLogger("aggregator").setLevel(level)
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
 
 
 # ------------------------------------------------------------------ jobs in-process
