@@ -281,7 +281,9 @@ class Daemon:
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={
-                "default": ThreadPoolExecutor(max_workers=min(self.settings.fetch.concurrency, 8)),
+                # As many fetches in flight as `[fetch] concurrency`, so a few stalled servers
+                # (each abandoned at its timeout) cannot hold up the other sources.
+                "default": ThreadPoolExecutor(max_workers=self.settings.fetch.concurrency),
                 "local": ThreadPoolExecutor(max_workers=1),
             },
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -594,7 +596,10 @@ class Daemon:
                 "changed": ",".join(built.changed) or "-",
             }
             seconds = round(time.monotonic() - started, 3)
-            record_cycle(self.store, {"at": now_utc().isoformat(), **values, "seconds": seconds})
+            try:
+                record_cycle(self.store, {"at": now_utc().isoformat(), **values, "seconds": seconds})
+            except DBAPIError as e:  # the feeds are published; only `status` misses this cycle
+                log.warning("cannot record the cycle for `aggregator status`: %s", _first_line(e))
             return values
 
         self._guarded("build", "build", None, body)
