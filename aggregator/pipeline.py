@@ -281,6 +281,7 @@ async def _fetch_all(store: Store, settings: Settings, sources: list[SourceSetti
     by_name = {s.name: s for s in sources}
     aliases = settings.category_aliases
     writer = ThreadPoolExecutor(1, thread_name_prefix="aggregator-store")  # one writer: SQLite has one anyway
+    states: list[dict] = []  # source states not yet written; flushed in batches (a 304 costs one row update)
     parser = _parse_pool(len(sources))
 
     async def handle(req: FetchRequest, result) -> None:
@@ -300,7 +301,7 @@ async def _fetch_all(store: Store, settings: Settings, sources: list[SourceSetti
             except Exception as e:  # a parser crash is this feed's problem, not the run's
                 problem = f"cannot parse: {e.__class__.__name__}: {e}"
         await loop.run_in_executor(
-            writer, _record_fetch, store, settings, src, rows[src.name], result, parsed, problem, now, report
+            writer, _record_fetch, store, settings, src, rows[src.name], result, parsed, problem, now, report, states
         )
 
     requests = [
@@ -318,12 +319,21 @@ async def _fetch_all(store: Store, settings: Settings, sources: list[SourceSetti
         f = settings.fetch
         await fetch_many(requests, f.concurrency, f.per_host, f.max_bytes, handle)
     finally:
+        writer.submit(_flush_states, store, states)
         writer.shutdown(wait=True)
         if parser is not None:
             parser.shutdown(wait=True)
 
 
-def _record_fetch(store: Store, settings: Settings, src, row, result, parsed, problem, now, report) -> None:
+STATE_BATCH = 100
+
+
+def _flush_states(store: Store, states: list[dict]) -> None:
+    store.save_feed_states(states)
+    states.clear()
+
+
+def _record_fetch(store: Store, settings: Settings, src, row, result, parsed, problem, now, report, states) -> None:
     """Store one fetch's entries and the source's new state (runs on the single writer thread)."""
     from dataclasses import asdict
 
@@ -351,7 +361,14 @@ def _record_fetch(store: Store, settings: Settings, src, row, result, parsed, pr
             log.warning("source=%s %s: ill-formed feed, entries kept: %s", src.name, result.url, parsed.flag)
     if state.location != row.location:
         log.warning("source=%s moved permanently: %s → %s", src.name, row.location, state.location)
-    store.save_feed_state(row.id, **asdict(state), **extra)
+    # Entries are already committed; if the run dies before this batch is written, the next run
+    # fetches those feeds again without validators and finds their entries unchanged.
+    if not extra:
+        extra = {"identity": row.identity or "guid", "identity_reason": row.identity_reason}
+        extra["feed_flags"] = row.feed_flags
+    states.append({"id": row.id, **asdict(state), **extra})
+    if len(states) >= STATE_BATCH:
+        _flush_states(store, states)
     if outcome == FETCHED:
         report.fetched += 1
     elif outcome in (FAILED, GONE):

@@ -580,10 +580,15 @@ class Store:
             s.flush()
         return out
 
-    def save_feed_state(self, source_id: int, **values: object) -> None:
-        """Record a fetch's outcome (SourceRow column → value)."""
+    def save_feed_states(self, states: Sequence[dict]) -> None:
+        """Several fetch outcomes in one transaction; every dict has "id" and the same columns."""
+        if not states:
+            return
+        t = SourceRow.__table__
+        columns = [k for k in states[0] if k != "id"]
+        q = update(t).where(t.c.id == bindparam("b_id")).values({k: bindparam(f"b_{k}") for k in columns})
         with self.engine.begin() as c:
-            c.execute(update(SourceRow).where(SourceRow.id == source_id).values(**values))
+            c.execute(q, [{"b_id": st["id"], **{f"b_{k}": st[k] for k in columns}} for st in states])
 
     def entry_links(self, source_id: int) -> dict[str, str]:
         """link → key of a source's stored entries (to notice GUIDs that change between fetches)."""
