@@ -241,7 +241,8 @@ def test_json_feed_1_1():
     assert doc["version"] == "https://jsonfeed.org/version/1.1"
     assert doc["feed_url"].endswith("/feed.json") and doc["next_url"].endswith("/archive/1/feed.json")
     assert doc["hubs"] == [{"type": "WebSub", "url": "https://hub.example.org/"}]
-    assert doc["icon"].endswith("logo.png") and doc["favicon"].endswith("icon.png")
+    assert doc["icon"].endswith("icon.png") and doc["favicon"].endswith("icon.png")
+    assert json.loads(render_json(info(icon=None)))["icon"].endswith("logo.png")
     first, second = doc["items"]
     assert isinstance(first["id"], str) and first["content_html"].startswith("<p>Body")
     assert first["attachments"] == [

@@ -213,9 +213,11 @@ def render_json(info: FeedInfo) -> bytes:
         "language": info.language,
         "authors": [{"name": info.author}],
     }
+    # JSON Feed's icon is square like Atom's icon; a 2:1 logo is only a fallback.
     if info.icon or info.logo:
-        doc["icon"] = info.logo or info.icon
-        doc["favicon"] = info.icon or info.logo
+        doc["icon"] = info.icon or info.logo
+    if info.icon:
+        doc["favicon"] = info.icon
     # JSON Feed's pagination: `next_url` leads to older items, the way prev-archive does.
     older = info.links.get("prev-archive", {}).get("json")
     if older:
