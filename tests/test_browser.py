@@ -48,10 +48,11 @@ def browser(tmp_path: Path):
 
 
 # Chromium shows application/atom+xml and application/rss+xml as plain text and applies an
-# XSLT only to documents served with an XML type (application/xml, text/xml): what nginx's and
-# GitHub Pages' default MIME tables send for .xml. When `aggregator serve` answers a browser's
-# navigation with a feed type, the feed views are checked on a plain static server of the same
-# folder instead, the way the documented nginx deployment serves them.
+# XSLT only to documents served with an XML type (application/xml, text/xml): what nginx's
+# default mime.types, GitHub Pages and Python's http.server send for .xml. While `aggregator
+# serve` answers a browser's navigation with the feed type, the feed views are checked on a
+# plain static server of the same folder (stdlib MIME table) instead; once it answers browsers
+# with an XML type (content negotiation on Accept), they are checked on it directly.
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
