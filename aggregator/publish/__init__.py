@@ -188,7 +188,8 @@ def _plan_digest(plan: FeedPlan) -> str:
 def _eligible(store: Store, plan: FeedPlan, limit: int | None) -> list[tuple[int, str]]:
     """(id, version) of the entries the feed may show, newest first, at most `limit`."""
     if not plan.filtered:
-        return [tuple(x) for x in store.listing_versions(plan.category_id, limit)]  # type: ignore[arg-type]
+        # limit=None: SQLAlchemy's .limit(None) means no limit (every entry, for archiving).
+        return store.listing_versions(plan.category_id, limit)  # type: ignore[arg-type]
     from ..store import EntryCategoryRow
 
     found: list[tuple[int, str]] = []
