@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 # Bump when anything below changes what features or decisions come out: stored features are
 # then recomputed and every cluster re-evaluated on the next run.
-ALGORITHM = "1"
+ALGORITHM = "2"
 
 # Query keys that say who shared a link, never which page it is. Matched case-insensitively;
 # shell-style patterns (`utm_*`) allowed. `[dedup] tracking_params` adds to this list.
@@ -149,18 +149,21 @@ _BOILERPLATE = re.compile(
 )
 _BOILERPLATE_MAX = 120  # a longer block is content even if it starts like boilerplate
 _NOT_WORD = re.compile(r"[\W_]+")
+_MARK = "\ue000"
 
 
 def normalized_text(content_html: str) -> str:
     """The body as comparable text: NFKC, tags and boilerplate blocks dropped, case folded,
     whitespace and punctuation removed (so full-width vs half-width or re-spaced copies match)."""
-    blocks = _BLOCK_END.split(content_html)
+    # One pass through the sanitizer for the whole body; a private-use character marks where
+    # blocks ended so boilerplate can be judged block by block.
+    marked = _BLOCK_END.sub("\\g<0>" + _MARK, content_html)
     kept: list[str] = []
-    for block in blocks:
-        text = unicodedata.normalize("NFKC", plain_text(block))
-        if not text or (len(text) <= _BOILERPLATE_MAX and _BOILERPLATE.match(text)):
+    for block in unicodedata.normalize("NFKC", plain_text(marked)).split(_MARK):
+        block = block.strip()
+        if not block or (len(block) <= _BOILERPLATE_MAX and _BOILERPLATE.match(block)):
             continue
-        kept.append(text)
+        kept.append(block)
     return _NOT_WORD.sub("", " ".join(kept).casefold())
 
 
@@ -171,37 +174,41 @@ def fingerprint(text: str) -> str | None:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def shingles(text: str, k: int = SHINGLE) -> set[str]:
-    """Character k-grams: the same unit for Chinese (no word spaces) and Latin text."""
+def shingles(text: str, k: int = SHINGLE) -> list[str]:
+    """Character k-grams at every position: the same unit for Chinese (no word spaces) and
+    Latin text. A list, not a set: MinHash ignores repeats and order, and building the list is
+    the costliest step of the stage."""
     if len(text) < k:
-        return {text} if text else set()
-    return {text[i : i + k] for i in range(len(text) - k + 1)}
+        return [text] if text else []
+    return [text[i : i + k] for i in range(len(text) - k + 1)]
 
 
-def signature(grams: set[str]) -> bytes | None:
+def signature(grams: Sequence[str]) -> bytes | None:
     """MinHash signature: NUM_PERM unsigned 32-bit values, packed little-endian (how it is
     stored); None when there is too little text for a meaningful similarity."""
     if len(grams) < MIN_SHINGLES:
         return None
     h = RMinHash(NUM_PERM, SEED)
-    h.update(sorted(grams))
+    h.update(grams)
     return struct.pack(f"<{NUM_PERM}I", *h.digest())
+
+
+_BAND_WORDS = struct.Struct(f"<{BANDS * ROWS // 2}Q")
+_MASK64 = (1 << 64) - 1
+_MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio)
 
 
 def band_keys(sig: bytes) -> list[tuple[int, int]]:
     """(band, hash) pairs: two entries sharing any pair are near-duplicate candidates.
 
-    Hashes are signed 64-bit so they fit BIGINT on every backend."""
-    width = ROWS * 4
-    return [
-        (
-            b,
-            int.from_bytes(
-                hashlib.blake2b(sig[b * width : (b + 1) * width], digest_size=8).digest(), "little", signed=True
-            ),
-        )
-        for b in range(BANDS)
-    ]
+    MinHash values are already uniformly random, so a band's ROWS 32-bit values (read as two
+    64-bit words) are folded into one 64-bit number by multiply-xor, signed to fit BIGINT."""
+    w = _BAND_WORDS.unpack_from(sig)
+    out = []
+    for b in range(BANDS):
+        h = ((w[2 * b] * _MIX) & _MASK64) ^ w[2 * b + 1]
+        out.append((b, h - (1 << 64) if h >= 1 << 63 else h))
+    return out
 
 
 def similarity(a: bytes, b: bytes) -> float:
@@ -307,6 +314,7 @@ class Item:
     text_chars: int = 0
     signature: bytes | None = None
     withdrawn: bool = False
+    fresh: bool = False  # features computed in this run: its bands are not stored yet
     canonical_id: int | None = None
     dup_reason: str | None = None
     dup_score: float | None = None
@@ -391,24 +399,27 @@ def decide(
     candidates: dict[int, Sequence[int]],
     near_threshold: float,
     priority: Sequence[str],
+    later: set[int] | frozenset[int] = frozenset(),
 ) -> Decision:
     """Re-cluster the entries `ids` among the loaded `items` (mutating their canonical_id,
     dup_reason and dup_score).
 
     They are detached and then decided best-ranked first: each joins the cluster of its surest
     match (url, then content, then near by score), and takes that cluster's place as canonical
-    when it outranks the current canonical entry. An entry still waiting for its turn is not a
-    match yet; it will find the others when its turn comes."""
+    when it outranks the current canonical entry. An entry still waiting for its turn (in
+    `ids`, or in `later` for a run decided in several batches) is not a match yet; it will
+    find the others when its turn comes."""
     out = Decision()
-    todo = set(ids)
-    out.changed |= todo
+    ids = list(ids)
+    out.changed |= set(ids)
+    todo = set(ids) | later
     members: dict[int, set[int]] = {}
     for it in items.values():
-        if it.id in todo:
+        if it.id in out.changed:
             it.canonical_id, it.dup_reason, it.dup_score = None, None, None
         elif it.canonical_id:
             members.setdefault(it.canonical_id, set()).add(it.id)
-    for it in sorted((items[i] for i in todo), key=lambda x: rank(x, priority)):
+    for it in sorted((items[i] for i in ids), key=lambda x: rank(x, priority)):
         todo.discard(it.id)
         if it.withdrawn:
             continue
@@ -444,47 +455,66 @@ def decide(
     return out
 
 
+RUN_BATCH = 1000  # entries decided per step of a run: bounds memory on a cold start
+
+
 def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
     """Cluster new, changed and withdrawn entries (plus any left pending by an earlier run).
 
     Everything happens in one transaction: readers see the clusters before or after, never
     half-way. Members of a cluster whose canonical entry is touched are re-evaluated too, so a
-    withdrawn or changed canonical entry hands its place to the next member."""
+    withdrawn or changed canonical entry hands its place to the next member. The entries are
+    decided best-ranked first, RUN_BATCH at a time, each batch with its own indexed lookups."""
     from .store import DedupStateRow, EntryRow, SourceRow
 
     started = time.monotonic()
     cfg: DedupSettings = settings.dedup
+    priority = list(cfg.source_priority)
+    patterns = tracking_patterns(cfg.tracking_params)
     report = DedupReport()
     e = EntryRow.__table__
     feat_digest, decision_digest = settings_digest(cfg)
-    items: dict[int, Item] = {}
     with store.engine.begin() as c:
         state = dict(c.execute(select(DedupStateRow.name, DedupStateRow.value)).all())
         if state.get("features") != feat_digest:
             c.execute(update(e).values(dedup_version=None))
         ids = _select(c, e, set(touched_ids), everything=state.get("decisions") != decision_digest)
-        if ids:
-            sources = dict(c.execute(select(SourceRow.id, SourceRow.name)).all())
-            report.computed = _compute(c, e, sorted(ids), tracking_patterns(cfg.tracking_params), items, sources)
+        sources = dict(c.execute(select(SourceRow.id, SourceRow.name)).all())
+        later = set(ids)
+        for batch in _chunks(_ranked(c, e, ids, sources, priority), RUN_BATCH):
+            later.difference_update(batch)
+            items: dict[int, Item] = {}
+            report.computed += _compute(c, e, batch, patterns, items, sources)
             candidates = _candidates(c, e, items)
             _load(c, e, {i for cs in candidates.values() for i in cs} - items.keys(), items, sources)
             _load(c, e, {it.canonical_id for it in items.values() if it.canonical_id} - items.keys(), items, sources)
-            decision = decide(items, ids, candidates, cfg.near_threshold, list(cfg.source_priority))
+            decision = decide(items, batch, candidates, cfg.near_threshold, priority, later)
             _write(c, e, items, decision)
-            report.examined = len(ids)
-            report.promoted = sum(1 for old, _ in decision.repoints if old in ids)
+            report.examined += len(batch)
+            report.promoted += sum(1 for old, _ in decision.repoints if old in ids)
+            for i in batch:
+                it = items[i]
+                if it.canonical_id and not it.withdrawn:
+                    report.duplicates += 1
+                    report.reasons[it.dup_reason] += 1
         for name, value in (("features", feat_digest), ("decisions", decision_digest)):
             if state.get(name) != value:
                 c.execute(delete(DedupStateRow).where(DedupStateRow.name == name))
                 c.execute(insert(DedupStateRow).values(name=name, value=value))
-    for i in ids:
-        it = items[i]
-        if it.canonical_id and not it.withdrawn:
-            report.duplicates += 1
-            report.reasons[it.dup_reason] += 1
     report.seconds = time.monotonic() - started
     log.info("%s; %d features computed; %.2f s", report.summary(), report.computed, report.seconds)
     return report
+
+
+def _ranked(c, e, ids: set[int], sources: dict[int, str], priority: Sequence[str]) -> list[int]:
+    """`ids` in the order of the canonical-choice rule."""
+    keyed = []
+    cols = (e.c.id, e.c.source_id, e.c.published, e.c.updated, e.c.first_seen)
+    for chunk in _chunks(sorted(ids)):
+        for i, sid, published, updated, first_seen in c.execute(select(*cols).where(e.c.id.in_(chunk))):
+            keyed.append((rank(Item(i, sources.get(sid, ""), "", published, updated, first_seen), priority), i))
+    keyed.sort()
+    return [i for _, i in keyed]
 
 
 def _select(c, e, ids: set[int], everything: bool) -> set[int]:
@@ -508,7 +538,8 @@ def _select(c, e, ids: set[int], everything: bool) -> set[int]:
 
 def _candidates(c, e, items: dict[int, Item]) -> dict[int, list[int]]:
     """Per entry to decide, the ids the indexes offer: same URL key, same fingerprint, shared
-    LSH bands (the MAX_CANDIDATES sharing the most)."""
+    LSH bands (the MAX_CANDIDATES sharing the most). Bands of entries computed in this run are
+    not stored yet: they are matched in memory, then stored."""
     from .store import MinhashBandRow
 
     b = MinhashBandRow.__table__
@@ -521,9 +552,11 @@ def _candidates(c, e, items: dict[int, Item]) -> dict[int, list[int]]:
     for chunk in _chunks(sorted({it.fingerprint for it in items.values() if it.fingerprint})):
         for i, k in c.execute(select(e.c.id, e.c.fingerprint).where(e.c.fingerprint.in_(chunk))):
             by_print.setdefault(k, set()).add(i)
-    keys = {it.id: band_keys(it.signature) if it.signature else [] for it in items.values() if not it.withdrawn}
+    keys = {it.id: band_keys(it.signature) if it.signature else [] for it in items.values()}
     per_band: dict[int, set[int]] = {}
-    for ks in keys.values():
+    for i, ks in keys.items():
+        if items[i].withdrawn:
+            continue
         for band, h in ks:
             per_band.setdefault(band, set()).add(h)
     # One query per band, `band = ? AND hash IN (...)`: both columns of the index are used.
@@ -531,11 +564,26 @@ def _candidates(c, e, items: dict[int, Item]) -> dict[int, list[int]]:
     for band, hashes in sorted(per_band.items()):
         for chunk in _chunks(sorted(hashes)):
             q = select(b.c.hash, b.c.entry_id).where(b.c.band == band, b.c.hash.in_(chunk))
-            for h, i in c.execute(q):
+            for h, i in c.execute(q).all():
                 by_band.setdefault((band, h), []).append(i)
+    fresh_rows = []
+    for i, ks in keys.items():
+        if items[i].fresh:
+            for band, h in ks:
+                by_band.setdefault((band, h), []).append(i)
+                fresh_rows.append((i, band, h))
+    # The biggest write of the stage (BANDS rows per entry): straight to the driver's
+    # executemany, skipping per-row parameter processing. Plain SQL; only the placeholder
+    # style differs between drivers (qmark for sqlite3, format for psycopg).
+    mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {b.name} (entry_id, band, hash) VALUES ({mark}, {mark}, {mark})"
+    for chunk in _chunks(fresh_rows, 5000):
+        c.exec_driver_sql(sql, list(chunk))
     out: dict[int, list[int]] = {}
     for i, ks in keys.items():
         it = items[i]
+        if it.withdrawn:
+            continue
         near = Counter(j for k in ks for j in by_band.get(k, ()) if j != i)
         found = by_url.get(it.url_key, set()) | by_print.get(it.fingerprint, set())
         found |= {j for j, _ in near.most_common(MAX_CANDIDATES)}
@@ -605,7 +653,6 @@ def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Ite
     for chunk in _chunks(ids):
         q = _item_query(e, e.c.version, e.c.dedup_version, e.c.link, e.c.content).where(e.c.id.in_(chunk))
         fresh: list[dict] = []
-        new_bands: list[dict] = []
         for row in c.execute(q):
             it = items[row.id] = _item(row, sources)
             if row.dedup_version == row.version:
@@ -624,7 +671,7 @@ def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Ite
                     "dv": row.version,
                 }
             )
-            new_bands += [{"entry_id": it.id, "band": band, "hash": h} for band, h in f.bands]
+            it.fresh = True
         if not fresh:
             continue
         computed += len(fresh)
@@ -635,9 +682,8 @@ def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Ite
             .values(text_chars=bindparam("tc"), minhash=bindparam("mh"), dedup_version=bindparam("dv")),
             fresh,
         )
+        # The new bands are stored by _candidates, once the batch's lookups are done.
         c.execute(delete(b).where(b.c.entry_id.in_([r["b_id"] for r in fresh])))
-        if new_bands:
-            c.execute(insert(b), new_bands)
     return computed
 
 

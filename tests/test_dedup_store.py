@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from aggregator import dedup
 from aggregator.config import DedupSettings, Settings
@@ -79,7 +79,11 @@ def site(store: Store) -> Site:
     return Site(store)
 
 
-def test_copies_tracking_urls_and_reprints_collapse_same_topic_stays(site: Site) -> None:
+@pytest.mark.parametrize("run_batch", [1000, 1, 2])
+def test_copies_tracking_urls_and_reprints_collapse_same_topic_stays(
+    site: Site, run_batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dedup, "RUN_BATCH", run_batch)  # decided in one step, or in many
     touched = site.save(
         entry("a.md"),
         entry("b.md", published=T0 + timedelta(minutes=1)),
@@ -345,3 +349,19 @@ def test_unknown_state_rows_are_replaced(site: Site) -> None:
     with site.store.engine.begin() as c:
         c.execute(update(DedupStateRow).values(value="stale"))
     assert dedup.run(site.store, settings(), []).computed == 1
+
+
+def test_a_withdrawn_entry_keeps_its_bands_through_a_recompute(site: Site) -> None:
+    dedup.run(
+        site.store, settings(), site.save(entry("a.md", link=None), entry("d.md", "【转载】" + TITLE, REPRINT, None))
+    )
+    dedup.run(site.store, settings(), site.withdraw("local", "d.md"))
+    # New settings: every entry's features are recomputed, the withdrawn one's too.
+    assert dedup.run(site.store, settings(tracking_params=["x"]), []).computed == 2
+    dedup.run(site.store, settings(tracking_params=["x"]), site.save(entry("d.md", "【转载】" + TITLE, REPRINT, None)))
+    assert site.state()["d.md"][:2] == ("a.md", "near")
+    with site.store.engine.connect() as c:
+        n = c.scalar(
+            select(func.count()).select_from(MinhashBandRow).where(MinhashBandRow.entry_id == site.ids["d.md"])
+        )
+    assert n == dedup.BANDS

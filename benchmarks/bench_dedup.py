@@ -1,0 +1,133 @@
+"""Dedup speed: per-entry cost of the dedup stage as the store grows to 100,000 entries.
+
+Synthetic entries (~1,000-character Chinese or ~2,500-character English bodies; about one in
+eight a planted duplicate: copy, tracking URL or reprint with an edited paragraph) are saved
+in batches through the real store, and `dedup.run` is timed on each batch, as `update` runs it.
+The cost per entry of the first and the last 10,000 should be the same within noise: lookups
+are indexed (URL key, fingerprint, LSH bands), never a scan of what is stored.
+
+    .venv/bin/python benchmarks/bench_dedup.py [--n 100000] [--batch 1000] [--db FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aggregator import dedup
+from aggregator.config import Settings
+from aggregator.model import Entry
+from aggregator.store import Store
+
+# 3,000 common-range CJK characters: unrelated synthetic articles share few 5-grams, as real ones do.
+HAN = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
+WORDS = [
+    "".join(random.Random(i).choices("abcdefghijklmnopqrstuvwxyz", k=random.Random(-i).randint(3, 9)))
+    for i in range(5000)
+]
+
+
+def zh_para(rng: random.Random) -> str:
+    return "".join(rng.choices(HAN, k=rng.randint(100, 160))) + "。"
+
+
+def en_para(rng: random.Random) -> str:
+    return " ".join(rng.choices(WORDS, k=rng.randint(45, 70))).capitalize() + "."
+
+
+def make(i: int, rng: random.Random, originals: list[Entry], t0: datetime) -> Entry:
+    """Entry number i: a new story, or (one in eight, once there are some) a duplicate of an earlier one."""
+    when = t0 + timedelta(minutes=i)
+    if originals and rng.random() < 0.125:
+        o = rng.choice(originals)
+        kind = rng.randrange(3)
+        if kind == 0:  # copy from another source
+            return Entry("wire", f"copy-{i}", o.title, o.content_html, "", o.link, when)
+        if kind == 1:  # same story, tracking parameters
+            link = f"{o.link}?utm_source=feed&spm=a.{i}" if o.link else None
+            return Entry("wire", f"trk-{i}", o.title, o.content_html + "<p>（文章来源：通讯社）</p>", "", link, when)
+        paras = o.content_html.split("</p>")
+        paras[rng.randrange(len(paras) - 1)] = "<p>" + (zh_para(rng) if rng.random() < 0.5 else en_para(rng))
+        return Entry("wire", f"re-{i}", "【转载】" + o.title, "</p>".join(paras), "", None, when)
+    zh = i % 2 == 0
+    paras = [zh_para(rng) if zh else en_para(rng) for _ in range(rng.randint(6, 9))]
+    title = "".join(rng.choices(HAN, k=14)) if zh else " ".join(rng.choices(WORDS, k=8))
+    e = Entry(
+        "files",
+        f"{i:06d}.md",
+        title,
+        "".join(f"<p>{p}</p>" for p in paras),
+        "",
+        f"http://news.example.cn/{i}.html",
+        when,
+    )
+    originals.append(e)
+    if len(originals) > 2000:  # duplicates arrive close to their original, as in real feeds
+        originals.pop(0)
+    return e
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=1000, help="entries per dedup run (one update cycle)")
+    ap.add_argument("--window", type=int, default=10_000, help="size of the first/last windows compared")
+    ap.add_argument("--db", help="SQLite file to use (default: a temporary one)")
+    args = ap.parse_args()
+
+    tmp = tempfile.TemporaryDirectory()
+    db = Path(args.db) if args.db else Path(tmp.name) / "bench.sqlite3"
+    store = Store(f"sqlite:///{db}")
+    settings = Settings()
+    rng = random.Random(42)
+    t0 = datetime(2022, 1, 1, tzinfo=UTC)
+    now = datetime.now(UTC).replace(microsecond=0)
+    sources = {name: store.source_id(name, "files", f"/{name}") for name in ("files", "wire")}
+    originals: list[Entry] = []
+    per_entry: list[float] = []  # seconds per entry, one value per batch
+    duplicates = 0
+    save_seconds = 0.0
+    wall = 0.0
+    started = time.monotonic()
+    for start in range(0, args.n, args.batch):
+        batch = [make(i, rng, originals, t0) for i in range(start, min(args.n, start + args.batch))]
+        s0 = time.monotonic()
+        touched: list[int] = []
+        for name, sid in sources.items():
+            _, t = store.save_entries(sid, [e for e in batch if e.source == name], {}, now)
+            touched += t
+        save_seconds += time.monotonic() - s0
+        # CPU time of this process: the machine is shared, wall time measures the neighbours too.
+        d0, w0 = time.process_time(), time.perf_counter()
+        report = dedup.run(store, settings, touched)
+        per_entry.append((time.process_time() - d0) / len(batch))
+        wall += time.perf_counter() - w0
+        duplicates += report.duplicates
+        done = start + len(batch)
+        if done % 10_000 == 0:
+            print(f"  {done:>7,} entries: dedup {per_entry[-1] * 1000:.3f} ms/entry (last batch)", flush=True)
+    total = time.monotonic() - started
+    w = max(1, args.window // args.batch)
+    first, last = per_entry[:w], per_entry[-w:]
+    ms = 1000
+    print(f"entries: {args.n:,} in batches of {args.batch:,}; duplicates linked: {duplicates:,}")
+    for name, part in ((f"first {args.window:,}", first), (f"last  {args.window:,}", last)):
+        mean, median = statistics.mean(part) * ms, statistics.median(part) * ms
+        print(f"dedup CPU per entry, {name}: {mean:.3f} ms (median batch {median:.3f} ms)")
+    print(f"ratio last/first: {statistics.mean(last) / statistics.mean(first):.2f}")
+    cpu = sum(per_entry) * args.batch
+    print(f"dedup {cpu:.1f} s CPU ({wall:.1f} s wall); store writes {save_seconds:.1f} s; whole run {total:.1f} s")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"database {db.stat().st_size / 1e6:.0f} MB; peak memory {rss:.0f} MB")
+    store.close()
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
