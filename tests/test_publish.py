@@ -408,6 +408,7 @@ def test_article_pages_options_and_filters(tmp_path: Path):
     assert "<h1>Note 5</h1>" in html and "Body 5 about banks." in html and 'href="../index.html#notes"' in html
     index = (out / "index.html").read_text(encoding="utf-8")
     assert 'id="notes"' in index and "6 entries" in index and "Note 5" in index
+    assert '<p class="description">Jottings</p>' in index
     assert (out / "static" / "feed.xsl").read_bytes().startswith(b'<?xml version="1.0"')
 
     # Withdrawing the file removes its page; the next build touches nothing else.

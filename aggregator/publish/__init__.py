@@ -401,7 +401,8 @@ def _write_site(store: Store, settings: Settings, plans: Sequence[FeedPlan]) -> 
                 "slug": plan.slug,
                 "name": plan.name,
                 "title": plan.title,
-                "description": plan.description,
+                # Only a description the operator wrote; the default one repeats the site's.
+                "description": settings.category_options(plan.name).description if plan.category_id else None,
                 "count": count,
                 "newest": newest.strftime("%Y-%m-%d %H:%M UTC") if newest else None,
                 "home_url": f"{out.base_url}index.html#{plan.slug}",
