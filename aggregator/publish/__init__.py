@@ -287,7 +287,7 @@ def _feed_info(
         stylesheet=("../" * depth + f"{STATIC_DIR}/{STYLESHEET}") if out.stylesheet else None,
         links=links,
         archive=page is not None,
-        hub=settings.websub.hub,
+        hub=settings.websub.hub if page is None else None,  # archive pages are not for subscribing
     )
 
 
