@@ -165,6 +165,14 @@ class SourceSettings(_Strict):
     def _path(cls, v: object) -> object:
         return Path(v) if isinstance(v, str) else v
 
+    # ---- remote sources: a feed URL must be absolute http(s), so a typo fails at load time
+    @field_validator("url")
+    @classmethod
+    def _feed_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v.strip()):
+            raise ValueError("must be an absolute http(s) URL")
+        return v.strip() if v is not None else v
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:

@@ -217,7 +217,7 @@ def fetch(
             chosen = [s for s in chosen if wanted(rows[s.name])]
         if chosen:
             report.sources = len(chosen)
-            asyncio.run(_fetch_all(store, settings, chosen, rows, now, report))
+            asyncio.run(_fetch_all(store, settings, chosen, rows, now, report, _parse_pool(len(chosen))))
     report.seconds = time.monotonic() - started
     return report
 
@@ -231,7 +231,7 @@ def fetch_one(store: Store, settings: Settings, source: SourceSettings) -> Fetch
     started = time.monotonic()
     rows = store.feed_sources({source.name: source.url})
     report = FetchReport(sources=1)
-    asyncio.run(_fetch_all(store, settings, [source], rows, now_utc(), report))
+    asyncio.run(_fetch_all(store, settings, [source], rows, now_utc(), report, None))
     report.seconds = time.monotonic() - started
     return report
 
@@ -263,15 +263,29 @@ def _parse_pool(n: int):
     if n < PARSE_PROCESSES_MIN or workers < 2:
         return None
     import multiprocessing
+    import threading
     from concurrent.futures import ProcessPoolExecutor
 
-    # forkserver: never fork a process that runs an event loop and a writer thread.
+    from .sources import feeds  # noqa: F401  (loaded once here, inherited by forked workers)
+
+    if threading.active_count() == 1:
+        # Fork is the cheapest start, and safe while this process has no other thread: the
+        # workers are started right here, before the event loop and the writer thread exist.
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        for f in [pool.submit(int) for _ in range(workers)]:
+            f.result()
+        return pool
+    # Called from a threaded host (the daemon): never fork a process with other threads.
     mp = multiprocessing.get_context("forkserver")
     mp.set_forkserver_preload(["aggregator.sources.feeds"])
     return ProcessPoolExecutor(workers, mp_context=mp)
 
 
-async def _fetch_all(store: Store, settings: Settings, sources: list[SourceSettings], rows, now, report) -> None:
+async def _fetch_all(
+    store: Store, settings: Settings, sources: list[SourceSettings], rows, now, report, parser
+) -> None:
+    """Fetch `sources`, parse each body in `parser` (a process pool, or None for threads) as it
+    arrives, and store the results on one writer thread."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .sources.feeds import FeedContext, FeedError, parse_feed
@@ -282,7 +296,6 @@ async def _fetch_all(store: Store, settings: Settings, sources: list[SourceSetti
     aliases = settings.category_aliases
     writer = ThreadPoolExecutor(1, thread_name_prefix="aggregator-store")  # one writer: SQLite has one anyway
     states: list[dict] = []  # source states not yet written; flushed in batches (a 304 costs one row update)
-    parser = _parse_pool(len(sources))
 
     async def handle(req: FetchRequest, result) -> None:
         src = by_name[req.name]
@@ -345,13 +358,15 @@ def _record_fetch(store: Store, settings: Settings, src, row, result, parsed, pr
     state, outcome = decide(_feed_state(row), result, interval, now, parse_error=problem, hint=hint)
     extra: dict = {}
     if parsed is not None and outcome == FETCHED:
-        links = store.entry_links(row.id) if row.identity != "link" else {}
+        known = store.stamps(row.id)
+        links = store.entry_links(row.id) if known and row.identity != "link" else {}
         decision = choose_identity(parsed.items, row.identity or "guid", row.identity_reason, links)
         if decision.mode != (row.identity or "guid"):
             log.warning("source=%s switches to link identity: %s", src.name, decision.reason)
             # Keep what is stored under the new identity, so nothing comes back as a duplicate.
-            store.rekey(row.id, {key: f"link:{link}" for link, key in links.items() if key.startswith("guid:")})
-        saved, touched = store.save_entries(row.id, assign_keys(parsed.items, decision.mode), store.stamps(row.id), now)
+            if store.rekey(row.id, {key: f"link:{link}" for link, key in links.items() if key.startswith("guid:")}):
+                known = store.stamps(row.id)
+        saved, touched = store.save_entries(row.id, assign_keys(parsed.items, decision.mode), known, now)
         report.new += saved.new
         report.updated += saved.updated
         report.unchanged += saved.unchanged

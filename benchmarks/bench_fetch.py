@@ -18,7 +18,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HANZI = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
@@ -39,7 +38,8 @@ def feed(n: int, items: int) -> bytes:
         parts.append(
             f"<item><title>Feed {n} story {i}</title><link>http://site{n}.example.com/{i}.html</link>"
             f'<guid isPermaLink="false">f{n}-{i}</guid><pubDate>Mon, {day:02d} Aug 2022 09:00:00 +0800</pubDate>'
-            f"<category>topic {n % 20}</category><description><![CDATA[{paras}<img src='/img/{i}.jpg'>]]></description></item>"
+            f"<category>topic {n % 20}</category>"
+            f"<description><![CDATA[{paras}<img src='/img/{i}.jpg'>]]></description></item>"
         )
     parts.append("</channel></rss>")
     return "".join(parts).encode()

@@ -467,3 +467,22 @@ def test_fetch_one_and_unknown_names(server, store, tmp_path):
     assert fetch_one(store, settings, settings.sources[0]).fetched == 1
     with pytest.raises(ConfigError, match="no remote source named 'nope'"):
         fetch(store, settings, ["nope"])
+
+
+def test_a_feed_url_must_be_http(tmp_path):
+    from aggregator.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.url: .*absolute http\(s\) URL"):
+        make_config(tmp_path, {"bad": "feed.example.com/rss"})
+
+
+def test_big5_feed(server, store, tmp_path):
+    body = (
+        '<?xml version="1.0" encoding="big5"?><rss version="2.0"><channel><title>繁體</title>'
+        "<link>http://tw.test/</link><description>d</description><item><title>臺灣新聞測試</title>"
+        "<link>http://tw.test/1</link><guid>tw1</guid><description>內容</description></item></channel></rss>"
+    ).encode("big5")
+    server.expect_request("/big5.xml").respond_with_data(body, content_type="application/rss+xml")
+    settings = make_config(tmp_path, {"tw": server.url_for("/big5.xml")})
+    fetch(store, settings)
+    assert [r.title for r in rows(store, "tw")] == ["臺灣新聞測試"]
