@@ -94,7 +94,10 @@ def update(obj: Context, wait: float) -> None:
 
     settings = obj.settings()
     with obj.store(settings) as store, _writer(store, "update", wait), _progress(obj.verbosity >= 0) as progress:
-        report = run_update(store, settings, progress)
+        try:
+            report = run_update(store, settings, progress)
+        except ConfigError as e:  # ---- remote sources: e.g. an unusable `opml` file
+            fail(str(e))
     click.echo(report.summary())
 
 

@@ -105,8 +105,9 @@ def test_unusable_opml_source_names_the_key(tmp_path: Path):
     cfg = write(tmp_path, '[[sources]]\nname = "imported"\nopml = "subs.opml"\n')
     with pytest.raises(ConfigError, match=r"sources\[0\]\.opml: .*subs.opml: root element is <html>"):
         remote_sources(load_config(cfg))
-    r = run_cli(cfg, "fetch")
-    assert r.returncode == 2 and "sources[0].opml" in r.stderr
+    for command in ("fetch", "update", "sources"):
+        r = run_cli(cfg, command)
+        assert r.returncode == 2 and "sources[0].opml" in r.stderr, (command, r.stderr)
 
 
 def test_import_export_round_trip_through_the_cli(tmp_path: Path):
