@@ -277,7 +277,45 @@ def _plant(rng: random.Random, lang: str, topic: dict, orig: Doc, n: int) -> lis
             orig.paras[-1] + (" This story has been updated." if lang == "en" else "（本文已更新）"),
         )
         out.append(replace(orig, kind="updated-version", source="feed-a", key=orig.key + "#v2", paras=paras))
+    if rng.random() < 0.4:
+        # Another outlet's headline (one word changed, figures kept) over a trimmed body: the
+        # last sentence of one paragraph cut, no link.
+        paras = list(orig.paras)
+        i = rng.randrange(len(paras))
+        cut = paras[i].rstrip("。.").rsplit("。" if lang == "zh" else ". ", 1)[0]
+        paras[i] = cut + ("。" if lang == "zh" else ".")
+        out.append(
+            Doc(
+                orig.story,
+                "reworded-title",
+                "feed-f",
+                orig.key + "#rw",
+                _reword(rng, orig.title, lang),
+                tuple(paras),
+                None,
+                later,
+            )
+        )
+    if rng.random() < 0.3:
+        # A reprint with two paragraphs rewritten and a label on the headline.
+        paras = list(orig.paras)
+        for i in rng.sample(range(len(paras)), 2):
+            paras[i] = _paragraph(rng, lang, topic)
+        title = rng.choice(ZH_PREFIXES if lang == "zh" else EN_PREFIXES) + orig.title
+        out.append(Doc(orig.story, "reprint-2-edits", "feed-g", orig.key + "#r2", title, tuple(paras), None, later))
     return out
+
+
+def _reword(rng: random.Random, title: str, lang: str) -> str:
+    """The same headline with one word (Chinese: one character pair) replaced, figures kept."""
+    if lang == "zh":
+        spots = [i for i in range(len(title) - 1) if not any(ch.isdigit() for ch in title[i : i + 2])]
+        i = rng.choice(spots)
+        return title[:i] + rng.choice(["宣布", "计划", "拟将", "正式"]) + title[i + 2 :]
+    words = title.split()
+    spots = [i for i, w in enumerate(words) if not any(ch.isdigit() for ch in w)]
+    words[rng.choice(spots)] = rng.choice(["plans", "set", "moves", "announces"])
+    return " ".join(words)
 
 
 def _daily_reports(rng: random.Random, lang: str, base: datetime) -> list[Doc]:

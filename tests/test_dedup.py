@@ -157,10 +157,14 @@ def test_fingerprint_same_for_reformatted_copy_and_none_for_short_text() -> None
 
 
 def test_shingles_are_characters_for_chinese_and_latin() -> None:
-    assert shingles("临江港三期码头", 5) == ["临江港三期", "江港三期码", "港三期码头"]
-    assert shingles("abc", 5) == ["abc"]
-    assert shingles("", 5) == []
-    assert "portn" in shingles(normalized_text("<p>the port needs</p>"), 5)
+    def as_text(grams) -> set[str]:
+        return {g.to_bytes(8, "little").decode("utf-16-le") for g in grams}
+
+    assert as_text(shingles("临江港三期码头")) == {"临江港三", "江港三期", "港三期码", "三期码头"}
+    assert len(shingles("临江港三期码头")) == 4
+    assert as_text(shingles("abcdefghij")) == {"abcdefghij"[i : i + 4] for i in range(7)}
+    assert len(shingles("abc")) == 0 and len(shingles("")) == 0
+    assert "port" in as_text(shingles(normalized_text("<p>the port needs</p>")))
 
 
 def test_signature_similarity_and_bands() -> None:
@@ -214,6 +218,14 @@ def test_titles_agree_on_reprints_and_apart_on_other_stories() -> None:
     assert titles_agree("Port terminal to open in March", "New berths coming to Linjiang", 0.95)
     assert not titles_agree("Port terminal to open in March", "New berths coming to Linjiang", 0.7)
     assert title_similarity("", "x") == 0.0
+
+
+def test_titles_must_agree_more_the_less_the_bodies_do() -> None:
+    a, b = "Harbor Logistics plans terminal in March", "Harbor Logistics opens terminal in March"
+    assert title_similarity(a, b) == pytest.approx(5 / 6)
+    assert titles_agree(a, b, 0.8)  # very similar bodies: most of the words suffice
+    assert not titles_agree(a, b, 0.7)  # moderately similar: one headline must contain the other
+    assert titles_agree("Harbor Logistics to open terminal", "Harbor Logistics set to open terminal - Wire", 0.65)
 
 
 # ------------------------------------------------------------------ rule and decisions
