@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import html
 import json
 import logging
 import re
@@ -37,11 +38,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+import nh3
 from rensa import RMinHash
 from sqlalchemy import bindparam, delete, insert, select, update
 
 from .config import DedupSettings
-from .text import plain_text
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +158,13 @@ _MARK = "\ue000"
 def normalized_text(content_html: str) -> str:
     """The body as comparable text: NFKC, tags and boilerplate blocks dropped, case folded,
     whitespace and punctuation removed (so full-width vs half-width or re-spaced copies match)."""
-    # One pass through the sanitizer for the whole body; a private-use character marks where
-    # blocks ended so boilerplate can be judged block by block.
+    # One pass through nh3 with no tags allowed (what text.plain_text does, minus its whitespace
+    # work, which the folding below makes moot); a private-use character marks where blocks
+    # ended so boilerplate can be judged block by block.
     marked = _BLOCK_END.sub("\\g<0>" + _MARK, content_html)
+    text = html.unescape(nh3.clean(marked, tags=set(), strip_comments=True))
     kept: list[str] = []
-    for block in unicodedata.normalize("NFKC", plain_text(marked)).split(_MARK):
+    for block in unicodedata.normalize("NFKC", text).split(_MARK):
         block = block.strip()
         if not block or (len(block) <= _BOILERPLATE_MAX and _BOILERPLATE.match(block)):
             continue
