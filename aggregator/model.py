@@ -21,6 +21,15 @@ class FileStamp:
 
 
 @dataclass(frozen=True, slots=True)
+class Enclosure:
+    """A media file attached to an entry (podcast audio, video, a document)."""
+
+    url: str
+    type: str  # MIME type
+    length: int | None = None  # bytes, when the feed says
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     source: str  # the source's configured name
     key: str  # identity within the source: a file's relative path, a feed item's guid…
@@ -35,6 +44,7 @@ class Entry:
     tags: tuple[str, ...] = ()
     outlet: str | None = None  # the publication it came from, e.g. 北京商报
     image: str | None = None
+    enclosure: Enclosure | None = None
     stamp: FileStamp | None = field(default=None, compare=False)
 
     def version(self) -> str:
@@ -55,6 +65,8 @@ class Entry:
         ):
             h.update(part.encode("utf-8", "surrogatepass"))
             h.update(b"\x1e")
+        if self.enclosure:  # only when present, so entries without one keep their digest
+            h.update(f"{self.enclosure.url}\x1f{self.enclosure.type}\x1f{self.enclosure.length}".encode())
         return h.hexdigest()
 
 

@@ -125,6 +125,7 @@ class EntryRow(Base):
     tags: Mapped[str | None] = mapped_column(Text)  # JSON list
     outlet: Mapped[str | None] = mapped_column(Text)
     image: Mapped[str | None] = mapped_column(Text)
+    enclosure: Mapped[str | None] = mapped_column(Text)  # ---- remote sources: JSON {url, type, length}
     summary: Mapped[str] = mapped_column(Text)
     content: Mapped[str] = mapped_column(Text)
     published: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -291,6 +292,11 @@ def _json(items: Sequence[str]) -> str | None:
     return json.dumps(list(items), ensure_ascii=False) if items else None
 
 
+def _enclosure_json(e: Entry) -> str | None:  # ---- remote sources
+    x = e.enclosure
+    return json.dumps({"url": x.url, "type": x.type, "length": x.length}) if x else None
+
+
 def loads_list(value: str | None) -> list[str]:
     return json.loads(value) if value else []
 
@@ -373,6 +379,7 @@ class Store:
                     "tags": _json(e.tags),
                     "outlet": e.outlet,
                     "image": e.image,
+                    "enclosure": _enclosure_json(e),  # ---- remote sources
                     "summary": e.summary,
                     "content": e.content_html,
                     "published": e.published,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from aggregator.model import Entry
+from aggregator.model import Enclosure, Entry
 from aggregator.sources.feeds import (
     FeedContext,
     FeedError,
@@ -175,6 +176,17 @@ def test_json_feed():
     assert two.guid == "2" and two.entry.link == "https://elsewhere.example.com/story"
     assert two.entry.content_html == "<p>Plain text</p><p>second paragraph</p>"
     assert two.entry.authors == ("Feed Author",)
+    assert two.entry.enclosure == Enclosure("https://json.example.com/files/report.pdf", "application/pdf", 2048)
+    assert e.enclosure is None
+
+
+def test_podcast_enclosures():
+    f = parse("podcast.xml", url="https://pod.example.com/feed.xml")
+    one, two = (i.entry for i in f.items)
+    assert one.enclosure == Enclosure("https://pod.example.com/audio/ep1.mp3", "audio/mpeg", 12345678)
+    assert one.image == "https://pod.example.com/art/ep1.jpg"
+    assert two.enclosure == Enclosure("https://pod.example.com/audio/ep2.mp3", "audio/mpeg", None)
+    assert one.version() != replace(one, enclosure=None).version()
 
 
 @pytest.mark.parametrize(

@@ -486,3 +486,13 @@ def test_big5_feed(server, store, tmp_path):
     settings = make_config(tmp_path, {"tw": server.url_for("/big5.xml")})
     fetch(store, settings)
     assert [r.title for r in rows(store, "tw")] == ["臺灣新聞測試"]
+
+
+def test_enclosures_are_stored_and_published(server, store, tmp_path):
+    serve(server, "/pod.xml", "podcast.xml")
+    settings = make_config(tmp_path, {"pod": server.url_for("/pod.xml")})
+    update(store, settings)
+    rss = (tmp_path / "out" / "remote" / "rss.xml").read_text(encoding="utf-8")
+    url = server.url_for("/audio/ep1.mp3")
+    assert f'<enclosure url="{url}" length="12345678" type="audio/mpeg"/>' in rss
+    assert "ep2.mp3" not in rss  # RSS needs a length; an enclosure of unknown size is left out

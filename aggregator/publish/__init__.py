@@ -24,7 +24,7 @@ from .. import __version__
 from ..config import Settings
 from ..store import CategoryRow, EntryRow, SourceRow, Store, loads_list
 from . import archive, pages, websub
-from .feeds import CONTENT_TYPES, EMPTY_FEED_DATE, FILENAMES, RENDERERS, FeedInfo, Item
+from .feeds import CONTENT_TYPES, EMPTY_FEED_DATE, FILENAMES, RENDERERS, Enclosure, FeedInfo, Item
 from .files import write_if_changed
 
 log = logging.getLogger(__name__)
@@ -313,8 +313,17 @@ def _item(
         summary=row.summary,
         content_html=None if summary_only else row.content,
         image=row.image,
+        enclosure=_enclosure(row.enclosure),  # ---- remote sources
         also=tuple(also),
     )
+
+
+def _enclosure(value: str | None) -> Enclosure | None:
+    """A stored enclosure, when its size is known (RSS requires a length)."""
+    if not value:
+        return None
+    d = json.loads(value)
+    return Enclosure(d["url"], int(d["length"]), d["type"]) if d.get("length") else None
 
 
 # ---------------------------------------------------------------- RFC 5005 archives

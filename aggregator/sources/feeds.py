@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import feedparser
 import feedparser.mixin
 
-from ..model import Entry
+from ..model import Enclosure, Entry
 from ..text import absolute_url, is_url, plain_text, sanitize_html, summarize
 
 # A guid is an opaque identifier. feedparser resolves a permalink guid against the URL the feed
@@ -182,6 +182,14 @@ def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedCon
         categories=_categories([t.get("label") or t.get("term") or "" for t in e.get("tags", [])], ctx),
         outlet=feed_title,
         image=_image(e, base),
+        enclosure=_enclosure(
+            [
+                (lk.get("href"), lk.get("type"), lk.get("length"))
+                for lk in e.get("links", [])
+                if lk.get("rel") == "enclosure"
+            ],
+            base,
+        ),
     )
     return Item(entry, guid, link, _fallback(title, dict.get(e, "published") or dict.get(e, "updated") or ""))
 
@@ -278,6 +286,23 @@ def _image(e, base: str) -> str | None:
     return None
 
 
+def _enclosure(candidates: Sequence[tuple[object, object, object]], base: str) -> Enclosure | None:
+    """The first non-image enclosure (images become the entry's `image`): (url, type, length)."""
+    for url, kind, length in candidates:
+        kind = str(kind or "application/octet-stream").strip().lower()
+        if not url or kind.startswith("image/"):
+            continue
+        url = absolute_url(str(url), base)
+        if not is_url(url):
+            continue
+        try:
+            size = int(str(length).strip()) if length not in (None, "") else None
+        except ValueError:
+            size = None
+        return Enclosure(url, kind, size if size and size > 0 else None)
+    return None
+
+
 def _fallback(title: str, date: str) -> str:
     return hashlib.sha1(f"{title}\x00{date}".encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
@@ -339,6 +364,14 @@ def _json_item(i: dict, feed_title: str | None, feed_authors: tuple[str, ...], b
         categories=_categories(tags, ctx),
         outlet=feed_title,
         image=image if image and is_url(image) else None,
+        enclosure=_enclosure(
+            [
+                (a.get("url"), a.get("mime_type"), a.get("size_in_bytes"))
+                for a in i.get("attachments") or []
+                if isinstance(a, dict)
+            ],
+            base,
+        ),
     )
     return Item(entry, guid, link, _fallback(title, str(i.get("date_published") or "")))
 
