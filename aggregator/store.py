@@ -407,11 +407,11 @@ class Store:
                     if stamp and (stamp.mtime_ns, stamp.size) != (old.mtime_ns, old.size):
                         touches.append({"b_id": old.id, "m": stamp.mtime_ns, "s": stamp.size})
                 else:
-                    published = e.published or now
-                    row |= {
-                        "changed_at": now,
-                        "sort_date": now if published > now + FUTURE_TOLERANCE else published,
-                    }
+                    row["changed_at"] = now
+                    # ---- remote sources: an entry without a date, or dated in the future, keeps the
+                    # place its first-seen time gave it; an edit must not pin it to the top.
+                    if e.published is not None and e.published <= now + FUTURE_TOLERANCE:
+                        row["sort_date"] = e.published
                     if e.updated is None and e.published is not None and old.version != version:
                         # The file changed but says nothing about when: the change is news.
                         row["updated"] = now if now > e.published else None

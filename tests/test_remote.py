@@ -496,3 +496,27 @@ def test_enclosures_are_stored_and_published(server, store, tmp_path):
     url = server.url_for("/audio/ep1.mp3")
     assert f'<enclosure url="{url}" length="12345678" type="audio/mpeg"/>' in rss
     assert "ep2.mp3" not in rss  # RSS needs a length; an enclosure of unknown size is left out
+
+
+def test_undated_and_future_entries_keep_their_first_seen_place(server, store, tmp_path):
+    future = format_datetime(datetime.now(UTC) + timedelta(days=30), usegmt=True)
+    doc = (
+        '<rss version="2.0"><channel><title>t</title><link>http://d.test/</link><description>d</description>'
+        '<item><title>Undated</title><link>http://d.test/1</link><description>{0}</description></item>'
+        "<item><title>Future</title><link>http://d.test/2</link><pubDate>" + future + "</pubDate>"
+        "<description>{0}</description></item></channel></rss>"
+    )
+    served = [doc.format("v1")]
+    server.expect_request("/d.xml").respond_with_handler(lambda r: Response(served[0]))
+    settings = make_config(tmp_path, {"d": server.url_for("/d.xml")})
+    fetch(store, settings, now=NOW)
+    first = {r.title: r for r in rows(store, "d")}
+    assert first["Undated"].published is None and first["Undated"].sort_date == NOW
+    assert first["Future"].sort_date == NOW  # clamped for ordering; its own date is kept
+    assert first["Future"].published > NOW
+    served[0] = doc.format("v2")
+    report = fetch(store, settings, now=NOW + timedelta(days=1))
+    assert report.updated == 2
+    again = {r.title: r for r in rows(store, "d")}
+    assert again["Undated"].sort_date == NOW and again["Future"].sort_date == NOW
+    assert fetch(store, settings, now=NOW + timedelta(days=2)).unchanged == 2  # not "now" on every fetch
