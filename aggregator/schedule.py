@@ -324,8 +324,11 @@ class Daemon:
         done = threading.Event()
 
         def stop_scheduler() -> None:
-            self.scheduler.shutdown(wait=True)
-            done.set()
+            try:
+                if self.scheduler.running:
+                    self.scheduler.shutdown(wait=True)
+            finally:
+                done.set()
 
         threading.Thread(target=stop_scheduler, name="scheduler-stop", daemon=True).start()
         if not done.wait(SHUTDOWN_GRACE):

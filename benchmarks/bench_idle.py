@@ -154,7 +154,7 @@ def main() -> None:
     stop = threading.Event()
 
     def sample() -> None:
-        while not stop.wait(30):
+        while not stop.wait(60):
             samples.append(rss_mb(daemon.pid))
 
     threading.Thread(target=sample, daemon=True).start()
@@ -166,7 +166,7 @@ def main() -> None:
     server.terminate()
     window = t1 - t0
     used = cpu1 - cpu0
-    print(f"end:   cpu {cpu1:.1f} s, rss {rss1:.0f} MB (max sampled {max(samples or [rss1]):.0f} MB)")
+    print(f"end:   cpu {cpu1:.1f} s, rss {rss1:.0f} MB; rss each minute: {' '.join(f'{m:.0f}' for m in samples)}")
     print(
         f"idle window {window:.0f} s: {used:.1f} cpu s = {100 * used / window:.2f} % of one core; "
         f"{req1 - req0} feed requests ({(req1 - req0) / max(1, args.sources):.1f} per source); "

@@ -209,7 +209,8 @@ def test_daemon_end_to_end(tmp_path: Path, feeds: FeedServer):
             "a log line for the broken source",
             d,
         )
-        assert broken[0]["outcome"] in ("ok", "error") and "seconds" in broken[0]
+        assert broken[0]["outcome"] == "ok" and broken[0]["failed"] == 1 and "seconds" in broken[0]
+        assert feeds.requests.count("/broken.xml") >= 1
         assert any(r.get("job") == "fetch" and r.get("source") == "remote" and r.get("new") for r in d.records())
 
         # One writer: a second daemon and an update are refused, naming this daemon's pid.
