@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,56 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def parse(name: str, url: str = "http://host.test/feeds/x.xml", headers: dict | None = None, **ctx):
     return parse_feed((DATA / name).read_bytes(), headers or {}, FeedContext("s", url, **ctx))
+
+
+# ---------------------------------------------------------------- golden files
+# Each sample in tests/data/feeds/ beside the normalized result it must produce, in golden/.
+# `python tests/test_feeds.py` rewrites them after an intended change: review the diff, the
+# golden files are the specification.
+
+GOLDEN = DATA / "golden"
+SAMPLES = sorted(p.name for p in DATA.iterdir() if p.is_file() and not p.name.startswith("bomb"))
+
+
+def normalized_feed(name: str) -> dict:
+    ctype = "application/feed+json" if name.endswith(".json") else "application/xml"
+    f = parse(
+        name, f"http://feeds.test/{name}", {"Content-Type": ctype}, categories=("remote",), aliases={"finance": "金融"}
+    )
+    return {
+        "title": f.title,
+        "flag": f.flag,
+        "hint": f.hint,
+        "items": [
+            {
+                "key": item_key(i, "guid"),
+                "link_key": item_key(i, "link"),
+                "title": e.title,
+                "link": e.link,
+                "published": e.published.isoformat() if e.published else None,
+                "updated": e.updated.isoformat() if e.updated else None,
+                "authors": list(e.authors),
+                "categories": list(e.categories),
+                "outlet": e.outlet,
+                "image": e.image,
+                "enclosure": [e.enclosure.url, e.enclosure.type, e.enclosure.length] if e.enclosure else None,
+                "summary": e.summary,
+                "content_html": e.content_html,
+            }
+            for i in f.items
+            for e in [i.entry]
+        ],
+    }
+
+
+def test_every_sample_has_a_golden_file():
+    assert sorted(p.name[: -len(".golden.json")] for p in GOLDEN.glob("*.golden.json")) == SAMPLES
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_sample_matches_golden(name: str):
+    expected = json.loads((GOLDEN / f"{name}.golden.json").read_text(encoding="utf-8"))
+    assert normalized_feed(name) == expected
 
 
 def test_rss_091_latin1_entities():
@@ -272,3 +323,11 @@ def test_link_identity_is_sticky_and_keys_dedupe():
     keys = [e.key for e in assign_keys(items, "link")]
     assert keys == ["link:http://x/1", "guid:c"]  # the repeated link keeps its first item
     assert choose_identity([item("a", None)], "guid", None, {}).mode == "guid"  # nothing to compare
+
+
+if __name__ == "__main__":
+    GOLDEN.mkdir(exist_ok=True)
+    for sample in SAMPLES:
+        out = GOLDEN / f"{sample}.golden.json"
+        out.write_text(json.dumps(normalized_feed(sample), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        print("wrote", out)
