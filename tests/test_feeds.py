@@ -179,6 +179,11 @@ def test_relative_links_resolve_against_feed_url():
     assert 'src="http://host.test/feeds/img/a.png"' in e.content_html
 
 
+def test_relative_content_location_header_is_the_base():
+    f = parse("relative.xml", url="http://host.test/feeds/relative.xml", headers={"Content-Location": "/v2/feed.xml"})
+    assert 'src="http://host.test/v2/img/a.png"' in f.items[0].entry.content_html
+
+
 def test_items_without_guid_get_link_then_hash_identity():
     f = parse("noguid.xml")
     keys = [item_key(i, "guid") for i in f.items]

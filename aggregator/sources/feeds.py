@@ -92,7 +92,8 @@ def parse_feed(body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> Par
     if _looks_like_json(body, headers.get("content-type", "")):
         return parse_json_feed(body, ctx)
     headers = _charset_override(body, headers)
-    headers.setdefault("content-location", ctx.url)
+    # The base of relative links: the server's Content-Location (itself maybe relative), else the URL.
+    headers["content-location"] = absolute_url(headers.get("content-location") or "", ctx.url) or ctx.url
     d = feedparser.parse(body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
     # A feed served as text/html or without a type is common and harmless: not worth a flag.
     benign = isinstance(d.get("bozo_exception"), feedparser.NonXMLContentType)
