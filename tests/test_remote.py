@@ -502,7 +502,7 @@ def test_undated_and_future_entries_keep_their_first_seen_place(server, store, t
     future = format_datetime(datetime.now(UTC) + timedelta(days=30), usegmt=True)
     doc = (
         '<rss version="2.0"><channel><title>t</title><link>http://d.test/</link><description>d</description>'
-        '<item><title>Undated</title><link>http://d.test/1</link><description>{0}</description></item>'
+        "<item><title>Undated</title><link>http://d.test/1</link><description>{0}</description></item>"
         "<item><title>Future</title><link>http://d.test/2</link><pubDate>" + future + "</pubDate>"
         "<description>{0}</description></item></channel></rss>"
     )
@@ -520,3 +520,49 @@ def test_undated_and_future_entries_keep_their_first_seen_place(server, store, t
     again = {r.title: r for r in rows(store, "d")}
     assert again["Undated"].sort_date == NOW and again["Future"].sort_date == NOW
     assert fetch(store, settings, now=NOW + timedelta(days=2)).unchanged == 2  # not "now" on every fetch
+
+
+ONE = (
+    '<rss version="2.0"><channel><title>Feed {0}</title><link>http://many.test/</link><description>d</description>'
+    "<item><title>Story {0}</title><link>http://many.test/{0}</link><guid>m{0}</guid></item></channel></rss>"
+)
+
+
+@pytest.mark.parametrize("start", ["fork", "forkserver"])
+def test_many_feeds_parse_in_worker_processes(server, store, tmp_path, monkeypatch, start):
+    import threading
+
+    import aggregator.pipeline as pipeline
+
+    if start == "fork":  # as in the CLI: no other thread (the test server's do not matter to a parser)
+        monkeypatch.setattr(threading, "active_count", lambda: 1)
+    n = pipeline.STATE_BATCH + 20  # also more source states than one batch
+    assert n >= pipeline.PARSE_PROCESSES_MIN
+    for i in range(n):
+        server.expect_request(f"/many/{i}.xml").respond_with_data(ONE.format(i), content_type="application/rss+xml")
+    settings = make_config(tmp_path, {f"m{i}": server.url_for(f"/many/{i}.xml") for i in range(n)}, "per_host = 16")
+    report = fetch(store, settings)
+    assert (report.fetched, report.new) == (n, n), report.errors[:3]
+    assert all(r.last_status == 200 and r.next_due is not None for r in store.source_rows())
+    assert fetch(store, settings).not_modified == 0  # no validators were offered, so each is fetched again
+
+
+def test_a_parser_crash_is_that_feeds_error(server, store, tmp_path, monkeypatch):
+    import aggregator.sources.feeds as feeds
+
+    def boom(*a, **k):
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(feeds, "parse_feed", boom)
+    serve(server, "/x.xml", "rss20.xml")
+    settings = make_config(tmp_path, {"x": server.url_for("/x.xml")})
+    report = fetch(store, settings)
+    assert report.failed == 1 and source(store, "x").last_error == "cannot parse: RuntimeError: parser bug"
+
+
+def test_fetch_one_needs_a_url(store, tmp_path):
+    from aggregator.config import ConfigError, SourceSettings
+
+    settings = make_config(tmp_path, {})
+    with pytest.raises(ConfigError, match="has no url"):
+        fetch_one(store, settings, SourceSettings(name="folder", path=tmp_path))
