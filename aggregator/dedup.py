@@ -588,6 +588,9 @@ def _candidates(c, e, items: dict[int, Item]) -> dict[int, list[int]]:
     # style differs between drivers (qmark for sqlite3, format for psycopg).
     mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
     sql = f"INSERT INTO {b.name} (entry_id, band, hash) VALUES ({mark}, {mark}, {mark})"
+    # In index order: consecutive inserts land on the same or the next leaf page of the
+    # (band, hash) index instead of a random one each (which made the cost grow with the table).
+    fresh_rows.sort(key=lambda r: (r[1], r[2]))
     for chunk in _chunks(fresh_rows, 5000):
         c.exec_driver_sql(sql, list(chunk))
     out: dict[int, list[int]] = {}
