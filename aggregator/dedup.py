@@ -708,11 +708,9 @@ def disable(store) -> None:
 
     e = EntryRow.__table__
     with store.engine.begin() as c:
-        c.execute(
-            update(e)
-            .where(e.c.canonical_id.is_not(None) | e.c.dup_reason.is_not(None))
-            .values(canonical_id=None, dup_reason=None, dup_score=None)
-        )
+        # Two statements, each answered from an index (an OR of the two would scan the table).
+        for linked in (e.c.canonical_id.is_not(None), e.c.canonical_id.is_(None) & e.c.dup_reason.is_not(None)):
+            c.execute(update(e).where(linked).values(canonical_id=None, dup_reason=None, dup_score=None))
         c.execute(delete(DedupStateRow).where(DedupStateRow.name == "decisions"))
     return None
 
