@@ -566,3 +566,35 @@ def test_fetch_one_needs_a_url(store, tmp_path):
     settings = make_config(tmp_path, {})
     with pytest.raises(ConfigError, match="has no url"):
         fetch_one(store, settings, SourceSettings(name="folder", path=tmp_path))
+
+
+@pytest.mark.parametrize(("opts", "limit"), [("per_host = 2", 2), ("concurrency = 1\nper_host = 4", 1)])
+def test_concurrency_limits_hold(server, store, tmp_path, opts, limit):
+    import time
+
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0}
+    body = (DATA / "rss20.xml").read_bytes()
+
+    def slow(request: Request) -> Response:
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.2)  # long enough for every allowed request to overlap
+        with lock:
+            state["now"] -= 1
+        return Response(body)
+
+    for i in range(6):
+        server.expect_request(f"/slow/{i}.xml").respond_with_handler(slow)
+    settings = make_config(tmp_path, {f"s{i}": server.url_for(f"/slow/{i}.xml") for i in range(6)}, opts)
+    assert fetch(store, settings).fetched == 6
+    assert state["max"] == limit
+
+
+def test_redirect_loops_are_bounded(server, store, tmp_path):
+    server.expect_request("/loop").respond_with_data("", status=302, headers={"Location": "/loop"})
+    settings = make_config(tmp_path, {"loop": server.url_for("/loop")})
+    assert fetch(store, settings).failed == 1
+    assert source(store, "loop").last_error == "more than 5 redirects"
+    assert len(server.log) <= 6  # bounded, not followed forever
