@@ -212,6 +212,13 @@ def test_documents_without_entries_are_errors(body: bytes, reason: str):
         parse_feed(body, {"Content-Type": "text/html"}, FeedContext("s", "http://h.test/"))
 
 
+def test_mislabelled_documents_are_parsed_by_their_content():
+    rss = parse("rss20.xml", headers={"Content-Type": "application/json"})
+    assert rss.items[0].guid == "two-1"
+    js = parse("jsonfeed.json", headers={"Content-Type": "text/xml"})
+    assert js.items[0].entry.title == "JSON item one"
+
+
 def test_empty_but_valid_feed_is_not_an_error():
     body = b'<rss version="2.0"><channel><title>Quiet</title><link>http://q.test/</link></channel></rss>'
     assert parse_feed(body, {}, FeedContext("s", "http://q.test/")).items == []

@@ -112,7 +112,9 @@ def parse_feed(body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> Par
 
 
 def _looks_like_json(body: bytes, content_type: str) -> bool:
-    return "json" in content_type.lower() or body[:64].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+    """By the first byte when there is one (servers mislabel feeds both ways), else by the type."""
+    head = body[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"{") if head else "json" in content_type.lower()
 
 
 def _charset_override(body: bytes, headers: dict[str, str]) -> dict[str, str]:
