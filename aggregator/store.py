@@ -412,9 +412,10 @@ class Store:
                     # place its first-seen time gave it; an edit must not pin it to the top.
                     if e.published is not None and e.published <= now + FUTURE_TOLERANCE:
                         row["sort_date"] = e.published
-                    if e.updated is None and e.published is not None and old.version != version:
-                        # The file changed but says nothing about when: the change is news.
-                        row["updated"] = now if now > e.published else None
+                    if e.updated is None and old.version != version:
+                        # The file changed but says nothing about when: the change is news
+                        # (for an undated entry too: its updated time moves, its place does not).
+                        row["updated"] = now if e.published is None or now > e.published else None
                     s.execute(update(EntryRow).where(EntryRow.id == old.id).values(**row))
                     s.execute(delete(EntryCategoryRow).where(EntryCategoryRow.entry_id == old.id))
                     links = [{"entry_id": old.id, "category_id": cat_ids[c]} for c in e.categories]

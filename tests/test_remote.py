@@ -519,6 +519,7 @@ def test_undated_and_future_entries_keep_their_first_seen_place(server, store, t
     assert report.updated == 2
     again = {r.title: r for r in rows(store, "d")}
     assert again["Undated"].sort_date == NOW and again["Future"].sort_date == NOW
+    assert again["Undated"].updated == NOW + timedelta(days=1)  # the change itself is dated
     assert fetch(store, settings, now=NOW + timedelta(days=2)).unchanged == 2  # not "now" on every fetch
 
 
