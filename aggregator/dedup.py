@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 # Bump when anything below changes what features or decisions come out: stored features are
 # then recomputed and every cluster re-evaluated on the next run.
-ALGORITHM = "3"
+ALGORITHM = "4"
 
 # Query keys that say who shared a link, never which page it is. Matched case-insensitively;
 # shell-style patterns (`utm_*`) allowed. `[dedup] tracking_params` adds to this list.
@@ -81,7 +81,8 @@ BANDS, ROWS = 25, 4  # LSH over the first 100 permutations: a pair at Jaccard 0.
 SEED = 1_301_021
 MIN_FINGERPRINT_CHARS = 50  # shorter bodies ("Read more…") say nothing about the story
 MIN_SHINGLES = 40  # too little text for a meaningful similarity
-SHORT_BODY = 200  # an exact-content match of a body this short must also agree on the title
+SHORT_BODY = 200  # bodies this short must also agree on the headline's wording (content and near)
+LINK_CONTRADICTED = 0.3  # a shared link does not join bodies and headlines less alike than this
 # How much the headlines must agree (share of the shorter one's words, or CJK character bigrams,
 # found in the other) falls as the bodies agree more: (body similarity from, title overlap needed).
 TITLE_AGREEMENT = ((0.9, 0.0), (0.75, 0.8), (0.0, 1.0))
@@ -349,7 +350,7 @@ def rank(item: Item, priority: Sequence[str]) -> tuple:
 
 def compare(a: Item, b: Item, near_threshold: float) -> tuple[str, float] | None:
     """Are two entries the same story? (reason, score) when they are, None otherwise."""
-    if a.url_key and a.url_key == b.url_key:
+    if a.url_key and a.url_key == b.url_key and not _link_contradicted(a, b):
         return URL, 1.0
     # A short body (a news flash, a teaser) can be shared by different stories: its headline
     # must agree in wording, whatever the text similarity.
@@ -361,6 +362,17 @@ def compare(a: Item, b: Item, near_threshold: float) -> tuple[str, float] | None
         if score >= near_threshold and titles_agree(a.title, b.title, 0.0 if short else score):
             return NEAR, round(score, 3)
     return None
+
+
+def _link_contradicted(a: Item, b: Item) -> bool:
+    """Some feeds point every item at one page (a section, a show): a shared link is not the
+    same story when both bodies and both headlines clearly differ."""
+    return bool(
+        a.signature
+        and b.signature
+        and similarity(a.signature, b.signature) < LINK_CONTRADICTED
+        and title_similarity(a.title, b.title) < LINK_CONTRADICTED
+    )
 
 
 def settings_digest(settings: DedupSettings) -> tuple[str, str]:

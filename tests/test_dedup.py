@@ -262,6 +262,13 @@ def test_compare_layers_and_negatives() -> None:
     assert compare(item(5, "临江港三期码头试运营", short), item(6, "【转载】临江港三期码头试运营", short), 0.6)
     # Same topic, different story.
     assert compare(a, item(7, "临江港前三季度吞吐量增长6.8%", html(PORT_RESULTS)), 0.6) is None
+    # A feed pointing every item at its section page: one link, different stories.
+    section = "http://news.example.cn/port/"
+    other = item(8, "临江港前三季度吞吐量增长6.8%", html(PORT_RESULTS), section)
+    assert compare(item(9, a.title, html(PORT), section), other, 0.6) is None
+    # ...but a shared link with a short or missing body, or a similar headline, is one story.
+    assert compare(item(10, "Port news", "", section), other, 0.6) == ("url", 1.0)
+    assert compare(item(11, "【转载】临江港前三季度吞吐量增长6.8%", html(EN), section), other, 0.6) == ("url", 1.0)
 
 
 def test_seeds_stay_distinct() -> None:
