@@ -111,6 +111,10 @@ def ingest(obj: Context) -> None:
     started = time.monotonic()
     with obj.store(settings) as store, _writer(store, "ingest"), _progress(obj.verbosity >= 0) as progress:
         r = run_ingest(store, settings, progress)
+        if settings.dedup.enabled:  # ---- dedup: clusters belong to the stored state; a later build shows them
+            from .dedup import run as run_dedup
+
+            run_dedup(store, settings, r.touched)
     click.echo(
         f"{r.seen} files seen: {r.new} new, {r.updated} updated, {r.unchanged} unchanged, "
         f"{len(r.rejected)} rejected, {r.withdrawn} withdrawn; {time.monotonic() - started:.2f} s"

@@ -122,3 +122,12 @@ def test_a_file_and_a_remote_feed_item_with_the_same_url_collapse(
     member = f"url local: {SEED_0}" if priority else "url wire: "
     assert any(x.startswith(member) for x in lines[2:-1]), r.stdout
     assert lines[-1] == "1 clusters, 1 duplicates hidden"
+
+
+def test_ingest_then_build_publishes_each_story_once(seeds: Path) -> None:
+    shutil.copy(seeds / "articles" / SEED_0, seeds / "articles" / "zz-copy.txt")
+    cfg = write_config(seeds)
+    assert run_cli(cfg, "ingest").returncode == 0
+    r = run_cli(cfg, "build")
+    assert r.returncode == 0, r.stderr
+    assert len(entries(seeds, "beijingshangbao")) == 1
