@@ -136,7 +136,8 @@ def _with_also(content: str, also: tuple[tuple[str, str], ...]) -> str:
 
 
 def _serialize(root: etree._Element, info: FeedInfo) -> bytes:
-    etree.cleanup_namespaces(root, top_nsmap={k: v for k, v in NSMAP.items() if _uses(root, v)})
+    # Declares every namespace the document uses once, on the root; unused ones are dropped.
+    etree.cleanup_namespaces(root, top_nsmap=NSMAP)
     body = etree.tostring(root, encoding="UTF-8", xml_declaration=False, pretty_print=True)
     head = b'<?xml version="1.0" encoding="UTF-8"?>\n'
     if info.stylesheet:
@@ -145,11 +146,6 @@ def _serialize(root: etree._Element, info: FeedInfo) -> bytes:
 
 
 NSMAP = {"atom": ATOM_NS, "media": MEDIA_NS, "dc": DC_NS, "content": CONTENT_NS, "fh": FH_NS}
-
-
-def _uses(root: etree._Element, ns: str) -> bool:
-    prefix = "{" + ns + "}"
-    return any(el.tag.startswith(prefix) for el in root.iter(etree.Element))
 
 
 def render_atom(info: FeedInfo) -> bytes:

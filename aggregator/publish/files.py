@@ -8,7 +8,6 @@ crash mid-write must never leave a half feed: write a temp file beside the targe
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -18,19 +17,19 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         if path.stat().st_size == len(data) and path.read_bytes() == data:
             return False
     except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    # One writer per output folder (the store's lock), so a pid-named temp file cannot clash.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         # No fsync: the rename is what makes a reader (or a process killed mid-write) see the
         # old file or the new one, never half of one. fsync per file only adds power-loss
         # durability for files the next build rewrites anyway, and costs ~0.4 ms each, which
         # dominated a cold build of thousands of article pages.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return True
