@@ -504,6 +504,7 @@ def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
         ids = _select(c, e, set(touched_ids), everything=state.get("decisions") != decision_digest)
         sources = dict(c.execute(select(SourceRow.id, SourceRow.name)).all())
         later = set(ids)
+        affected: set[int] = set()  # canonical entries, old and new, whose borrowed categories may change
         for batch in _chunks(_ranked(c, e, ids, sources, priority), RUN_BATCH):
             later.difference_update(batch)
             items: dict[int, Item] = {}
@@ -511,8 +512,12 @@ def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
             candidates = _candidates(c, e, items)
             _load(c, e, {i for cs in candidates.values() for i in cs} - items.keys(), items, sources)
             _load(c, e, {it.canonical_id for it in items.values() if it.canonical_id} - items.keys(), items, sources)
+            prior = {i: items[i].canonical_id for i in batch}
             decision = decide(items, batch, candidates, cfg.near_threshold, priority, later)
             _write(c, e, items, decision)
+            affected |= decision.changed | {p for p in prior.values() if p}
+            affected |= {items[i].canonical_id for i in decision.changed if items[i].canonical_id}
+            affected |= {i for pair in decision.repoints for i in pair}
             report.examined += len(batch)
             report.promoted += sum(1 for old, _ in decision.repoints if old in ids)
             for i in batch:
@@ -520,6 +525,7 @@ def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
                 if it.canonical_id and not it.withdrawn:
                     report.duplicates += 1
                     report.reasons[it.dup_reason] += 1
+        _sync_categories(c, e, affected)
         for name, value in (("features", feat_digest), ("decisions", decision_digest)):
             if state.get(name) != value:
                 c.execute(delete(DedupStateRow).where(DedupStateRow.name == name))
@@ -672,7 +678,7 @@ def _load(c, e, ids: Iterable[int], items: dict[int, Item], sources: dict[int, s
 def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Item], sources: dict[int, str]) -> int:
     """Load the entries to decide, computing features for those whose current version has none
     (once per version: an unchanged entry that is re-decided reuses its stored features)."""
-    from .store import MinhashBandRow
+    from .store import DedupCategoryRow, MinhashBandRow
 
     b = MinhashBandRow.__table__
     computed = 0
@@ -709,14 +715,17 @@ def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Ite
             fresh,
         )
         # The new bands are stored by _candidates, once the batch's lookups are done.
-        c.execute(delete(b).where(b.c.entry_id.in_([r["b_id"] for r in fresh])))
+        changed_ids = [r["b_id"] for r in fresh]
+        c.execute(delete(b).where(b.c.entry_id.in_(changed_ids)))
+        # A new version's categories were rewritten by the store: none of them is borrowed any more.
+        c.execute(delete(DedupCategoryRow).where(DedupCategoryRow.entry_id.in_(changed_ids)))
     return computed
 
 
 def disable(store) -> None:
     """`[dedup] enabled = false`: show every entry again, and forget the settings digest so that
     enabling it later re-clusters everything. Cheap when nothing is clustered (indexed lookup)."""
-    from .store import DedupStateRow, EntryRow
+    from .store import DedupCategoryRow, DedupStateRow, EntryRow
 
     e = EntryRow.__table__
     with store.engine.begin() as c:
@@ -724,7 +733,59 @@ def disable(store) -> None:
         for linked in (e.c.canonical_id.is_not(None), e.c.canonical_id.is_(None) & e.c.dup_reason.is_not(None)):
             c.execute(update(e).where(linked).values(canonical_id=None, dup_reason=None, dup_score=None))
         c.execute(delete(DedupStateRow).where(DedupStateRow.name == "decisions"))
+        borrowed = c.execute(select(DedupCategoryRow.entry_id, DedupCategoryRow.category_id)).all()
+        _unborrow(c, [(i, cid) for i, cid in borrowed])
     return None
+
+
+def _sync_categories(c, e, affected: set[int]) -> None:
+    """Give each shown entry of `affected` the categories of its hidden duplicates (borrowed,
+    recorded in `dedup_categories`), and take back what no member carries any more: a story
+    filed under another category by another source still reaches that category's feed, once."""
+    from .store import DedupCategoryRow, EntryCategoryRow
+
+    ec, dc = EntryCategoryRow.__table__, DedupCategoryRow.__table__
+    for chunk in _chunks(sorted(affected)):
+        rows = c.execute(select(e.c.id, e.c.canonical_id, e.c.withdrawn_at).where(e.c.id.in_(chunk))).all()
+        shown = [i for i, cid, gone in rows if cid is None and gone is None]
+        members: dict[int, list[int]] = {i: [] for i in shown}
+        for shown_chunk in _chunks(shown):
+            q = select(e.c.id, e.c.canonical_id).where(e.c.canonical_id.in_(shown_chunk), e.c.withdrawn_at.is_(None))
+            for m, cid in c.execute(q):
+                members[cid].append(m)
+        everyone = {i for i, *_ in rows} | {m for ms in members.values() for m in ms}
+        cats: dict[int, set[int]] = {}
+        borrowed: dict[int, set[int]] = {}
+        for part in _chunks(sorted(everyone)):
+            for i, cat in c.execute(select(ec.c.entry_id, ec.c.category_id).where(ec.c.entry_id.in_(part))):
+                cats.setdefault(i, set()).add(cat)
+            for i, cat in c.execute(select(dc.c.entry_id, dc.c.category_id).where(dc.c.entry_id.in_(part))):
+                borrowed.setdefault(i, set()).add(cat)
+
+        own = {i: cats.get(i, set()) - borrowed.get(i, set()) for i in everyone}
+        give: list[tuple[int, int]] = []
+        take: list[tuple[int, int]] = []
+        for i, *_ in rows:
+            want = set().union(*(own[m] for m in members[i])) - own[i] if i in members else set()
+            # A record of a borrowed category the row of which is gone (the store rewrote the
+            # entry's categories) is stale: dropped, and the category lent again if still wanted.
+            recorded = borrowed.get(i, set())
+            have = recorded & cats.get(i, set())
+            give += [(i, cat) for cat in sorted(want - have)]
+            take += [(i, cat) for cat in sorted((have - want) | (recorded - have))]
+        _unborrow(c, take)
+        if give:
+            c.execute(insert(ec), [{"entry_id": i, "category_id": cat} for i, cat in give])
+            c.execute(insert(dc), [{"entry_id": i, "category_id": cat} for i, cat in give])
+
+
+def _unborrow(c, pairs: Sequence[tuple[int, int]]) -> None:
+    from .store import DedupCategoryRow, EntryCategoryRow
+
+    ec, dc = EntryCategoryRow.__table__, DedupCategoryRow.__table__
+    for i, cat in pairs:
+        c.execute(delete(ec).where(ec.c.entry_id == i, ec.c.category_id == cat))
+        c.execute(delete(dc).where(dc.c.entry_id == i, dc.c.category_id == cat))
 
 
 # ------------------------------------------------------------------ reading clusters

@@ -192,6 +192,17 @@ class DedupStateRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class DedupCategoryRow(Base):
+    """Categories a canonical entry carries in `entry_categories` only because a hidden
+    duplicate of it does: a story filed elsewhere by another source still reaches that
+    category's feed. Remembered so they can be taken back when the cluster changes."""
+
+    __tablename__ = "dedup_categories"
+
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id", ondelete="CASCADE"), primary_key=True)
+
+
 # Members whose canonical entry was deleted (ON DELETE SET NULL) keep their dup_reason: this
 # index finds them so the next dedup run can re-cluster them.
 Index("ix_entries_dup_orphans", EntryRow.canonical_id, EntryRow.dup_reason)

@@ -379,3 +379,47 @@ def test_a_withdrawn_entry_keeps_its_bands_through_a_recompute(site: Site) -> No
             select(func.count()).select_from(MinhashBandRow).where(MinhashBandRow.entry_id == site.ids["d.md"])
         )
     assert n == dedup.BANDS
+
+
+def test_the_shown_entry_borrows_the_categories_of_its_duplicates(site: Site) -> None:
+    def cats(key: str) -> list[str]:
+        return sorted(c.name for c in site.store.entry_categories([site.ids[key]])[site.ids[key]])
+
+    def listed(category: str) -> list[str]:
+        cid = next(c.id for c in site.store.categories() if c.name == category)
+        return sorted(r.key for r in site.store.listing(cid, None))
+
+    touched = site.save(
+        entry("a.md", categories=("港口",)),
+        entry("wire-1", link=URL + "?from=x", source="wire", categories=("财经", "港口")),
+        entry("wire-2", "Harbor Logistics opens terminal", EN, None, source="wire", categories=("财经",)),
+    )
+    dedup.run(site.store, settings(), touched)
+    assert cats("a.md") == ["港口", "财经"] and listed("财经") == ["a.md", "wire-2"]
+    # The shown entry changes: what it owns stays, what it borrowed is recomputed.
+    dedup.run(site.store, settings(), site.save(entry("a.md", paras=[*PORT, "补充一句。"], categories=("港口",))))
+    assert cats("a.md") == ["港口", "财经"]
+    # Priority hands the cluster to the wire entry: a.md gives the borrowed category back.
+    dedup.run(site.store, settings(source_priority=["wire"]), [])
+    assert cats("a.md") == ["港口"] and cats("wire-1") == ["港口", "财经"]
+    assert listed("港口") == ["wire-1"] and listed("财经") == ["wire-1", "wire-2"]
+    dedup.run(site.store, settings(), [])
+    assert cats("a.md") == ["港口", "财经"] and cats("wire-1") == ["港口", "财经"]
+    # The duplicate leaves: so does its category.
+    dedup.run(site.store, settings(), site.withdraw("wire", "wire-1"))
+    assert cats("a.md") == ["港口"] and listed("财经") == ["wire-2"]
+    dedup.run(site.store, settings(), site.save(entry("wire-1", link=URL, source="wire", categories=("财经", "港口"))))
+    assert cats("a.md") == ["港口", "财经"]
+    dedup.disable(site.store)
+    assert cats("a.md") == ["港口"] and listed("财经") == ["wire-1", "wire-2"]
+
+
+def test_a_stale_record_of_a_borrowed_category_is_repaired(site: Site) -> None:
+    from aggregator.store import EntryCategoryRow
+
+    touched = site.save(entry("a.md", categories=("港口",)), entry("b.md", link=URL + "#x", categories=("财经",)))
+    dedup.run(site.store, settings(), touched)
+    with site.store.engine.begin() as c:  # as if the store had rewritten a.md's categories
+        c.execute(delete(EntryCategoryRow).where(EntryCategoryRow.entry_id == site.ids["a.md"]))
+    dedup.run(site.store, settings(), [site.ids["a.md"]])
+    assert sorted(c.name for c in site.store.entry_categories([site.ids["a.md"]])[site.ids["a.md"]]) == ["财经"]
