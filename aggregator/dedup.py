@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 import nh3
 from rensa import RMinHash
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, true, update
 
 from .config import DedupSettings
 
@@ -553,7 +553,8 @@ def _select(c, e, ids: set[int], everything: bool) -> set[int]:
     if everything:
         ids.update(c.scalars(select(e.c.id)))
         return ids
-    ids.update(c.scalars(select(e.c.id).where(e.c.dedup_pending.is_(True))))
+    # `= true`, not `IS true`: PostgreSQL answers only the former from an index.
+    ids.update(c.scalars(select(e.c.id).where(e.c.dedup_pending == true())))
     ids.update(c.scalars(select(e.c.id).where(e.c.canonical_id.is_(None), e.c.dup_reason.is_not(None))))
     frontier = list(ids)
     while frontier:

@@ -34,7 +34,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
     else:
         if not PG_URL:
             pytest.skip("AGG_TEST_PG_URL not set")
-        Base.metadata.drop_all(create_engine(PG_URL))
+        scratch = create_engine(PG_URL)
+        Base.metadata.drop_all(scratch)
+        scratch.dispose()
         s = Store(PG_URL)
     yield s
     s.close()
