@@ -231,16 +231,6 @@ def _also_reported(store: Store, ids: Sequence[int]) -> dict[int, list[tuple[str
     return out
 
 
-def _rows(store: Store, ids: Sequence[int]) -> list[EntryRow]:
-    """Entries by id, in the order of `ids` (missing ones skipped)."""
-    found: dict[int, EntryRow] = {}
-    with store.session() as s:
-        for i in range(0, len(ids), _CHUNK):
-            for row in s.scalars(select(EntryRow).where(EntryRow.id.in_(list(ids[i : i + _CHUNK])))):
-                found[row.id] = row
-    return [found[i] for i in ids if i in found]
-
-
 def _feed_info(
     store: Store,
     settings: Settings,
@@ -253,7 +243,7 @@ def _feed_info(
 ) -> FeedInfo:
     """The feed (or, with `page`, one of its archive pages) as renderer input."""
     out = settings.output
-    rows = [r for r in _rows(store, ids) if page is None or r.withdrawn_at is None]
+    rows = [r for r in store.entries_by_id(ids) if page is None or r.withdrawn_at is None]
     cats = store.entry_categories([r.id for r in rows])
     host = out.base_url.split("://", 1)[1].split("/", 1)[0].split(":")[0]
     current = {fmt: feed_url(out.base_url, plan.slug, fmt) for fmt in plan.formats}
@@ -404,7 +394,7 @@ def _write_site(store: Store, settings: Settings, plans: Sequence[FeedPlan]) -> 
             count, newest = total, (newest_overall if total else None)
         else:
             count, newest = counts.get(plan.category_id, (0, None))
-        latest = _rows(store, [i for i, _ in _eligible(store, plan, 5)])
+        latest = store.entries_by_id([i for i, _ in _eligible(store, plan, 5)])
         feeds.append(
             {
                 "slug": plan.slug,

@@ -70,7 +70,7 @@ def publish(store: Store, settings: Settings, settings_digest: str, ctx: Context
     touched = 0
     for i in range(0, len(todo), _CHUNK):
         chunk = todo[i : i + _CHUNK]
-        rows = _rows(store, [wanted[uid][0] for uid in chunk])
+        rows = store.entries_by_id([wanted[uid][0] for uid in chunk])
         cats = store.entry_categories([r.id for r in rows])
         for row in rows:
             data = ctx.render("article.html", _context(row, cats[row.id], ctx))
@@ -96,11 +96,6 @@ def _record(store: Store, signatures: dict[str, str]) -> None:
     with store.engine.begin() as c:
         c.execute(delete(PageRow).where(PageRow.uid.in_(list(signatures))))
         c.execute(insert(PageRow), [{"uid": u, "signature": s} for u, s in signatures.items()])
-
-
-def _rows(store: Store, ids: Sequence[int]) -> list[EntryRow]:
-    with store.session() as s:
-        return list(s.scalars(select(EntryRow).where(EntryRow.id.in_(list(ids))).order_by(EntryRow.id)))
 
 
 def _context(row: EntryRow, categories: Sequence, ctx: Context) -> dict:
