@@ -63,6 +63,22 @@ def content_type(path: Path) -> str:
     return ctype
 
 
+_FEED_TYPES = ("application/atom+xml", "application/rss+xml")
+
+
+def negotiated_type(ctype: str, accept: str | None) -> str:
+    """A browser (its Accept lists text/html) gets feeds as application/xml: browsers show
+    atom+xml and rss+xml as raw text and apply the feed's XSLT only to generic XML types.
+    Feed readers, which ask for feed types or anything, get the precise type."""
+    if ctype.split(";")[0] in _FEED_TYPES and accept and "text/html" in accept.lower():
+        return "application/xml; charset=utf-8"
+    return ctype
+
+
+def is_feed(ctype: str) -> bool:
+    return ctype.split(";")[0] in _FEED_TYPES
+
+
 def compressible(ctype: str) -> bool:
     return ctype.startswith(_TEXTUAL) or ctype.split(";")[0] in _TEXTUAL_EXTRA
 
@@ -201,7 +217,7 @@ class FeedHandler(BaseHTTPRequestHandler):
             return
         body = rep.gz if use_gz and rep.gz is not None else rep.body
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", rep.ctype)
+        self.send_header("Content-Type", negotiated_type(rep.ctype, self.headers.get("Accept")))
         if use_gz:
             self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(body)))
@@ -214,8 +230,9 @@ class FeedHandler(BaseHTTPRequestHandler):
         self.send_header("ETag", etag)
         self.send_header("Last-Modified", format_datetime(datetime.fromtimestamp(rep.mtime, UTC), usegmt=True))
         self.send_header("Cache-Control", f"public, max-age={self.server.max_age}")
-        if rep.gz is not None:
-            self.send_header("Vary", "Accept-Encoding")
+        vary = (["Accept"] if is_feed(rep.ctype) else []) + (["Accept-Encoding"] if rep.gz is not None else [])
+        if vary:
+            self.send_header("Vary", ", ".join(vary))
 
     def _plain(self, status: HTTPStatus, body: bytes, send_body: bool) -> None:
         self.send_response(status)

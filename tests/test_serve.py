@@ -129,7 +129,7 @@ def test_get_conditional_and_change(server, out: Path):
 def test_gzip_head_index_and_errors(server):
     r, body = get(server, "/news/atom.xml", {"Accept-Encoding": "gzip"})
     assert r.getheader("Content-Encoding") == "gzip" and gzip.decompress(body) == ATOM
-    assert r.getheader("Vary") == "Accept-Encoding"
+    assert r.getheader("Vary") == "Accept, Accept-Encoding"
     gz_tag = r.getheader("ETag")
     r, _ = get(server, "/news/atom.xml", {"Accept-Encoding": "gzip", "If-None-Match": gz_tag})
     assert r.status == 304
@@ -172,3 +172,16 @@ def test_serve_command(tmp_path: Path):
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=15) == 0
+
+
+def test_browsers_get_feeds_as_generic_xml_so_the_stylesheet_applies(server):
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    r, body = get(server, "/news/atom.xml", {"Accept": browser})
+    assert r.getheader("Content-Type") == "application/xml; charset=utf-8" and body == ATOM
+    r, _ = get(server, "/news/atom.xml", {"Accept": "application/atom+xml, application/xml;q=0.9"})
+    assert r.getheader("Content-Type") == "application/atom+xml; charset=utf-8"
+    r, _ = get(server, "/index.html", {"Accept": browser})
+    assert r.getheader("Content-Type") == "text/html; charset=utf-8" and r.getheader("Vary") in (
+        None,
+        "Accept-Encoding",
+    )
