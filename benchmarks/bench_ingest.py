@@ -12,6 +12,7 @@ import argparse
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,7 @@ def article(i: int, rng: random.Random) -> tuple[str, str]:
     return f"{i:06d}.html", fm + "<div>" + "".join(f"<p>{p}</p>" for p in body_paras) + "</div>\n"
 
 
-def generate(root: Path, n: int) -> None:
+def generate(root: Path, n: int, dedup: bool = True) -> None:
     rng = random.Random(42)
     arts = root / "articles"
     for i in range(n):
@@ -67,6 +68,7 @@ def generate(root: Path, n: int) -> None:
         (sub / name).write_text(text, encoding="utf-8")
     (root / "config.toml").write_text(
         '[database]\nurl = "sqlite:///db/bench.sqlite3"\n[output]\ndir = "out"\n'
+        f"[dedup]\nenabled = {'true' if dedup else 'false'}\n"
         '[[sources]]\nname = "bench"\npath = "articles"\n',
         encoding="utf-8",
     )
@@ -93,12 +95,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--keep", type=Path, help="use (and keep) this folder instead of a temp one")
+    ap.add_argument("--no-dedup", action="store_true", help="run with [dedup] enabled = false")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="agg-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    (root / "db").mkdir(exist_ok=True)
+    for old in ("articles", "db", "out"):  # a kept folder starts cold too
+        shutil.rmtree(root / old, ignore_errors=True)
+    (root / "db").mkdir()
     t0 = time.perf_counter()
-    generate(root, args.n)
+    generate(root, args.n, dedup=not args.no_dedup)
     size = sum(p.stat().st_size for p in (root / "articles").rglob("*") if p.is_file())
     print(
         f"generated {args.n} articles, {size / args.n / 1024:.1f} KB each, in {time.perf_counter() - t0:.1f} s: {root}"
