@@ -96,7 +96,7 @@ def update(obj: Context, wait: float) -> None:
     with obj.store(settings) as store, _writer(store, "update", wait), _progress(obj.verbosity >= 0) as progress:
         try:
             report = run_update(store, settings, progress)
-        except ConfigError as e:  # ---- remote sources: e.g. an unusable `opml` file
+        except ConfigError as e:  # e.g. an unusable `opml` file
             fail(str(e))
     click.echo(report.summary())
 
@@ -111,7 +111,7 @@ def ingest(obj: Context) -> None:
     started = time.monotonic()
     with obj.store(settings) as store, _writer(store, "ingest"), _progress(obj.verbosity >= 0) as progress:
         r = run_ingest(store, settings, progress)
-        if settings.dedup.enabled:  # ---- dedup: clusters belong to the stored state; a later build shows them
+        if settings.dedup.enabled:  # clusters belong to the stored state; a later build shows them
             from .dedup import run as run_dedup
 
             run_dedup(store, settings, r.touched)
@@ -155,7 +155,7 @@ def categories(obj: Context) -> None:
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
 
 
-# ---- dedup
+# ---- duplicates
 
 
 @main.command()
@@ -176,7 +176,7 @@ def duplicates(obj: Context) -> None:
     click.echo(f"{len(found)} clusters, {n} duplicates hidden")
 
 
-# ---- daemon (issue 5): the writer lock, `run`, `serve`, `status`
+# ---- the daemon: the writer lock, `run`, `serve`, `status`
 
 EXIT_LOCKED = 3
 
@@ -285,7 +285,7 @@ def status(obj: Context) -> None:
     console.print(cats)
 
 
-# ---- remote sources (issue 3): `fetch`, `sources`, `sources import-opml` / `export-opml`
+# ---- remote sources: `fetch`, `sources`, `sources import-opml` / `export-opml`
 
 
 @main.command()

@@ -71,7 +71,7 @@ class OutputSettings(_Strict):
     author: str = "aggregator"
     max_items: int = Field(default=50, ge=1, le=10_000)
     formats: list[Literal["atom", "rss", "json"]] = ["atom", "rss"]
-    # ---- publish (issue 6): feed presentation
+    # feed presentation
     icon: str | None = None  # square image URL (Atom icon, JSON Feed icon)
     logo: str | None = None  # 2:1 image URL (Atom logo, RSS image); defaults to icon
     ttl: int = Field(default=60, ge=1, le=100_000)  # RSS <ttl>, minutes
@@ -107,7 +107,7 @@ class DedupSettings(_Strict):
     source_priority: list[str] = []
 
 
-# ---- publish (issue 6): per-category options and WebSub
+# ---- per-category options and WebSub
 
 
 class CategorySettings(_Strict):
@@ -165,7 +165,7 @@ class SourceSettings(_Strict):
     def _path(cls, v: object) -> object:
         return Path(v) if isinstance(v, str) else v
 
-    # ---- remote sources: a feed URL must be absolute http(s), so a typo fails at load time
+    # a feed URL must be absolute http(s), so a typo fails at load time
     @field_validator("url")
     @classmethod
     def _feed_url(cls, v: str | None) -> str | None:
@@ -194,7 +194,7 @@ class SourceSettings(_Strict):
         return ZoneInfo(self.timezone)
 
 
-# ---- daemon (issue 5): serving the output folder and pruning old entries
+# ---- serving the output folder and pruning old entries
 
 
 class ServeSettings(_Strict):
@@ -216,8 +216,8 @@ class Settings(_Strict):
     dedup: DedupSettings = DedupSettings()
     categories: dict[str, Annotated[CategorySettings, BeforeValidator(_alias_table)]] = {}
     websub: WebSubSettings = WebSubSettings()
-    serve: ServeSettings = ServeSettings()  # ---- daemon (issue 5)
-    retention: RetentionSettings = RetentionSettings()  # ---- daemon (issue 5)
+    serve: ServeSettings = ServeSettings()
+    retention: RetentionSettings = RetentionSettings()
     sources: list[SourceSettings] = []
     # Where the file came from; set by load_config, not by the TOML.
     config_path: Path = Path(DEFAULT_CONFIG)

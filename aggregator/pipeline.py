@@ -124,12 +124,12 @@ class UpdateReport:
     build: BuildReport
     seconds: float
     dedup: dedup.DedupReport | None = None  # None when [dedup] enabled = false
-    fetch: FetchReport | None = None  # ---- remote sources: the due feeds fetched first
+    fetch: FetchReport | None = None  # the due feeds fetched first
 
     def summary(self) -> str:
         i, b = self.ingest, self.build
-        d = f"{self.dedup.duplicates} duplicates; " if self.dedup else ""  # ---- dedup
-        f = self.fetch  # ---- remote sources
+        d = f"{self.dedup.duplicates} duplicates; " if self.dedup else ""
+        f = self.fetch
         r = (
             f"{f.sources} feeds: {f.fetched} downloaded, {f.not_modified} not modified, {f.failed} failed, "
             f"{f.new} new, {f.updated} updated; "
@@ -146,7 +146,7 @@ class UpdateReport:
 def update(store: Store, settings: Settings, progress: Progress | None = None) -> UpdateReport:
     """Ingest every source, then publish what changed."""
     started = time.monotonic()
-    fetched = fetch(store, settings, due_only=True)  # ---- remote sources: the feeds that are due
+    fetched = fetch(store, settings, due_only=True)  # the feeds that are due
     ingested = ingest(store, settings, progress)
     deduped, built = settle(store, settings, ingested.touched + fetched.touched)
     return UpdateReport(ingested, built, time.monotonic() - started, deduped, fetched)
@@ -155,13 +155,13 @@ def update(store: Store, settings: Settings, progress: Progress | None = None) -
 def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.DedupReport | None, BuildReport]:
     """After ingesting: dedup what changed, then publish. `update` and the daemon's build job both
     end with this, so a cycle of the daemon and a run of `update` do the same work."""
-    # ---- dedup: cluster what changed (new, changed and withdrawn ids) before publishing.
+    # cluster what changed (new, changed and withdrawn ids) before publishing.
     deduped = dedup.run(store, settings, touched) if settings.dedup.enabled else dedup.disable(store)
     built = build(store, settings)
     return deduped, built
 
 
-# ---- remote sources (issue 3): fetch feeds over HTTP, parse off the event loop, store
+# ---- remote sources: fetch feeds over HTTP, parse off the event loop, store
 
 
 @dataclass(slots=True)

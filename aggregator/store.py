@@ -103,7 +103,7 @@ class SourceRow(Base):
     identity: Mapped[str] = mapped_column(String(10), default="guid")  # "guid" or "link"
     identity_reason: Mapped[str | None] = mapped_column(Text)
     feed_flags: Mapped[str | None] = mapped_column(Text)  # e.g. feedparser's bozo message
-    # ---- remote sources: the URL as configured; `location` may differ after a permanent redirect
+    # the URL as configured; `location` may differ after a permanent redirect
     config_url: Mapped[str | None] = mapped_column(Text)
 
 
@@ -125,7 +125,7 @@ class EntryRow(Base):
     tags: Mapped[str | None] = mapped_column(Text)  # JSON list
     outlet: Mapped[str | None] = mapped_column(Text)
     image: Mapped[str | None] = mapped_column(Text)
-    enclosure: Mapped[str | None] = mapped_column(Text)  # ---- remote sources: JSON {url, type, length}
+    enclosure: Mapped[str | None] = mapped_column(Text)  # JSON {url, type, length}
     summary: Mapped[str] = mapped_column(Text)
     content: Mapped[str] = mapped_column(Text)
     published: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -140,7 +140,7 @@ class EntryRow(Base):
     canonical_id: Mapped[int | None] = mapped_column(ForeignKey("entries.id", ondelete="SET NULL"), index=True)
     dup_reason: Mapped[str | None] = mapped_column(String(20))
     dup_score: Mapped[float | None] = mapped_column(Float)
-    # ---- dedup: features computed once per entry version by aggregator/dedup.py
+    # features computed once per entry version by aggregator/dedup.py
     canonical_url: Mapped[str | None] = mapped_column(Text)
     url_key: Mapped[str | None] = mapped_column(String(32), index=True)  # digest of canonical_url
     fingerprint: Mapped[str | None] = mapped_column(String(32), index=True)  # normalized-text digest
@@ -217,7 +217,7 @@ class OutputRow(Base):
     signature: Mapped[str] = mapped_column(String(64))
 
 
-# ---- daemon (issue 5): retention tombstones, daemon state and the writer lease
+# ---- daemon: retention tombstones, daemon state and the writer lease
 
 
 class TombstoneRow(Base):
@@ -280,7 +280,7 @@ def _on_connect(engine: Engine) -> None:
         cur.close()
 
 
-# ---- daemon (issue 5)
+# ---- daemon
 
 
 def maintenance_statements(dialect: str) -> list[str]:
@@ -307,7 +307,7 @@ def _json(items: Sequence[str]) -> str | None:
     return json.dumps(list(items), ensure_ascii=False) if items else None
 
 
-def _enclosure_json(e: Entry) -> str | None:  # ---- remote sources
+def _enclosure_json(e: Entry) -> str | None:
     x = e.enclosure
     return json.dumps({"url": x.url, "type": x.type, "length": x.length}) if x else None
 
@@ -377,7 +377,7 @@ class Store:
         if not entries:
             return result, touched
         with self.session() as s, s.begin():
-            entries = _without_tombstoned(s, source_id, entries, known)  # ---- daemon: pruned stays pruned
+            entries = _without_tombstoned(s, source_id, entries, known)  # pruned stays pruned
             cat_ids = self._category_ids(s, {c for e in entries for c in e.categories})
             inserts: list[dict] = []
             inserted_cats: list[tuple[str, Sequence[str]]] = []
@@ -394,7 +394,7 @@ class Store:
                     "tags": _json(e.tags),
                     "outlet": e.outlet,
                     "image": e.image,
-                    "enclosure": _enclosure_json(e),  # ---- remote sources
+                    "enclosure": _enclosure_json(e),
                     "summary": e.summary,
                     "content": e.content_html,
                     "published": e.published,
@@ -402,7 +402,7 @@ class Store:
                     "file_mtime_ns": stamp.mtime_ns if stamp else None,
                     "file_size": stamp.size if stamp else None,
                     "withdrawn_at": None,
-                    "dedup_pending": True,  # ---- dedup: look at it again
+                    "dedup_pending": True,  # look at it again
                 }
                 if old is None:
                     published = e.published or now
@@ -423,7 +423,7 @@ class Store:
                         touches.append({"b_id": old.id, "m": stamp.mtime_ns, "s": stamp.size})
                 else:
                     row["changed_at"] = now
-                    # ---- remote sources: an entry without a date, or dated in the future, keeps the
+                    # an entry without a date, or dated in the future, keeps the
                     # place its first-seen time gave it; an edit must not pin it to the top.
                     if e.published is not None and e.published <= now + FUTURE_TOLERANCE:
                         row["sort_date"] = e.published
@@ -659,7 +659,7 @@ class Store:
             return {sid: n for sid, n in c.execute(q)}
 
 
-# ---- daemon (issue 5)
+# ---- daemon
 
 
 def _without_tombstoned(

@@ -303,7 +303,7 @@ def _item(
         summary=row.summary,
         content_html=None if summary_only else row.content,
         image=row.image,
-        enclosure=_enclosure(row.enclosure),  # ---- remote sources
+        enclosure=_enclosure(row.enclosure),
         also=tuple(also),
     )
 
