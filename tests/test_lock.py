@@ -132,10 +132,12 @@ def test_writer_context_renews_a_lease(tmp_path: Path, monkeypatch: pytest.Monke
     Base.metadata.create_all(engine)
     import aggregator.lock as lockmod
 
-    lease = LeaseWriterLock(engine, seconds=0.6)
+    # Expiry times are stored to the second, so the lease must be a few seconds long for a
+    # renewal (every seconds/3) to always leave it in the future.
+    lease = LeaseWriterLock(engine, seconds=3)
     monkeypatch.setattr(lockmod, "writer_lock_for", lambda _engine: lease)
     with writer(engine, "run"):
-        time.sleep(1.5)  # longer than the lease: only the renewals keep it
+        time.sleep(4)  # longer than the lease: only the renewals keep it
         with pytest.raises(LockHeld):
             LeaseWriterLock(engine, seconds=30).acquire("update")
     assert not LeaseWriterLock(engine).is_held_elsewhere()  # released on exit
