@@ -257,28 +257,15 @@ def _feed_state(row):
 def _parse_pool(n: int):
     """Worker processes for parsing when there are many feeds (feedparser is pure Python, so
     threads would not add CPU); None means the event loop's default thread pool."""
-    import os
+    from .workers import cpu_workers, process_pool
 
-    workers = min(os.cpu_count() or 1, 8)
+    workers = cpu_workers()
     if n < PARSE_PROCESSES_MIN or workers < 2:
         return None
-    import multiprocessing
-    import threading
-    from concurrent.futures import ProcessPoolExecutor
-
     from .sources import feeds  # noqa: F401  (loaded once here, inherited by forked workers)
 
-    if threading.active_count() == 1:
-        # Fork is the cheapest start, and safe while this process has no other thread: the
-        # workers are started right here, before the event loop and the writer thread exist.
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-        for f in [pool.submit(int) for _ in range(workers)]:
-            f.result()
-        return pool
-    # Called from a threaded host (the daemon): never fork a process with other threads.
-    mp = multiprocessing.get_context("forkserver")
-    mp.set_forkserver_preload(["aggregator.sources.feeds"])
-    return ProcessPoolExecutor(workers, mp_context=mp)
+    # Started before the event loop and the writer thread exist, so fork when it can.
+    return process_pool(workers, ["aggregator.sources.feeds"])
 
 
 async def _fetch_all(

@@ -292,3 +292,20 @@ def test_parallel_reading_keeps_order_and_results(tmp_path: Path):
     assert isinstance(results[100], Rejected)
     assert [r.title for r in results[:3]] == ["Post 0", "Post 1", "Post 2"]
     assert results[449].key == "0449.md"
+
+
+def test_parallel_reading_from_a_threaded_process(tmp_path: Path):
+    """In the daemon other threads run: workers then start by forkserver, never by fork."""
+    import threading
+
+    for i in range(420):
+        (tmp_path / f"{i:04d}.md").write_text(f"---\ntitle: Post {i}\n---\nbody\n", encoding="utf-8")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        results = list(read_articles(tmp_path, list(scan(tmp_path)), CONTEXT, 10_000))
+    finally:
+        stop.set()
+        other.join()
+    assert [r.title for r in results] == [f"Post {i}" for i in range(420)]

@@ -371,16 +371,17 @@ def read_articles(
     """`read_article` for many files, in order. Large batches (a cold start) are parsed in
     worker processes, one per core, with a bounded number of chunks in flight so memory
     stays flat however big the folder is."""
-    workers = min(os.cpu_count() or 1, 8)
+    from ..workers import cpu_workers, process_pool
+
+    workers = cpu_workers()
     if len(stamps) < PARALLEL_MIN or workers < 2:
         for s in stamps:
             yield read_article(root, s, ctx, max_bytes)
         return
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
 
     chunks = iter([stamps[i : i + _CHUNK] for i in range(0, len(stamps), _CHUNK)])
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers, [__name__]) as pool:
         pending: deque = deque()
         for chunk in chunks:
             pending.append(pool.submit(_read_chunk, root, chunk, ctx, max_bytes))
