@@ -301,6 +301,15 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Settings:
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         raise ConfigError(f"{path}: {key}: {first['msg']}{shown}{more}") from None
 
+    # A misspelt name would silently rank nothing. Sources from an OPML file are named only
+    # when the file is read, so with one configured the names cannot be checked here.
+    if not any(s.opml is not None for s in settings.sources):
+        names = {s.name for s in settings.sources}
+        unknown = [n for n in settings.dedup.source_priority if n not in names]
+        if unknown:
+            listed = ", ".join(map(repr, unknown))
+            raise ConfigError(f"{path}: dedup.source_priority: no configured source is named {listed}")
+
     base = path.resolve().parent
     sources = []
     for i, s in enumerate(settings.sources):

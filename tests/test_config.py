@@ -51,6 +51,7 @@ def test_base_url_gets_a_trailing_slash_and_aliases_apply(tmp_path: Path):
         ('[[sources]]\nname = "a"\npath = "articles"\ncategories = "x"\n', "sources[0].categories"),
         ('[fetch]\nevery = "soon"\n', "fetch.every"),
         ("[output\n", "not valid TOML"),
+        ('[dedup]\nsource_priority = ["nope"]\n[[sources]]\nname = "a"\npath = "articles"\n', "source_priority"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str):
