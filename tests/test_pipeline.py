@@ -161,6 +161,11 @@ def test_max_items_and_formats(tmp_path: Path):
     assert [e.title for e in d.entries] == ["N7", "N6", "N5"]
     assert (tmp_path / "out" / "n" / "feed.json").exists()
     assert not (tmp_path / "out" / "n" / "rss.xml").exists()
+    # Dropping a format removes its files rather than leaving them frozen.
+    cfg = write_config(tmp_path, 'max_items = 3\nformats = ["atom"]')
+    assert run_cli(cfg, "update").returncode == 0
+    assert not (tmp_path / "out" / "n" / "feed.json").exists()
+    assert (tmp_path / "out" / "n" / "atom.xml").exists()
 
 
 # ---------------------------------------------------------------- in-process

@@ -146,6 +146,9 @@ def build(store: Store, settings: Settings, force: bool = False) -> BuildReport:
         if not force and recorded.get(plan.slug) == signature and all(p.exists() for p in paths):
             continue
         report.rebuilt += 1
+        # A format dropped from the config: its file would go on being served, frozen.
+        for fmt in set(FILENAMES) - set(plan.formats):
+            (out.dir / plan.slug / FILENAMES[fmt]).unlink(missing_ok=True)
         feed_pages = _publish_archive(store, settings, plan, sources, report)
         info = _feed_info(store, settings, plan, [i for i, _ in window], sources, also, feed_pages)
         wrote = False
