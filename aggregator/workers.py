@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 
@@ -19,14 +19,19 @@ def cpu_workers(limit: int = 8) -> int:
     return min(os.cpu_count() or 1, limit)
 
 
-def process_pool(workers: int, preload: Sequence[str]) -> ProcessPoolExecutor:
-    """A pool of `workers` processes, started safely for the calling process (see above)."""
+def process_pool(
+    workers: int, preload: Sequence[str], initializer: Callable[..., None] | None = None, initargs: tuple = ()
+) -> ProcessPoolExecutor:
+    """A pool of `workers` processes, started safely for the calling process (see above);
+    each runs `initializer(*initargs)` first."""
     if threading.active_count() == 1:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"), initializer=initializer, initargs=initargs
+        )
         # Start them now, while this process is still single-threaded.
         for f in [pool.submit(int) for _ in range(workers)]:
             f.result()
         return pool
     mp = multiprocessing.get_context("forkserver")
     mp.set_forkserver_preload(list(preload))
-    return ProcessPoolExecutor(workers, mp_context=mp)
+    return ProcessPoolExecutor(workers, mp_context=mp, initializer=initializer, initargs=initargs)

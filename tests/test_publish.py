@@ -529,3 +529,31 @@ def test_unreachable_hub_never_fails_the_build(tmp_path: Path):
     report, _ = run(cfg)
     assert report.pinged == 0 and report.changed
     assert (tmp_path / "out" / "notes" / "atom.xml").exists()
+
+
+def test_worker_processes_and_a_tiny_cache_render_the_same_bytes(tmp_path: Path, monkeypatch):
+    """A big build renders in worker processes, each with a bounded cache of items and elements;
+    neither may change a byte of what is written (nor which files are)."""
+    from aggregator.publish import render
+
+    cfg = notes_site(tmp_path, 40, max_items=4)
+    (tmp_path / "articles" / "page.md").write_text("---\ntitle: No link\ndate: 2022-03-02\n---\nHosted here.\n")
+    _, settings = run(cfg)  # in this process, with the default cache
+    reference = {k: v[0] for k, v in digests(tmp_path / "out").items()}
+    assert sum("/archive/" in k for k in reference) > 20 and any(k.startswith("a/") for k in reference)
+
+    for parallel_min, cache in ((0, 3), (10**9, 1)):
+        monkeypatch.setattr(render, "PARALLEL_MIN", parallel_min)
+        monkeypatch.setattr(render, "CACHE_ENTRIES", cache)
+        other = tmp_path / f"out-{parallel_min}-{cache}"
+        store = Store(settings.database.url)
+        try:
+            report = build(
+                store,
+                settings.model_copy(update={"output": settings.output.model_copy(update={"dir": other})}),
+                force=True,
+            )
+        finally:
+            store.close()
+        assert {k: v[0] for k, v in digests(other).items()} == reference
+        assert report.written == len(reference)

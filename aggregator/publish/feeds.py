@@ -11,6 +11,7 @@ Everything here is a pure function of its arguments, so equal inputs give equal 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -81,6 +82,7 @@ class FeedInfo:
 
 
 def _generator(info: FeedInfo, fmt: str):
+    """The feed's head (everything but its entries) as a feedgen FeedGenerator."""
     from feedgen.feed import FeedGenerator
 
     fg = FeedGenerator()
@@ -104,25 +106,65 @@ def _generator(info: FeedInfo, fmt: str):
         fg.lastBuildDate(info.updated)
         if info.ttl_minutes:
             fg.ttl(info.ttl_minutes)
-    for item in info.items:
-        fe = fg.add_entry(order="append")
-        fe.id(item.id)
-        fe.guid(item.id, permalink=False)
-        fe.title(item.title)
-        fe.link(href=item.link, rel="alternate")
-        fe.published(item.published)
-        fe.updated(item.updated)
-        for name in item.authors:
-            fe.author(name=name)
-        for slug, name in item.categories:
-            fe.category(term=slug if fmt == "atom" else name, label=name, scheme=info.category_scheme + slug + "/")
-        if item.summary:
-            fe.summary(item.summary)
-        if item.content_html is not None:
-            fe.content(_with_also(item.content_html, item.also), type="html")
-        elif not item.summary:
-            fe.summary(item.title)
     return fg
+
+
+def entry_element(item: Item, fmt: str, category_scheme: str) -> etree._Element:
+    """One item as an Atom <entry> or RSS <item> element: feedgen's, finished where it falls short.
+
+    It depends only on the item, so a build renders an entry once and copies the element into
+    every feed and archive page that lists it."""
+    from feedgen.entry import FeedEntry
+
+    fe = FeedEntry()
+    fe.id(item.id)
+    fe.guid(item.id, permalink=False)
+    fe.title(item.title)
+    fe.link(href=item.link, rel="alternate")
+    fe.published(item.published)
+    fe.updated(item.updated)
+    for name in item.authors:
+        fe.author(name=name)
+    for slug, name in item.categories:
+        fe.category(term=slug if fmt == "atom" else name, label=name, scheme=category_scheme + slug + "/")
+    if item.summary:
+        fe.summary(item.summary)
+    if item.content_html is not None:
+        fe.content(_with_also(item.content_html, item.also), type="html")
+    elif not item.summary:
+        fe.summary(item.title)
+    return _finish_atom_entry(fe.atom_entry(), item) if fmt == "atom" else _finish_rss_item(fe.rss_entry(), item)
+
+
+def _finish_atom_entry(entry: etree._Element, item: Item) -> etree._Element:
+    for link in entry.iterfind("link"):
+        link.set("rel", "alternate")
+        link.set("type", "text/html")
+    if item.enclosure:
+        e = item.enclosure
+        entry.append(etree.Element("link", rel="enclosure", href=e.url, type=e.type, length=str(e.length)))
+    if item.image:
+        etree.SubElement(entry, f"{{{MEDIA_NS}}}thumbnail", url=item.image)
+    return entry
+
+
+def _finish_rss_item(el: etree._Element, item: Item) -> etree._Element:
+    anchor = el.find("guid")
+    for name in reversed(item.authors):
+        creator = etree.Element(f"{{{DC_NS}}}creator")
+        creator.text = name
+        anchor.addnext(creator)
+    if item.enclosure:
+        e = item.enclosure
+        # RSS allows one enclosure per item; it goes before the guid, as in the spec's order.
+        anchor.addprevious(etree.Element("enclosure", url=e.url, length=str(e.length), type=e.type))
+    if item.image:
+        el.append(etree.Element(f"{{{MEDIA_NS}}}thumbnail", url=item.image))
+    return el
+
+
+# How a renderer gets an item's element: build it, or copy it from a build-wide cache.
+ElementSource = Callable[[Item, str, str], etree._Element]
 
 
 def _with_also(content: str, also: tuple[tuple[str, str], ...]) -> str:
@@ -148,7 +190,7 @@ def _serialize(root: etree._Element, info: FeedInfo) -> bytes:
 NSMAP = {"atom": ATOM_NS, "media": MEDIA_NS, "dc": DC_NS, "content": CONTENT_NS, "fh": FH_NS}
 
 
-def render_atom(info: FeedInfo) -> bytes:
+def render_atom(info: FeedInfo, element: ElementSource = entry_element) -> bytes:
     root, _ = _generator(info, "atom")._create_atom()
     # feedgen writes Atom elements without a namespace and a literal xmlns attribute.
     extra = [etree.Element("link", rel="hub", href=info.hub)] if info.hub else []
@@ -159,19 +201,12 @@ def render_atom(info: FeedInfo) -> bytes:
         extra.append(etree.Element(f"{{{FH_NS}}}archive"))
     links = root.findall("link")
     _insert_after(links[-1] if links else root[0], extra)
-    for entry, item in zip(root.iterfind("entry"), info.items, strict=True):
-        for link in entry.iterfind("link"):
-            link.set("rel", "alternate")
-            link.set("type", "text/html")
-        if item.enclosure:
-            e = item.enclosure
-            entry.append(etree.Element("link", rel="enclosure", href=e.url, type=e.type, length=str(e.length)))
-        if item.image:
-            etree.SubElement(entry, f"{{{MEDIA_NS}}}thumbnail", url=item.image)
+    for item in info.items:
+        root.append(element(item, "atom", info.category_scheme))
     return _serialize(root, info)
 
 
-def render_rss(info: FeedInfo) -> bytes:
+def render_rss(info: FeedInfo, element: ElementSource = entry_element) -> bytes:
     root, _ = _generator(info, "rss")._create_rss()
     channel = root.find("channel")
     extra = [etree.Element(f"{{{ATOM_NS}}}link", rel="hub", href=info.hub)] if info.hub else []
@@ -184,22 +219,12 @@ def render_rss(info: FeedInfo) -> bytes:
         extra.append(etree.Element(f"{{{FH_NS}}}archive"))
     self_link = channel.find(f"{{{ATOM_NS}}}link")
     _insert_after(self_link if self_link is not None else channel.find("description"), extra)
-    for el, item in zip(channel.iterfind("item"), info.items, strict=True):
-        anchor = el.find("guid")
-        for name in reversed(item.authors):
-            creator = etree.Element(f"{{{DC_NS}}}creator")
-            creator.text = name
-            anchor.addnext(creator)
-        if item.enclosure:
-            e = item.enclosure
-            # RSS allows one enclosure per item; it goes before the guid, as in the spec's order.
-            anchor.addprevious(etree.Element("enclosure", url=e.url, length=str(e.length), type=e.type))
-        if item.image:
-            el.append(etree.Element(f"{{{MEDIA_NS}}}thumbnail", url=item.image))
+    for item in info.items:
+        channel.append(element(item, "rss", info.category_scheme))
     return _serialize(root, info)
 
 
-def render_json(info: FeedInfo) -> bytes:
+def render_json(info: FeedInfo, element: ElementSource | None = None) -> bytes:
     doc: dict = {
         "version": "https://jsonfeed.org/version/1.1",
         "title": info.title,

@@ -21,6 +21,7 @@ from ..store import Base, EntryRow, Store, loads_list
 
 PAGE_DIR = "a"
 _CHUNK = 500
+Todo = tuple[str, int, str]  # (uid, entry id, signature) of a page to write
 
 
 class PageRow(Base):
@@ -49,10 +50,8 @@ def page_path(out_dir: Path, uid: str) -> Path:
     return out_dir / PAGE_DIR / f"{uid}.html"
 
 
-def publish(store: Store, settings: Settings, settings_digest: str, ctx: Context, force: bool = False) -> int:
-    """Write the pages that changed and remove the ones no longer wanted; returns files touched."""
-    from .files import write_if_changed
-
+def plan(store: Store, settings: Settings, settings_digest: str, force: bool = False) -> tuple[list[Todo], list[str]]:
+    """The pages to (re)write, as (uid, entry id, signature), and the uids of pages no longer wanted."""
     out_dir = Path(settings.output.dir)
     q = select(EntryRow.id, EntryRow.uid, EntryRow.version).where(
         EntryRow.link.is_(None), EntryRow.withdrawn_at.is_(None), EntryRow.canonical_id.is_(None)
@@ -60,42 +59,52 @@ def publish(store: Store, settings: Settings, settings_digest: str, ctx: Context
     with store.engine.connect() as c:
         wanted = {uid: (i, version) for i, uid, version in c.execute(q)}
         recorded = dict(c.execute(select(PageRow.uid, PageRow.signature)).all())
-    signatures = {uid: _signature(settings_digest, v) for uid, (_, v) in wanted.items()}
-    todo = [
-        uid
-        for uid in sorted(wanted)
-        if force or recorded.get(uid) != signatures[uid] or not page_path(out_dir, uid).exists()
-    ]
-    gone = sorted(set(recorded) - set(wanted))
-    touched = 0
+    todo = []
+    for uid in sorted(wanted):
+        i, version = wanted[uid]
+        signature = _signature(settings_digest, version)
+        if force or recorded.get(uid) != signature or not page_path(out_dir, uid).exists():
+            todo.append((uid, i, signature))
+    return todo, sorted(set(recorded) - set(wanted))
+
+
+def render(store: Store, out_dir: Path, todo: Sequence[Todo], ctx: Context) -> int:
+    """Write the pages of `todo` whose bytes changed; returns how many."""
+    from .files import write_if_changed
+
+    rows = store.entries_by_id([i for _, i, _ in todo])
+    cats = store.entry_categories([r.id for r in rows])
+    return sum(
+        write_if_changed(page_path(out_dir, r.uid), ctx.render("article.html", _context(r, cats[r.id], ctx)))
+        for r in rows
+    )
+
+
+def record(store: Store, todo: Sequence[Todo]) -> None:
+    """Remember what the pages of `todo` were rendered from."""
     for i in range(0, len(todo), _CHUNK):
         chunk = todo[i : i + _CHUNK]
-        rows = store.entries_by_id([wanted[uid][0] for uid in chunk])
-        cats = store.entry_categories([r.id for r in rows])
-        for row in rows:
-            data = ctx.render("article.html", _context(row, cats[row.id], ctx))
-            touched += write_if_changed(page_path(out_dir, row.uid), data)
-        _record(store, {uid: signatures[uid] for uid in chunk})
+        with store.engine.begin() as c:
+            c.execute(delete(PageRow).where(PageRow.uid.in_([uid for uid, _, _ in chunk])))
+            c.execute(insert(PageRow), [{"uid": uid, "signature": sig} for uid, _, sig in chunk])
+
+
+def remove(store: Store, out_dir: Path, gone: Sequence[str]) -> int:
+    """Delete the pages of entries withdrawn or hidden as duplicates; returns files removed."""
+    removed = 0
     for uid in gone:
         path = page_path(out_dir, uid)
         if path.exists():
             path.unlink()
-            touched += 1
-    if gone:
-        with store.engine.begin() as c:
-            for i in range(0, len(gone), _CHUNK):
-                c.execute(delete(PageRow).where(PageRow.uid.in_(gone[i : i + _CHUNK])))
-    return touched
+            removed += 1
+    with store.engine.begin() as c:
+        for i in range(0, len(gone), _CHUNK):
+            c.execute(delete(PageRow).where(PageRow.uid.in_(gone[i : i + _CHUNK])))
+    return removed
 
 
 def _signature(settings_digest: str, version: str) -> str:
     return hashlib.sha256(f"{settings_digest}\x00{version}".encode()).hexdigest()
-
-
-def _record(store: Store, signatures: dict[str, str]) -> None:
-    with store.engine.begin() as c:
-        c.execute(delete(PageRow).where(PageRow.uid.in_(list(signatures))))
-        c.execute(insert(PageRow), [{"uid": u, "signature": s} for u, s in signatures.items()])
 
 
 def _context(row: EntryRow, categories: Sequence, ctx: Context) -> dict:

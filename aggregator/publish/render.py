@@ -1,0 +1,325 @@
+"""Rendering what a build decided to write: entry rows → feed documents and article pages.
+
+A cold build writes thousands of documents that share entries: each entry is listed in the
+`all` feed and in every one of its categories, current or archived. A `Renderer` turns an
+entry into a feed item and its Atom and RSS elements once and copies them into every
+document that lists it. It keeps only the most recently used few thousand (an LRU), so
+memory stays bounded however large the corpus; `order` sorts the jobs so that documents
+listing the same entries are rendered close together. A big build is split into runs of
+consecutive jobs for worker processes, each with its own renderer (`run`); a small one is
+rendered in this process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from copy import deepcopy
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from lxml import etree
+
+from ..config import Settings
+from ..store import CategoryRow, Store, loads_list
+from . import archive, pages
+from .feeds import FILENAMES, RENDERERS, Enclosure, FeedInfo, Item, entry_element
+from .files import write_if_changed
+from .plans import FeedPlan, archive_url, feed_url, permalink
+
+CACHE_ENTRIES = 3000  # entries whose items and elements a renderer keeps (~15 KB each)
+PARALLEL_MIN = 3000  # entries to render (feed items plus article pages) worth starting workers for
+RUNS_PER_WORKER = 2  # runs of consecutive feed jobs per worker: evens out their lengths
+PAGES_PER_TASK = 500
+STATIC_DIR = "static"
+STYLESHEET = "feed.xsl"
+
+Also = tuple[tuple[str, str], ...]  # (outlet or source, URL) of other reports of a story
+
+
+@dataclass(frozen=True, slots=True)
+class FeedJob:
+    """One feed document to write in every format of its plan: the current feed or an archive page."""
+
+    plan: FeedPlan
+    ids: tuple[int, ...]  # entries, newest first
+    page: archive.Page | None = None  # None: the current feed
+    older: archive.Page | None = None  # the archive page before it, for the prev-archive link
+    also: dict[int, Also] = field(default_factory=dict)  # other reports per entry (current feeds only)
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(slots=True)
+class Written:
+    files: int = 0  # files whose bytes changed
+    archive_pages: int = 0
+    pages: int = 0  # article pages
+    changed_urls: list[str] = field(default_factory=list)  # public URLs of changed current feed files
+    changed: list[str] = field(default_factory=list)  # slugs of current feeds with a changed file
+
+    def add(self, other: Written) -> None:
+        self.files += other.files
+        self.archive_pages += other.archive_pages
+        self.pages += other.pages
+        self.changed_urls += other.changed_urls
+        self.changed += other.changed
+
+
+class Renderer:
+    """Feed jobs and article pages → files, for one build, in one process."""
+
+    def __init__(self, store: Store, settings: Settings, sources: dict[int, str]):
+        self.store = store
+        self.settings = settings
+        self.sources = sources
+        # (entry id, summary only, also) → (item, withdrawn); (item, format) → element
+        self._items: OrderedDict[tuple, tuple[Item, bool]] = OrderedDict()
+        self._elements: OrderedDict[tuple[Item, str], etree._Element] = OrderedDict()
+
+    def feed(self, job: FeedJob) -> Written:
+        out = self.settings.output
+        plan, page = job.plan, job.page
+        items = [it for it, gone in self.items(job.ids, plan.summary_only, job.also) if page is None or not gone]
+        info = feed_info(self.settings, plan, items, page, job.older)
+        folder = out.dir / plan.slug if page is None else out.dir / plan.slug / archive.ARCHIVE_DIR / page.dirname
+        done = Written()
+        for fmt in plan.formats:
+            if write_if_changed(folder / FILENAMES[fmt], RENDERERS[fmt](info, self.element)):
+                done.files += 1
+                if page is None:
+                    done.changed_urls.append(info.self_urls[fmt])
+                else:
+                    done.archive_pages += 1
+        if page is None and done.files:
+            done.changed.append(plan.slug)
+        return done
+
+    def pages(self, todo: Sequence[pages.Todo]) -> Written:
+        ctx = page_context(self.settings, self.sources)
+        n = pages.render(self.store, Path(self.settings.output.dir), todo, ctx)
+        return Written(files=n, pages=n)
+
+    def items(self, ids: Sequence[int], summary_only: bool, also: dict[int, Also]) -> list[tuple[Item, bool]]:
+        """(item, withdrawn) of each entry of `ids` still stored, in order, from the cache or the store."""
+        found: dict[int, tuple[Item, bool]] = {}
+        for i in ids:
+            key = (i, summary_only, also.get(i, ()))
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                found[i] = hit
+        missing = [i for i in ids if i not in found]
+        if missing:
+            rows = self.store.entries_by_id(missing)
+            cats = self.store.entry_categories([r.id for r in rows])
+            base = self.settings.output.base_url
+            for r in rows:
+                a = also.get(r.id, ())
+                found[r.id] = (
+                    make_item(r, cats[r.id], self.sources, base, summary_only, a),
+                    r.withdrawn_at is not None,
+                )
+                self._remember(self._items, (r.id, summary_only, a), found[r.id])
+        return [found[i] for i in ids if i in found]
+
+    def element(self, item: Item, fmt: str, scheme: str) -> etree._Element:
+        """A copy of the item's element (a document takes ownership of what it is given)."""
+        key = (item, fmt)
+        el = self._elements.get(key)
+        if el is None:
+            el = entry_element(item, fmt, scheme)
+            self._remember(self._elements, key, el)
+        else:
+            self._elements.move_to_end(key)
+        return deepcopy(el)
+
+    @staticmethod
+    def _remember(lru: OrderedDict, key, value) -> None:
+        lru[key] = value
+        if len(lru) > CACHE_ENTRIES * 2:  # two formats per entry for the elements
+            lru.popitem(last=False)
+
+
+def feed_info(
+    settings: Settings,
+    plan: FeedPlan,
+    items: Sequence[Item],
+    page: archive.Page | None = None,
+    older: archive.Page | None = None,
+) -> FeedInfo:
+    """The feed (or, with `page`, one of its archive pages) as renderer input."""
+    out = settings.output
+    host = out.base_url.split("://", 1)[1].split("/", 1)[0].split(":")[0]
+    current = {fmt: feed_url(out.base_url, plan.slug, fmt) for fmt in plan.formats}
+    links: dict[str, dict[str, str]] = {}
+    if page is not None:
+        links["current"] = current
+        if page.full:
+            # The stable URL the next page will have once full (written once, so it cannot
+            # wait for that); until then readers reach newer entries through `current`.
+            following = archive.Page(page.number + 1, (), True)
+            links["next-archive"] = {f: archive_url(out.base_url, plan.slug, following, f) for f in plan.formats}
+    if older is not None:
+        links["prev-archive"] = {fmt: archive_url(out.base_url, plan.slug, older, fmt) for fmt in plan.formats}
+    depth = 1 if page is None else 3  # <slug>/file or <slug>/archive/<n>/file
+    return FeedInfo(
+        id=f"tag:{host},2024:feeds/{plan.slug}" + (f"/archive/{page.number}" if page else ""),
+        title=plan.title if page is None else f"{plan.title} (archive {page.number})",
+        description=plan.description,
+        home_url=f"{out.base_url}index.html#{plan.slug}",
+        base_url=out.base_url,
+        self_urls=current if page is None else {f: archive_url(out.base_url, plan.slug, page, f) for f in plan.formats},
+        language=out.language,
+        author=out.author,
+        category_scheme=out.base_url,
+        items=tuple(items),
+        ttl_minutes=out.ttl,
+        icon=plan.icon,
+        logo=plan.logo,
+        stylesheet=("../" * depth + f"{STATIC_DIR}/{STYLESHEET}") if out.stylesheet else None,
+        links=links,
+        archive=page is not None,
+        hub=settings.websub.hub if page is None else None,  # archive pages are not for subscribing
+    )
+
+
+def make_item(
+    row,
+    categories: list[CategoryRow],
+    sources: dict[int, str],
+    base_url: str,
+    summary_only: bool = False,
+    also: Also = (),
+) -> Item:
+    """A stored entry row as a feed item."""
+    published = row.published or row.first_seen
+    updated = max(row.updated or published, published)
+    authors = tuple(loads_list(row.author)) or ((row.outlet,) if row.outlet else (sources[row.source_id],))
+    return Item(
+        id=f"urn:uuid:{row.uid}",
+        title=row.title,
+        link=row.link or permalink(base_url, row.uid),
+        published=published,
+        updated=updated,
+        authors=authors,
+        categories=tuple((c.slug, c.name) for c in categories),
+        summary=row.summary,
+        content_html=None if summary_only else row.content,
+        image=row.image,
+        enclosure=_enclosure(row.enclosure),
+        also=tuple(also),
+    )
+
+
+def _enclosure(value: str | None) -> Enclosure | None:
+    """A stored enclosure, when its size is known (RSS requires a length)."""
+    if not value:
+        return None
+    d = json.loads(value)
+    return Enclosure(d["url"], int(d["length"]), d["type"]) if d.get("length") else None
+
+
+@cache
+def templates():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(
+        loader=PackageLoader("aggregator.publish", "templates"),
+        autoescape=select_autoescape(["html", "opml", "xsl"]),
+        keep_trailing_newline=True,
+    )
+
+
+def page_context(settings: Settings, sources: dict[int, str]) -> pages.Context:
+    out = settings.output
+    return pages.Context(
+        site_title=out.title,
+        language=out.language,
+        base_url=out.base_url,
+        sources=sources,
+        render=lambda name, ctx: templates().get_template(name).render(ctx).encode("utf-8"),
+    )
+
+
+# ---------------------------------------------------------------- scheduling the work
+
+
+def order(jobs: Sequence[FeedJob], position: dict[int, int]) -> list[FeedJob]:
+    """Oldest documents first, by the position of their newest entry in the `all` listing
+    (`position`: entry id → rank, 0 the newest): an entry's `all` archive page and its
+    category pages then come close together, while its item is still cached."""
+    unknown = len(position)
+    return sorted(jobs, key=lambda j: -min((position.get(i, unknown) for i in j.ids), default=unknown))
+
+
+def split(jobs: Sequence[FeedJob], runs: int) -> list[list[FeedJob]]:
+    """`jobs` cut into at most `runs` consecutive runs of about equal numbers of entries."""
+    total = sum(j.size for j in jobs)
+    out: list[list[FeedJob]] = [[]]
+    done = 0
+    for job in jobs:
+        if done >= total * len(out) / runs and out[-1]:
+            out.append([])
+        out[-1].append(job)
+        done += job.size
+    return [r for r in out if r]
+
+
+def run(
+    store: Store,
+    settings: Settings,
+    sources: dict[int, str],
+    jobs: Sequence[FeedJob],
+    todo: Sequence[pages.Todo],
+    position: Callable[[], dict[int, int]],
+) -> Written:
+    """Render every feed job and article page; in worker processes when there are many."""
+    from ..workers import cpu_workers, process_pool
+
+    workers = cpu_workers()
+    written = Written()
+    url = store.engine.url
+    in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+    if workers < 2 or in_memory or sum(j.size for j in jobs) + len(todo) < PARALLEL_MIN:
+        renderer = Renderer(store, settings, sources)
+        for job in order(jobs, position()) if len(jobs) > 1 else jobs:
+            written.add(renderer.feed(job))
+        for i in range(0, len(todo), PAGES_PER_TASK):
+            written.add(renderer.pages(todo[i : i + PAGES_PER_TASK]))
+        return written
+    runs = split(order(jobs, position()), workers * RUNS_PER_WORKER)
+    with process_pool(
+        workers, [__name__], _start_worker, (url.render_as_string(hide_password=False), settings, sources)
+    ) as pool:
+        futures: list[Future[Written]] = [pool.submit(_feed_run, r) for r in runs]
+        futures += [pool.submit(_page_run, todo[i : i + PAGES_PER_TASK]) for i in range(0, len(todo), PAGES_PER_TASK)]
+        for f in futures:
+            written.add(f.result())
+    return written
+
+
+_worker: Renderer | None = None
+
+
+def _start_worker(url: str, settings: Settings, sources: dict[int, str]) -> None:
+    global _worker
+    _worker = Renderer(Store(url), settings, sources)
+
+
+def _feed_run(jobs: list[FeedJob]) -> Written:
+    assert _worker is not None
+    written = Written()
+    for job in jobs:
+        written.add(_worker.feed(job))
+    return written
+
+
+def _page_run(todo: Sequence[pages.Todo]) -> Written:
+    assert _worker is not None
+    return _worker.pages(todo)
