@@ -245,6 +245,20 @@ class DaemonStateRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+# What publishing reads of an entry (everything but bookkeeping and dedup features).
+_PUBLISHED_COLUMNS = (
+    "id", "source_id", "uid", "version", "title", "link", "author", "tags", "outlet", "image", "enclosure",
+    "summary", "content", "published", "updated", "first_seen", "withdrawn_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRef:
+    id: int
+    name: str
+    slug: str
+
+
 @dataclass(frozen=True, slots=True)
 class StoredStamp:
     id: int
@@ -539,29 +553,32 @@ class Store:
             return [(i, v) for i, v in c.execute(q)]
 
     def entries_by_id(self, ids: Sequence[int]) -> list:
-        """Whole entry rows (Core rows: attribute access like EntryRow, without the ORM's
-        per-object cost) in the order of `ids`; ids that no longer exist are skipped."""
+        """Entry rows as publishing needs them (Core rows: attribute access like EntryRow,
+        without the ORM's per-object cost, and without the dedup columns) in the order of
+        `ids`; ids that no longer exist are skipped."""
         t = EntryRow.__table__
+        cols = [t.c[n] for n in _PUBLISHED_COLUMNS]
         found = {}
         with self.engine.connect() as c:
             for i in range(0, len(ids), BATCH):
-                for row in c.execute(select(t).where(t.c.id.in_(list(ids[i : i + BATCH])))):
+                for row in c.execute(select(*cols).where(t.c.id.in_(list(ids[i : i + BATCH])))):
                     found[row.id] = row
         return [found[i] for i in ids if i in found]
 
-    def entry_categories(self, entry_ids: Sequence[int]) -> dict[int, list[CategoryRow]]:
-        out: dict[int, list[CategoryRow]] = {i: [] for i in entry_ids}
-        if not entry_ids:
-            return out
-        with self.session() as s:
-            q = (
-                select(EntryCategoryRow.entry_id, CategoryRow)
-                .join(CategoryRow, CategoryRow.id == EntryCategoryRow.category_id)
-                .where(EntryCategoryRow.entry_id.in_(entry_ids))
-                .order_by(CategoryRow.name)
-            )
-            for eid, cat in s.execute(q):
-                out[eid].append(cat)
+    def entry_categories(self, entry_ids: Sequence[int]) -> dict[int, list[CategoryRef]]:
+        """Each entry's categories, by name."""
+        out: dict[int, list[CategoryRef]] = {i: [] for i in entry_ids}
+        ec, cat = EntryCategoryRow.__table__, CategoryRow.__table__
+        with self.engine.connect() as c:
+            for i in range(0, len(entry_ids), BATCH):
+                q = (
+                    select(ec.c.entry_id, cat.c.id, cat.c.name, cat.c.slug)
+                    .join(cat, cat.c.id == ec.c.category_id)
+                    .where(ec.c.entry_id.in_(list(entry_ids[i : i + BATCH])))
+                    .order_by(cat.c.name)
+                )
+                for eid, *ref in c.execute(q):
+                    out[eid].append(CategoryRef(*ref))
         return out
 
     def source_names(self) -> dict[int, str]:

@@ -17,7 +17,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         if path.stat().st_size == len(data) and path.read_bytes() == data:
             return False
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        pass
     # One writer per output folder (the store's lock), so a pid-named temp file cannot clash.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -25,7 +25,11 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         # old file or the new one, never half of one. fsync per file only adds power-loss
         # durability for files the next build rewrites anyway, and costs ~0.4 ms each, which
         # dominated a cold build of thousands of article pages.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:  # a new folder (asking first would cost a call per file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

@@ -2,7 +2,7 @@
 
 A cold build writes thousands of documents that share entries: each entry is listed in the
 `all` feed and in every one of its categories, current or archived. A `Renderer` turns an
-entry into a feed item and its Atom and RSS elements once and copies them into every
+entry into a feed item and its Atom and RSS elements once and moves them into every
 document that lists it. It keeps only the most recently used few thousand (an LRU), so
 memory stays bounded however large the corpus; `order` sorts the jobs so that documents
 listing the same entries are rendered close together. A big build is split into runs of
@@ -16,7 +16,6 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from copy import deepcopy
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 from lxml import etree
 
 from ..config import Settings
-from ..store import CategoryRow, Store, loads_list
+from ..store import CategoryRef, Store, loads_list
 from . import archive, pages
 from .feeds import FILENAMES, RENDERERS, Enclosure, FeedInfo, Item, entry_element
 from .files import write_if_changed
@@ -78,9 +77,9 @@ class Renderer:
         self.store = store
         self.settings = settings
         self.sources = sources
-        # (entry id, summary only, also) → (item, withdrawn); (item, format) → element
+        # (entry id, summary only, also) → (item, withdrawn); (item id, summary only, also, format) → element
         self._items: OrderedDict[tuple, tuple[Item, bool]] = OrderedDict()
-        self._elements: OrderedDict[tuple[Item, str], etree._Element] = OrderedDict()
+        self._elements: OrderedDict[tuple, etree._Element] = OrderedDict()
 
     def feed(self, job: FeedJob) -> Written:
         out = self.settings.output
@@ -129,15 +128,17 @@ class Renderer:
         return [found[i] for i in ids if i in found]
 
     def element(self, item: Item, fmt: str, scheme: str) -> etree._Element:
-        """A copy of the item's element (a document takes ownership of what it is given)."""
-        key = (item, fmt)
+        """The item's element. Not a copy: appending it to a document moves it out of the
+        previous one, which was serialized already (a document lists an entry once)."""
+        # Within a build, an entry's item differs only by these (the rest is the same row).
+        key = (item.id, item.content_html is None, item.also, fmt)
         el = self._elements.get(key)
         if el is None:
             el = entry_element(item, fmt, scheme)
             self._remember(self._elements, key, el)
         else:
             self._elements.move_to_end(key)
-        return deepcopy(el)
+        return el
 
     @staticmethod
     def _remember(lru: OrderedDict, key, value) -> None:
@@ -191,7 +192,7 @@ def feed_info(
 
 def make_item(
     row,
-    categories: list[CategoryRow],
+    categories: list[CategoryRef],
     sources: dict[int, str],
     base_url: str,
     summary_only: bool = False,
