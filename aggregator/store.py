@@ -275,7 +275,7 @@ class SaveResult:
     unchanged: int = 0
 
 
-def _on_connect(engine: Engine) -> None:
+def _on_connect(engine: Engine, cache_mb: int = 64) -> None:
     """The one place for dialect-specific statements."""
     if engine.dialect.name != "sqlite":
         return
@@ -289,7 +289,7 @@ def _on_connect(engine: Engine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         # 64 MB of page cache instead of SQLite's 2 MB default: the entry and LSH indexes are
         # random-keyed B-trees, and a cold ingest otherwise re-reads their pages constantly.
-        cur.execute("PRAGMA cache_size=-65536")
+        cur.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
         cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 
@@ -337,12 +337,13 @@ def now_utc() -> datetime:
 class Store:
     """A database holding sources, entries, categories and publishing state."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, cache_mb: int = 64):
+        """`cache_mb`: SQLite's page cache per connection (a reader that only fetches rows by id needs little)."""
         u = make_url(url)
         if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url)
-        _on_connect(self.engine)
+        _on_connect(self.engine, cache_mb)
         Base.metadata.create_all(self.engine)
 
     def close(self) -> None:

@@ -20,11 +20,16 @@ def cpu_workers(limit: int = 8) -> int:
 
 
 def process_pool(
-    workers: int, preload: Sequence[str], initializer: Callable[..., None] | None = None, initargs: tuple = ()
+    workers: int,
+    preload: Sequence[str],
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+    fresh: bool = False,
 ) -> ProcessPoolExecutor:
     """A pool of `workers` processes, started safely for the calling process (see above);
-    each runs `initializer(*initargs)` first."""
-    if threading.active_count() == 1:
+    each runs `initializer(*initargs)` first. `fresh`: never fork this process, because it has
+    grown big and every forked worker would start with a copy of its memory."""
+    if threading.active_count() == 1 and not fresh:
         pool = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("fork"), initializer=initializer, initargs=initargs
         )
@@ -35,3 +40,12 @@ def process_pool(
     mp = multiprocessing.get_context("forkserver")
     mp.set_forkserver_preload(list(preload))
     return ProcessPoolExecutor(workers, mp_context=mp, initializer=initializer, initargs=initargs)
+
+
+def start_forkserver(preload: Sequence[str]) -> None:
+    """Start the process `fresh` pools fork from now, so that its imports overlap with the
+    caller's own work instead of delaying the pool's first task."""
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
+    forkserver.ensure_running()

@@ -52,6 +52,7 @@ def build(store: Store, settings: Settings, force: bool = False) -> BuildReport:
     pages.ensure_table(store)
     plans = feed_plans(settings, store.categories())
     recorded = store.signatures()
+    render.prepare(store, force, first=not recorded)
     new_signatures: dict[str, str] = {}
     settings_digest = _settings_digest(settings)
     report.written += _write_static(settings)

@@ -29,10 +29,11 @@ from .feeds import FILENAMES, RENDERERS, Enclosure, FeedInfo, Item, entry_elemen
 from .files import write_if_changed
 from .plans import FeedPlan, archive_url, feed_url, permalink
 
-CACHE_ENTRIES = 3000  # entries whose items and elements a renderer keeps (~15 KB each)
+CACHE_ENTRIES = 2000  # entries whose items and elements a renderer keeps (~15 KB each)
 PARALLEL_MIN = 3000  # entries to render (feed items plus article pages) worth starting workers for
 RUNS_PER_WORKER = 2  # runs of consecutive feed jobs per worker: evens out their lengths
 PAGES_PER_TASK = 500
+PRELOAD = (__name__, "feedgen.entry", "jinja2")  # what workers import before their first task
 STATIC_DIR = "static"
 STYLESHEET = "feed.xsl"
 
@@ -124,7 +125,7 @@ class Renderer:
                     make_item(r, cats[r.id], self.sources, base, summary_only, a),
                     r.withdrawn_at is not None,
                 )
-                self._remember(self._items, (r.id, summary_only, a), found[r.id])
+                self._remember(self._items, (r.id, summary_only, a), found[r.id], CACHE_ENTRIES)
         return [found[i] for i in ids if i in found]
 
     def element(self, item: Item, fmt: str, scheme: str) -> etree._Element:
@@ -135,15 +136,15 @@ class Renderer:
         el = self._elements.get(key)
         if el is None:
             el = entry_element(item, fmt, scheme)
-            self._remember(self._elements, key, el)
+            self._remember(self._elements, key, el, 2 * CACHE_ENTRIES)  # two formats per entry
         else:
             self._elements.move_to_end(key)
         return el
 
     @staticmethod
-    def _remember(lru: OrderedDict, key, value) -> None:
+    def _remember(lru: OrderedDict, key, value, size: int) -> None:
         lru[key] = value
-        if len(lru) > CACHE_ENTRIES * 2:  # two formats per entry for the elements
+        if len(lru) > size:
             lru.popitem(last=False)
 
 
@@ -295,9 +296,10 @@ def run(
             written.add(renderer.pages(todo[i : i + PAGES_PER_TASK]))
         return written
     runs = split(order(jobs, position()), workers * RUNS_PER_WORKER)
-    with process_pool(
-        workers, [__name__], _start_worker, (url.render_as_string(hide_password=False), settings, sources)
-    ) as pool:
+    # Fresh workers, not forks: after a cold ingest this process is big, and a fork starts as
+    # big as its parent before it adds a cache of its own.
+    start = (url.render_as_string(hide_password=False), settings, sources)
+    with process_pool(workers, PRELOAD, _start_worker, start, fresh=True) as pool:
         futures: list[Future[Written]] = [pool.submit(_feed_run, r) for r in runs]
         futures += [pool.submit(_page_run, todo[i : i + PAGES_PER_TASK]) for i in range(0, len(todo), PAGES_PER_TASK)]
         for f in futures:
@@ -305,12 +307,21 @@ def run(
     return written
 
 
+def prepare(store: Store, force: bool, first: bool) -> None:
+    """Before planning a build: when it will likely need workers (a first or forced build of
+    a big store), get their process started meanwhile."""
+    from ..workers import cpu_workers, start_forkserver
+
+    if cpu_workers() >= 2 and (force or first) and store.visible_count() >= PARALLEL_MIN:
+        start_forkserver(PRELOAD)
+
+
 _worker: Renderer | None = None
 
 
 def _start_worker(url: str, settings: Settings, sources: dict[int, str]) -> None:
     global _worker
-    _worker = Renderer(Store(url), settings, sources)
+    _worker = Renderer(Store(url, cache_mb=8), settings, sources)
 
 
 def _feed_run(jobs: list[FeedJob]) -> Written:
