@@ -1,3 +1,4 @@
 from .cli import main
 
-main(prog_name="aggregator")
+if __name__ == "__main__":  # not when a worker process imports it
+    main(prog_name="aggregator")
