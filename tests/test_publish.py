@@ -557,3 +557,18 @@ def test_worker_processes_and_a_tiny_cache_render_the_same_bytes(tmp_path: Path,
             store.close()
         assert {k: v[0] for k, v in digests(other).items()} == reference
         assert report.written == len(reference)
+
+
+def test_render_jobs_are_ordered_oldest_first_and_split_into_even_runs():
+    from aggregator.publish.render import FeedJob, order, split
+
+    plan = FeedPlan("all", "All", None, "T", "", None, None, 3, ("atom",), False)
+    jobs = [FeedJob(plan, ids) for ids in [(1, 2), (9, 10, 11), (5,), (3, 4)]]
+    position = {i: i for i in range(12)}  # id == rank: 0 is the newest
+    assert [j.ids for j in order(jobs, position)] == [(9, 10, 11), (5,), (3, 4), (1, 2)]
+    # An entry missing from the `all` listing (filtered out there) sorts as the oldest.
+    assert order([FeedJob(plan, (1,)), FeedJob(plan, (99,))], position)[0].ids == (99,)
+
+    runs = split([FeedJob(plan, tuple(range(n))) for n in (5, 5, 5, 5, 1, 9)], 2)
+    assert [[j.size for j in r] for r in runs] == [[5, 5, 5], [5, 1, 9]]
+    assert split([], 4) == [] and len(split(jobs, 10)) == len(jobs)
