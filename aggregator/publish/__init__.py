@@ -57,31 +57,31 @@ def build(store: Store, settings: Settings, force: bool = False) -> BuildReport:
     settings_digest = _settings_digest(settings)
     report.written += _write_static(settings)
 
-    jobs: list[render.FeedJob] = []
-    for plan in plans:
-        report.feeds += 1
-        window = eligible(store, plan, plan.max_items)
-        also = also_reported(store, [i for i, _ in window])
-        signature = hashlib.sha256(
-            json.dumps([settings_digest, _plan_digest(plan), window, sorted(also.items())], default=str).encode()
-        ).hexdigest()
-        paths = [out.dir / plan.slug / FILENAMES[fmt] for fmt in plan.formats]
-        if not force and recorded.get(plan.slug) == signature and all(p.exists() for p in paths):
-            continue
-        report.rebuilt += 1
-        # A format dropped from the config: its file would go on being served, frozen.
-        for fmt in set(FILENAMES) - set(plan.formats):
-            (out.dir / plan.slug / FILENAMES[fmt]).unlink(missing_ok=True)
-        feed_pages = _plan_archive(store, settings, plan, jobs)
-        frozen = {i: tuple(pairs) for i, pairs in also.items()}
-        jobs.append(
-            render.FeedJob(plan, tuple(i for i, _ in window), None, feed_pages[-1] if feed_pages else None, frozen)
-        )
-        new_signatures[plan.slug] = signature
-
-    todo, gone = pages.plan(store, settings, settings_digest, force)
     sources = store.source_names()
-    done = render.run(store, settings, sources, jobs, todo, lambda: _positions(store))
+    with render.Work(store, settings, sources) as work:
+        todo, gone = pages.plan(store, settings, settings_digest, force)
+        work.pages(todo)  # workers start on these while the feeds are planned
+        jobs: list[render.FeedJob] = []
+        for plan in plans:
+            report.feeds += 1
+            window = eligible(store, plan, plan.max_items)
+            also = also_reported(store, [i for i, _ in window])
+            signature = hashlib.sha256(
+                json.dumps([settings_digest, _plan_digest(plan), window, sorted(also.items())], default=str).encode()
+            ).hexdigest()
+            paths = [out.dir / plan.slug / FILENAMES[fmt] for fmt in plan.formats]
+            if not force and recorded.get(plan.slug) == signature and all(p.exists() for p in paths):
+                continue
+            report.rebuilt += 1
+            # A format dropped from the config: its file would go on being served, frozen.
+            for fmt in set(FILENAMES) - set(plan.formats):
+                (out.dir / plan.slug / FILENAMES[fmt]).unlink(missing_ok=True)
+            feed_pages = _plan_archive(store, settings, plan, jobs)
+            newest = tuple(i for i, _ in window)
+            frozen = {i: tuple(pairs) for i, pairs in also.items()}
+            jobs.append(render.FeedJob(plan, newest, None, feed_pages[-1] if feed_pages else None, frozen))
+            new_signatures[plan.slug] = signature
+        done = work.feeds(jobs, lambda: _positions(store))
     pages.record(store, todo)
     removed = pages.remove(store, out.dir, gone)
     report.written += done.files + removed

@@ -6,7 +6,7 @@ entry into a feed item and its Atom and RSS elements once and moves them into ev
 document that lists it. It keeps only the most recently used few thousand (an LRU), so
 memory stays bounded however large the corpus; `order` sorts the jobs so that documents
 listing the same entries are rendered close together. A big build is split into runs of
-consecutive jobs for worker processes, each with its own renderer (`run`); a small one is
+consecutive jobs for worker processes, each with its own renderer (`Work`); a small one is
 rendered in this process.
 """
 
@@ -273,38 +273,71 @@ def split(jobs: Sequence[FeedJob], runs: int) -> list[list[FeedJob]]:
     return [r for r in out if r]
 
 
-def run(
-    store: Store,
-    settings: Settings,
-    sources: dict[int, str],
-    jobs: Sequence[FeedJob],
-    todo: Sequence[pages.Todo],
-    position: Callable[[], dict[int, int]],
-) -> Written:
-    """Render every feed job and article page; in worker processes when there are many."""
-    from ..workers import cpu_workers, process_pool
+class Work:
+    """The rendering of one build. Article pages are handed over first, as soon as they are
+    planned, then the feed documents; worker processes start the moment the work planned so
+    far is big enough to be worth them, so they render pages while the feeds are planned."""
 
-    workers = cpu_workers()
-    written = Written()
-    url = store.engine.url
-    in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
-    if workers < 2 or in_memory or sum(j.size for j in jobs) + len(todo) < PARALLEL_MIN:
-        renderer = Renderer(store, settings, sources)
-        for job in order(jobs, position()) if len(jobs) > 1 else jobs:
-            written.add(renderer.feed(job))
-        for i in range(0, len(todo), PAGES_PER_TASK):
-            written.add(renderer.pages(todo[i : i + PAGES_PER_TASK]))
-        return written
-    runs = split(order(jobs, position()), workers * RUNS_PER_WORKER)
-    # Fresh workers, not forks: after a cold ingest this process is big, and a fork starts as
-    # big as its parent before it adds a cache of its own.
-    start = (url.render_as_string(hide_password=False), settings, sources)
-    with process_pool(workers, PRELOAD, _start_worker, start, fresh=True) as pool:
-        futures: list[Future[Written]] = [pool.submit(_feed_run, r) for r in runs]
-        futures += [pool.submit(_page_run, todo[i : i + PAGES_PER_TASK]) for i in range(0, len(todo), PAGES_PER_TASK)]
-        for f in futures:
+    def __init__(self, store: Store, settings: Settings, sources: dict[int, str]):
+        self.store, self.settings, self.sources = store, settings, sources
+        self._pool = None
+        self._workers = 0
+        self._futures: list[Future[Written]] = []
+        self._todo: Sequence[pages.Todo] = ()  # pages not handed to workers
+
+    def __enter__(self) -> Work:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def pages(self, todo: Sequence[pages.Todo]) -> None:
+        if len(todo) >= PARALLEL_MIN and self._start():
+            self._submit_pages(todo)
+        else:
+            self._todo = todo
+
+    def feeds(self, jobs: Sequence[FeedJob], position: Callable[[], dict[int, int]]) -> Written:
+        """Render `jobs` (and pages not handed over yet); wait for everything."""
+        written = Written()
+        if self._pool is None and sum(j.size for j in jobs) + len(self._todo) >= PARALLEL_MIN:
+            self._start()
+        if self._pool is None:
+            renderer = Renderer(self.store, self.settings, self.sources)
+            for job in order(jobs, position()) if len(jobs) > 1 else jobs:
+                written.add(renderer.feed(job))
+            for i in range(0, len(self._todo), PAGES_PER_TASK):
+                written.add(renderer.pages(self._todo[i : i + PAGES_PER_TASK]))
+            return written
+        runs = split(order(jobs, position()), self._workers * RUNS_PER_WORKER)
+        self._futures += [self._pool.submit(_feed_run, r) for r in runs]
+        self._submit_pages(self._todo)
+        for f in self._futures:
             written.add(f.result())
-    return written
+        return written
+
+    def _submit_pages(self, todo: Sequence[pages.Todo]) -> None:
+        assert self._pool is not None
+        self._futures += [
+            self._pool.submit(_page_run, todo[i : i + PAGES_PER_TASK]) for i in range(0, len(todo), PAGES_PER_TASK)
+        ]
+        self._todo = ()
+
+    def _start(self) -> bool:
+        """Start the worker processes, unless this machine or database cannot use them."""
+        from ..workers import cpu_workers, process_pool
+
+        url = self.store.engine.url
+        workers = cpu_workers()
+        if workers < 2 or (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")):
+            return False
+        # Fresh workers, not forks: after a cold ingest this process is big, and a fork starts as
+        # big as its parent before it adds a cache of its own.
+        start = (url.render_as_string(hide_password=False), self.settings, self.sources)
+        self._pool = process_pool(workers, PRELOAD, _start_worker, start, fresh=True)
+        self._workers = workers
+        return True
 
 
 def prepare(store: Store, force: bool, first: bool) -> None:
