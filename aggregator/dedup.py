@@ -43,12 +43,13 @@ from rensa import RMinHash
 from sqlalchemy import bindparam, delete, insert, select, true, update
 
 from .config import DedupSettings
+from .model import Features
 
 log = logging.getLogger(__name__)
 
 # Bump when anything below changes what features or decisions come out: stored features are
 # then recomputed and every cluster re-evaluated on the next run.
-ALGORITHM = "4"
+ALGORITHM = "5"
 
 # Query keys that say who shared a link, never which page it is. Matched case-insensitively;
 # shell-style patterns (`utm_*`) allowed. `[dedup] tracking_params` adds to this list.
@@ -204,19 +205,20 @@ def signature(grams: memoryview) -> bytes | None:
 _BAND_WORDS = struct.Struct(f"<{BANDS * ROWS // 2}Q")
 _MASK64 = (1 << 64) - 1
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio)
+_BAND_SHIFT = 58  # a key is the band number (5 bits) over 58 bits of the band's hash: a positive BIGINT
 
 
-def band_keys(sig: bytes) -> list[tuple[int, int]]:
-    """(band, hash) pairs: two entries sharing any pair are near-duplicate candidates.
+def band_keys(sig: bytes) -> tuple[int, ...]:
+    """One key per LSH band: two entries sharing any key are near-duplicate candidates.
 
     MinHash values are already uniformly random, so a band's ROWS 32-bit values (read as two
-    64-bit words) are folded into one 64-bit number by multiply-xor, signed to fit BIGINT."""
+    64-bit words) are folded into one 64-bit number by multiply-xor; the band number goes on
+    top, so one indexed column holds every band."""
     w = _BAND_WORDS.unpack_from(sig)
-    out = []
-    for b in range(BANDS):
-        h = ((w[2 * b] * _MIX) & _MASK64) ^ w[2 * b + 1]
-        out.append((b, h - (1 << 64) if h >= 1 << 63 else h))
-    return out
+    low = (1 << _BAND_SHIFT) - 1
+    return tuple(
+        (b << _BAND_SHIFT) | ((((w[2 * b] * _MIX) & _MASK64) ^ w[2 * b + 1]) & low) for b in range(BANDS)
+    )
 
 
 def similarity(a: bytes, b: bytes) -> float:
@@ -290,25 +292,11 @@ def titles_agree(a: str, b: str, text_similarity: float = 0.0) -> bool:
 # ------------------------------------------------------------------ features and decisions
 
 
-@dataclass(frozen=True, slots=True)
-class Features:
-    """What dedup derives from one version of an entry, stored beside it."""
-
-    canonical_url: str | None
-    url_key: str | None
-    fingerprint: str | None
-    text_chars: int
-    signature: bytes | None
-
-    @property
-    def bands(self) -> list[tuple[int, int]]:
-        return band_keys(self.signature) if self.signature else []
-
-
 def features(link: str | None, content_html: str, patterns: Sequence[str] = TRACKING_PARAMS) -> Features:
     curl = canonical_url(link, patterns)
     text = normalized_text(content_html)
-    return Features(curl, url_key(curl), fingerprint(text), len(text), signature(shingles(text)))
+    sig = signature(shingles(text))
+    return Features(curl, url_key(curl), fingerprint(text), len(text), sig, band_keys(sig) if sig else ())
 
 
 @dataclass(slots=True)
@@ -499,7 +487,9 @@ def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
     feat_digest, decision_digest = settings_digest(cfg)
     with store.engine.begin() as c:
         state = dict(c.execute(select(DedupStateRow.name, DedupStateRow.value)).all())
-        if state.get("features") != feat_digest:
+        # Features stored under other settings are recomputed. (With no digest stored yet, the
+        # only features stored are the ones the ingest computed with these settings.)
+        if state.get("features") not in (None, feat_digest):
             c.execute(update(e).values(dedup_version=None))
         ids = _select(c, e, set(touched_ids), everything=state.get("decisions") != decision_digest)
         sources = dict(c.execute(select(SourceRow.id, SourceRow.name)).all())
@@ -568,50 +558,32 @@ def _select(c, e, ids: set[int], everything: bool) -> set[int]:
 
 def _candidates(c, e, items: dict[int, Item]) -> dict[int, list[int]]:
     """Per entry to decide, the ids the indexes offer: same URL key, same fingerprint, shared
-    LSH bands (the MAX_CANDIDATES sharing the most). Bands of entries computed in this run are
-    not stored yet: they are matched in memory, then stored."""
-    from .store import MinhashBandRow
+    LSH band keys (the MAX_CANDIDATES sharing the most). Bands of entries whose features were
+    computed in this run are not stored yet: they are matched in memory, then stored."""
+    from .store import MinhashBandRow, insert_bands
 
     b = MinhashBandRow.__table__
     by_url: dict[str, set[int]] = {}
     by_print: dict[str, set[int]] = {}
-    by_band: dict[tuple[int, int], list[int]] = {}
+    by_band: dict[int, list[int]] = {}
     for chunk in _chunks(sorted({it.url_key for it in items.values() if it.url_key})):
         for i, k in c.execute(select(e.c.id, e.c.url_key).where(e.c.url_key.in_(chunk))):
             by_url.setdefault(k, set()).add(i)
     for chunk in _chunks(sorted({it.fingerprint for it in items.values() if it.fingerprint})):
         for i, k in c.execute(select(e.c.id, e.c.fingerprint).where(e.c.fingerprint.in_(chunk))):
             by_print.setdefault(k, set()).add(i)
-    keys = {it.id: band_keys(it.signature) if it.signature else [] for it in items.values()}
-    per_band: dict[int, set[int]] = {}
-    for i, ks in keys.items():
-        if items[i].withdrawn:
-            continue
-        for band, h in ks:
-            per_band.setdefault(band, set()).add(h)
-    # One query per band, `band = ? AND hash IN (...)`: both columns of the index are used.
-    # (A row-value `(band, hash) IN (...)` makes SQLite scan the whole table.)
-    for band, hashes in sorted(per_band.items()):
-        for chunk in _chunks(sorted(hashes)):
-            q = select(b.c.hash, b.c.entry_id).where(b.c.band == band, b.c.hash.in_(chunk))
-            for h, i in c.execute(q).all():
-                by_band.setdefault((band, h), []).append(i)
+    keys = {it.id: band_keys(it.signature) if it.signature else () for it in items.values()}
+    wanted = sorted({k for i, ks in keys.items() if not items[i].withdrawn for k in ks})
+    for chunk in _chunks(wanted, 2000):
+        for k, i in c.execute(select(b.c.key, b.c.entry_id).where(b.c.key.in_(chunk))):
+            by_band.setdefault(k, []).append(i)
     fresh_rows = []
     for i, ks in keys.items():
         if items[i].fresh:
-            for band, h in ks:
-                by_band.setdefault((band, h), []).append(i)
-                fresh_rows.append((i, band, h))
-    # The biggest write of the stage (BANDS rows per entry): straight to the driver's
-    # executemany, skipping per-row parameter processing. Plain SQL; only the placeholder
-    # style differs between drivers (qmark for sqlite3, format for psycopg).
-    mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {b.name} (entry_id, band, hash) VALUES ({mark}, {mark}, {mark})"
-    # In index order: consecutive inserts land on the same or the next leaf page of the
-    # (band, hash) index instead of a random one each (which made the cost grow with the table).
-    fresh_rows.sort(key=lambda r: (r[1], r[2]))
-    for chunk in _chunks(fresh_rows, 5000):
-        c.exec_driver_sql(sql, list(chunk))
+            for k in ks:
+                by_band.setdefault(k, []).append(i)
+                fresh_rows.append((k, i))
+    insert_bands(c, fresh_rows)
     out: dict[int, list[int]] = {}
     for i, ks in keys.items():
         it = items[i]

@@ -30,6 +30,18 @@ class Enclosure:
 
 
 @dataclass(frozen=True, slots=True)
+class Features:
+    """What dedup derives from one version of an entry's text and link (see `dedup.features`)."""
+
+    canonical_url: str | None
+    url_key: str | None  # digest of canonical_url
+    fingerprint: str | None  # digest of the normalized text
+    text_chars: int  # length of the normalized text
+    signature: bytes | None  # MinHash
+    bands: tuple[int, ...] = ()  # LSH keys of the signature, one per band
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     source: str  # the source's configured name
     key: str  # identity within the source: a file's relative path, a feed item's guid…
@@ -46,6 +58,9 @@ class Entry:
     image: str | None = None
     enclosure: Enclosure | None = None
     stamp: FileStamp | None = field(default=None, compare=False)
+    # Computed beside the parse when it runs in worker processes, so dedup need not read the
+    # content back; None: dedup computes them itself.
+    features: Features | None = field(default=None, compare=False)
 
     def version(self) -> str:
         """A digest of everything a reader sees: equal digests mean nothing to republish."""

@@ -60,6 +60,7 @@ def ingest_files(
         categories=tuple(settings.canonical_category(c) for c in source.categories),
         aliases=settings.category_aliases,
         base_url=settings.output.base_url,
+        dedup_patterns=dedup.tracking_patterns(settings.dedup.tracking_params) if settings.dedup.enabled else None,
     )
     now = now_utc()
     stamps = list(scan(source.path))

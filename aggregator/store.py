@@ -26,7 +26,6 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -172,15 +171,30 @@ class EntryCategoryRow(Base):
 
 
 class MinhashBandRow(Base):
-    """LSH index: one row per (band, band hash) of an entry's MinHash, so near-duplicate
-    candidates are found by an indexed lookup, never by comparing against every entry."""
+    """LSH index: one row per band key (band number and band hash, see `dedup.band_keys`) of
+    an entry's MinHash, so near-duplicate candidates are found by an indexed lookup, never by
+    comparing against every entry. The key leads the primary key and SQLite stores the table
+    as that one B-tree (WITHOUT ROWID; other databases ignore the option): the lookup and the
+    rows are the same structure, the biggest write of a cold start goes to one random-keyed
+    tree instead of two, and the entry index (for deletes) grows at its end."""
 
     __tablename__ = "minhash_bands"
-    __table_args__ = (Index("ix_minhash_bands_lookup", "band", "hash"),)
+    __table_args__ = (Index("ix_minhash_bands_entry", "entry_id"), {"sqlite_with_rowid": False})
 
+    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
-    band: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    hash: Mapped[int] = mapped_column(BigInteger)
+
+
+def insert_bands(c, rows: list[tuple[int, int]]) -> None:
+    """Store (band key, entry id) rows: the biggest write of a cold start, so straight to the
+    driver's executemany (no per-row parameter processing), in key order so that consecutive
+    rows land on the same or the next page of the B-tree instead of a random one each. Plain
+    SQL; only the placeholder style differs between drivers (qmark for sqlite3, format for psycopg)."""
+    mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {MinhashBandRow.__tablename__} (key, entry_id) VALUES ({mark}, {mark})"
+    rows.sort()
+    for i in range(0, len(rows), 5000):
+        c.exec_driver_sql(sql, rows[i : i + 5000])
 
 
 class DedupStateRow(Base):
@@ -396,6 +410,8 @@ class Store:
             cat_ids = self._category_ids(s, {c for e in entries for c in e.categories})
             inserts: list[dict] = []
             inserted_cats: list[tuple[str, Sequence[str]]] = []
+            inserted_bands: list[tuple[str, tuple[int, ...]]] = []
+            bands: list[tuple[int, int]] = []  # (band key, entry id) of features computed by the parse
             touches: list[dict] = []
             for e in entries:
                 version = e.version()
@@ -419,6 +435,16 @@ class Store:
                     "withdrawn_at": None,
                     "dedup_pending": True,  # look at it again
                 }
+                if e.features is not None:
+                    f = e.features
+                    row |= {
+                        "canonical_url": f.canonical_url,
+                        "url_key": f.url_key,
+                        "fingerprint": f.fingerprint,
+                        "text_chars": f.text_chars,
+                        "minhash": f.signature,
+                        "dedup_version": version,
+                    }
                 if old is None:
                     published = e.published or now
                     row |= {
@@ -431,6 +457,8 @@ class Store:
                     }
                     inserts.append(row)
                     inserted_cats.append((e.key, e.categories))
+                    if e.features is not None:
+                        inserted_bands.append((e.key, e.features.bands))
                     result.new += 1
                 elif old.version == version and not old.withdrawn:
                     result.unchanged += 1
@@ -448,6 +476,11 @@ class Store:
                         row["updated"] = now if e.published is None or now > e.published else None
                     s.execute(update(EntryRow).where(EntryRow.id == old.id).values(**row))
                     s.execute(delete(EntryCategoryRow).where(EntryCategoryRow.entry_id == old.id))
+                    # None of its categories is borrowed from a duplicate any more (dedup lends again).
+                    s.execute(delete(DedupCategoryRow).where(DedupCategoryRow.entry_id == old.id))
+                    if e.features is not None:
+                        s.execute(delete(MinhashBandRow).where(MinhashBandRow.entry_id == old.id))
+                        bands += [(k, old.id) for k in e.features.bands]
                     links = [{"entry_id": old.id, "category_id": cat_ids[c]} for c in e.categories]
                     if links:
                         s.execute(insert(EntryCategoryRow), links)
@@ -477,7 +510,10 @@ class Store:
                 ]
                 if links:
                     s.execute(insert(EntryCategoryRow), links)
+                bands += [(k, by_key[key]) for key, keys in inserted_bands for k in keys]
                 touched.extend(by_key.values())
+            if bands:
+                insert_bands(s.connection(), bands)
         return result, touched
 
     def withdraw(self, ids: Sequence[int], now: datetime) -> None:

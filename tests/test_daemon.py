@@ -274,6 +274,8 @@ def test_sigkill_during_build_leaves_valid_feeds_and_a_restart_recovers(tmp_path
     assert valid_outputs(out) >= 1
     d = Daemon(cfg)  # the lock died with the process; the next daemon finishes the job
     try:
+        # (The killed build may have finished already: wait for this daemon to be up, too.)
+        wait_for(lambda: any(r.get("message", "").startswith("daemon started") for r in d.records()), "start", d)
         wait_for(lambda: len(list(out.glob("cat*/atom.xml"))) == 40 and (out / "index.html").exists(),
                  "every category feed after the restart", d)  # fmt: skip
     finally:

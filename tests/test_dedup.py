@@ -175,9 +175,11 @@ def test_signature_similarity_and_bands() -> None:
     other = signature(shingles(normalized_text(html(PORT_RESULTS))))
     assert other is not None and similarity(sig, other) < 0.2
     keys = band_keys(sig)
-    assert [b for b, _ in keys] == list(range(dedup.BANDS))
-    assert all(-(2**63) <= h < 2**63 for _, h in keys)
-    assert len({h for _, h in keys} & {h for _, h in band_keys(other)}) == 0
+    # One key per band, the band number on top, each a positive signed 64-bit integer (BIGINT).
+    assert [k >> 58 for k in keys] == list(range(dedup.BANDS))
+    assert all(0 <= k < 2**63 for k in keys)
+    assert len(set(keys) & set(band_keys(other))) == 0
+    assert features(None, html(PORT)).bands == keys
     assert signature(shingles("too short")) is None
     assert similarity(b"", b"") == 0.0
 

@@ -425,3 +425,79 @@ def test_a_stale_record_of_a_borrowed_category_is_repaired(site: Site) -> None:
         c.execute(delete(EntryCategoryRow).where(EntryCategoryRow.entry_id == site.ids["a.md"]))
     dedup.run(site.store, settings(), [site.ids["a.md"]])
     assert sorted(c.name for c in site.store.entry_categories([site.ids["a.md"]])[site.ids["a.md"]]) == ["财经"]
+
+
+def _bands(store: Store) -> dict[str, set[int]]:
+    e, b = EntryRow.__table__, MinhashBandRow.__table__
+    with store.engine.connect() as c:
+        rows = c.execute(select(e.c.key, b.c.key).join(b, b.c.entry_id == e.c.id)).all()
+    out: dict[str, set[int]] = {}
+    for key, band in rows:
+        out.setdefault(key, set()).add(band)
+    return out
+
+
+def test_features_from_the_parse_workers_give_the_same_clusters(store: Store, tmp_path: Path):
+    """Article files parsed in worker processes arrive with their features and bands computed;
+    dedup must then decide exactly as when it computes them itself, and an edit must replace
+    the stored bands."""
+    from dataclasses import replace
+
+    def computed(e: Entry) -> Entry:
+        return replace(e, features=dedup.features(e.link, e.content_html))
+
+    batch = [
+        entry("a.md"),
+        entry("b.md", source="wire", link=URL + "?utm_source=feed"),
+        entry("c.md", "【转载】" + TITLE, REPRINT, link=None, source="wire"),
+        entry("d.md", "临江港口集团发布上半年业绩", PORT_RESULTS, link="http://news.example.cn/port/results.html"),
+    ]
+    reference = Store(f"sqlite:///{tmp_path}/reference.sqlite3")
+    ref = Site(reference)
+    dedup.run(reference, settings(), ref.save(*batch))
+
+    site = Site(store)
+    report = dedup.run(store, settings(), site.save(*map(computed, batch)))
+    assert report.computed == 0, "nothing left to compute"
+    assert site.state() == ref.state() and site.state()["c.md"][1] == "near"
+    assert _bands(store) == _bands(reference) and len(_bands(store)["a.md"]) == dedup.BANDS
+
+    edit = entry(
+        "d.md",
+        "临江港口集团发布上半年业绩",
+        [*PORT_RESULTS, "新增一段。"],
+        link="http://news.example.cn/port/results.html",
+    )
+    dedup.run(reference, settings(), ref.save(edit))
+    dedup.run(store, settings(), site.save(computed(edit)))
+    assert _bands(store) == _bands(reference) and site.state() == ref.state()
+    reference.close()
+
+
+def test_ingest_workers_compute_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from aggregator.config import load_config
+    from aggregator.pipeline import ingest
+    from aggregator.sources import articles
+
+    monkeypatch.setattr(articles, "PARALLEL_MIN", 0)  # the worker path, as for a big folder
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    for name, title, paras in (("a.md", TITLE, PORT), ("b.md", "【转载】" + TITLE, REPRINT)):
+        body = "\n\n".join(paras)
+        (folder / name).write_text(f"---\ntitle: {title}\ndate: 2022-09-07\n---\n{body}\n", encoding="utf-8")
+    (tmp_path / "config.toml").write_text(
+        '[database]\nurl = "sqlite:///agg.sqlite3"\n[[sources]]\nname = "local"\npath = "articles"\n', encoding="utf-8"
+    )
+    cfg = load_config(tmp_path / "config.toml")
+    store = Store(cfg.database.url)
+    try:
+        touched = ingest(store, cfg).touched
+        e = EntryRow.__table__
+        with store.engine.connect() as c:
+            rows = c.execute(select(e.c.key, e.c.version, e.c.dedup_version, e.c.content, e.c.fingerprint)).all()
+        for key, version, dedup_version, content, fp in rows:
+            assert dedup_version == version and fp == dedup.features(None, content).fingerprint, key
+        assert dedup.run(store, cfg, touched).computed == 0
+        assert Site(store).shown() == ["a.md"]
+    finally:
+        store.close()

@@ -288,6 +288,9 @@ class ArticleContext:
     categories: tuple[str, ...]  # added to every entry of the source
     aliases: dict[str, str]
     base_url: str
+    # Tracking parameters for dedup's features, computed beside the parse in worker
+    # processes (in parallel, and without dedup reading the content back); None: dedup off.
+    dedup_patterns: tuple[str, ...] | None = None
 
 
 def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry:
@@ -358,7 +361,18 @@ def read_article(root: Path, stamp: FileStamp, ctx: ArticleContext, max_bytes: i
 
 
 def _read_chunk(root: Path, stamps: list[FileStamp], ctx: ArticleContext, max_bytes: int) -> list[Entry | Rejected]:
-    return [read_article(root, s, ctx, max_bytes) for s in stamps]
+    """A worker's share: parse, and compute dedup's features while the entry is at hand."""
+    out = [read_article(root, s, ctx, max_bytes) for s in stamps]
+    if ctx.dedup_patterns is None:
+        return out
+    from dataclasses import replace
+
+    from ..dedup import features
+
+    return [
+        replace(e, features=features(e.link, e.content_html, ctx.dedup_patterns)) if isinstance(e, Entry) else e
+        for e in out
+    ]
 
 
 PARALLEL_MIN = 400  # below this, starting worker processes costs more than it saves
