@@ -216,9 +216,7 @@ def band_keys(sig: bytes) -> tuple[int, ...]:
     top, so one indexed column holds every band."""
     w = _BAND_WORDS.unpack_from(sig)
     low = (1 << _BAND_SHIFT) - 1
-    return tuple(
-        (b << _BAND_SHIFT) | ((((w[2 * b] * _MIX) & _MASK64) ^ w[2 * b + 1]) & low) for b in range(BANDS)
-    )
+    return tuple((b << _BAND_SHIFT) | ((((w[2 * b] * _MIX) & _MASK64) ^ w[2 * b + 1]) & low) for b in range(BANDS))
 
 
 def similarity(a: bytes, b: bytes) -> float:
