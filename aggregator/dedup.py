@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 import nh3
 from rensa import RMinHash
-from sqlalchemy import bindparam, delete, insert, select, true, update
+from sqlalchemy import bindparam, delete, func, insert, select, true, update
 
 from .config import DedupSettings
 from .model import Features
@@ -556,40 +556,39 @@ def _select(c, e, ids: set[int], everything: bool) -> set[int]:
 
 def _candidates(c, e, items: dict[int, Item]) -> dict[int, list[int]]:
     """Per entry to decide, the ids the indexes offer: same URL key, same fingerprint, shared
-    LSH band keys (the MAX_CANDIDATES sharing the most). Bands of entries whose features were
-    computed in this run are not stored yet: they are matched in memory, then stored."""
+    LSH band keys (the MAX_CANDIDATES sharing the most)."""
     from .store import MinhashBandRow, insert_bands
 
     b = MinhashBandRow.__table__
     by_url: dict[str, set[int]] = {}
     by_print: dict[str, set[int]] = {}
-    by_band: dict[int, list[int]] = {}
     for chunk in _chunks(sorted({it.url_key for it in items.values() if it.url_key})):
         for i, k in c.execute(select(e.c.id, e.c.url_key).where(e.c.url_key.in_(chunk))):
             by_url.setdefault(k, set()).add(i)
     for chunk in _chunks(sorted({it.fingerprint for it in items.values() if it.fingerprint})):
         for i, k in c.execute(select(e.c.id, e.c.fingerprint).where(e.c.fingerprint.in_(chunk))):
             by_print.setdefault(k, set()).add(i)
-    keys = {it.id: band_keys(it.signature) if it.signature else () for it in items.values()}
-    wanted = sorted({k for i, ks in keys.items() if not items[i].withdrawn for k in ks})
-    for chunk in _chunks(wanted, 2000):
-        for k, i in c.execute(select(b.c.key, b.c.entry_id).where(b.c.key.in_(chunk))):
-            by_band.setdefault(k, []).append(i)
-    fresh_rows = []
-    for i, ks in keys.items():
-        if items[i].fresh:
-            for k in ks:
-                by_band.setdefault(k, []).append(i)
-                fresh_rows.append((k, i))
-    insert_bands(c, fresh_rows)
+    # Bands of features computed in this run are stored first, so that one self-join finds
+    # every entry sharing a band with one of the batch, counted per pair, in the database:
+    # only the pairs come back, not a row per band key.
+    insert_bands(c, [(k, it.id) for it in items.values() if it.fresh and it.signature for k in band_keys(it.signature)])
+    mine, theirs = b.alias("mine"), b.alias("theirs")
+    shared: dict[int, Counter] = {}
+    for chunk in _chunks(sorted(i for i, it in items.items() if it.signature and not it.withdrawn)):
+        q = (
+            select(mine.c.entry_id, theirs.c.entry_id, func.count())
+            .join(theirs, (theirs.c.key == mine.c.key) & (theirs.c.entry_id != mine.c.entry_id))
+            .where(mine.c.entry_id.in_(chunk))
+            .group_by(mine.c.entry_id, theirs.c.entry_id)
+        )
+        for i, j, n in c.execute(q):
+            shared.setdefault(i, Counter())[j] = n
     out: dict[int, list[int]] = {}
-    for i, ks in keys.items():
-        it = items[i]
+    for i, it in items.items():
         if it.withdrawn:
             continue
-        near = Counter(j for k in ks for j in by_band.get(k, ()) if j != i)
         found = by_url.get(it.url_key, set()) | by_print.get(it.fingerprint, set())
-        found |= {j for j, _ in near.most_common(MAX_CANDIDATES)}
+        found |= {j for j, _ in shared.get(i, Counter()).most_common(MAX_CANDIDATES)}
         found.discard(i)
         out[i] = sorted(found)
     return out
