@@ -497,7 +497,7 @@ def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
             later.difference_update(batch)
             items: dict[int, Item] = {}
             report.computed += _compute(c, e, batch, patterns, items, sources)
-            candidates = _candidates(c, e, items)
+            candidates = _candidates(c, e, items, later)
             _load(c, e, {i for cs in candidates.values() for i in cs} - items.keys(), items, sources)
             _load(c, e, {it.canonical_id for it in items.values() if it.canonical_id} - items.keys(), items, sources)
             prior = {i: items[i].canonical_id for i in batch}
@@ -554,9 +554,11 @@ def _select(c, e, ids: set[int], everything: bool) -> set[int]:
     return ids
 
 
-def _candidates(c, e, items: dict[int, Item]) -> dict[int, list[int]]:
+def _candidates(c, e, items: dict[int, Item], later: set[int]) -> dict[int, list[int]]:
     """Per entry to decide, the ids the indexes offer: same URL key, same fingerprint, shared
-    LSH band keys (the MAX_CANDIDATES sharing the most)."""
+    LSH band keys (the MAX_CANDIDATES sharing the most). Entries of `later` batches of this
+    run (whose bands the ingest may have stored already) cannot be matches yet, so they take
+    no candidate slot."""
     from .store import MinhashBandRow, insert_bands
 
     b = MinhashBandRow.__table__
@@ -582,7 +584,8 @@ def _candidates(c, e, items: dict[int, Item]) -> dict[int, list[int]]:
             .group_by(mine.c.entry_id, theirs.c.entry_id)
         )
         for i, j, n in c.execute(q):
-            shared.setdefault(i, Counter())[j] = n
+            if j not in later:
+                shared.setdefault(i, Counter())[j] = n
     out: dict[int, list[int]] = {}
     for i, it in items.items():
         if it.withdrawn:
