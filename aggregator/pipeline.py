@@ -17,11 +17,14 @@ from .config import Settings, SourceSettings
 from .model import Entry, Rejected
 from .publish import BuildReport, build
 from .sources.articles import ArticleContext, read_articles, scan
-from .store import BATCH, Store, now_utc
+from .store import Store, now_utc
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (done, total)
+# Entries stored per transaction. Big: each commit rewrites the pages of the random-keyed LSH
+# band index it touched, which for a batch of a few hundred entries is most of them.
+INGEST_BATCH = 2000
 
 
 @dataclass(slots=True)
@@ -88,7 +91,7 @@ def ingest_files(
             log.warning("rejected %s", item)
             continue
         batch.append(item)
-        if len(batch) >= BATCH:
+        if len(batch) >= INGEST_BATCH:
             flush()
         if progress and done % 200 == 0:
             progress(report.unchanged + done, len(stamps))
