@@ -501,8 +501,9 @@ def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
             _load(c, e, {i for cs in candidates.values() for i in cs} - items.keys(), items, sources)
             _load(c, e, {it.canonical_id for it in items.values() if it.canonical_id} - items.keys(), items, sources)
             prior = {i: items[i].canonical_id for i in batch}
+            before = {i: (it.canonical_id, it.dup_reason, it.dup_score) for i, it in items.items()}
             decision = decide(items, batch, candidates, cfg.near_threshold, priority, later)
-            _write(c, e, items, decision)
+            _write(c, e, items, decision, before)
             affected |= decision.changed | {p for p in prior.values() if p}
             affected |= {items[i].canonical_id for i in decision.changed if items[i].canonical_id}
             affected |= {i for pair in decision.repoints for i in pair}
@@ -597,14 +598,21 @@ def _candidates(c, e, items: dict[int, Item], later: set[int]) -> dict[int, list
     return out
 
 
-def _write(c, e, items: dict[int, Item], decision: Decision) -> None:
+def _write(c, e, items: dict[int, Item], decision: Decision, before: dict[int, tuple]) -> None:
+    """Store the decision. An entry it leaves in the cluster it was in (`before`: canonical id,
+    reason and score as loaded) only has its pending flag cleared, by one statement per chunk:
+    on a cold start that is nearly every entry."""
     for old, new in decision.repoints:
         # Members of a demoted canonical entry that were not loaded follow it.
         c.execute(update(e).where(e.c.canonical_id == old).values(canonical_id=new))
-    rows = [
-        {"b_id": i, "cid": items[i].canonical_id, "r": items[i].dup_reason, "s": items[i].dup_score}
-        for i in sorted(decision.changed)
-    ]
+    rows, same = [], []
+    for i in sorted(decision.changed):
+        it = items[i]
+        now = (it.canonical_id, it.dup_reason, it.dup_score)
+        if now == before.get(i):
+            same.append(i)
+        else:
+            rows.append({"b_id": i, "cid": now[0], "r": now[1], "s": now[2]})
     for chunk in _chunks(rows, 500):
         c.execute(
             update(e)
@@ -613,6 +621,8 @@ def _write(c, e, items: dict[int, Item], decision: Decision) -> None:
             .values(dedup_pending=False),
             list(chunk),
         )
+    for chunk in _chunks(same):
+        c.execute(update(e).where(e.c.id.in_(chunk)).values(dedup_pending=False))
 
 
 _ITEM_COLUMNS = ("id", "source_id", "title", "published", "updated", "first_seen", "url_key", "fingerprint")
