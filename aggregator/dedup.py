@@ -24,6 +24,7 @@ The functions above `run` are pure; `run` does the I/O against the store.
 from __future__ import annotations
 
 import fnmatch
+import gc
 import hashlib
 import html
 import json
@@ -474,6 +475,18 @@ def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
     half-way. Members of a cluster whose canonical entry is touched are re-evaluated too, so a
     withdrawn or changed canonical entry hands its place to the next member. The entries are
     decided best-ranked first, RUN_BATCH at a time, each batch with its own indexed lookups."""
+    # The run makes many small objects and no reference cycles: the cyclic collector's passes
+    # over them found nothing and cost about a tenth of a cold run.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(store, settings, touched_ids)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
     from .store import DedupStateRow, EntryRow, SourceRow
 
     started = time.monotonic()

@@ -377,6 +377,9 @@ def _read_chunk(root: Path, stamps: list[FileStamp], ctx: ArticleContext, max_by
 
 PARALLEL_MIN = 400  # below this, starting worker processes costs more than it saves
 _CHUNK = 200
+# Chunks queued per worker: enough that they parse on while the caller stores a transaction's
+# worth of entries (pipeline.INGEST_BATCH, ten chunks), few enough to keep memory flat.
+IN_FLIGHT = 8
 
 
 def read_articles(
@@ -399,7 +402,7 @@ def read_articles(
         pending: deque = deque()
         for chunk in chunks:
             pending.append(pool.submit(_read_chunk, root, chunk, ctx, max_bytes))
-            if len(pending) >= workers * 2:
+            if len(pending) >= workers * IN_FLIGHT:
                 yield from pending.popleft().result()
         while pending:
             yield from pending.popleft().result()
