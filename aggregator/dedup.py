@@ -24,7 +24,6 @@ The functions above `run` are pure; `run` does the I/O against the store.
 from __future__ import annotations
 
 import fnmatch
-import gc
 import hashlib
 import html
 import json
@@ -475,15 +474,10 @@ def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
     half-way. Members of a cluster whose canonical entry is touched are re-evaluated too, so a
     withdrawn or changed canonical entry hands its place to the next member. The entries are
     decided best-ranked first, RUN_BATCH at a time, each batch with its own indexed lookups."""
-    # The run makes many small objects and no reference cycles: the cyclic collector's passes
-    # over them found nothing and cost about a tenth of a cold run.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    from .runtime import paused_gc
+
+    with paused_gc():
         return _run(store, settings, touched_ids)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:

@@ -16,6 +16,7 @@ from . import dedup
 from .config import Settings, SourceSettings
 from .model import Entry, Rejected
 from .publish import BuildReport, build
+from .runtime import paused_gc
 from .sources.articles import ArticleContext, read_articles, scan
 from .store import Store, now_utc
 
@@ -112,7 +113,8 @@ def ingest(store: Store, settings: Settings, progress: Progress | None = None) -
     total = IngestReport()
     for source in settings.file_sources:
         started = time.monotonic()
-        r = ingest_files(store, settings, source, progress)
+        with paused_gc():
+            r = ingest_files(store, settings, source, progress)
         log.info(
             "source=%s seen=%d new=%d updated=%d unchanged=%d withdrawn=%d rejected=%d seconds=%.2f",
             source.name, r.seen, r.new, r.updated, r.unchanged, r.withdrawn, len(r.rejected),
