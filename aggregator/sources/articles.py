@@ -40,6 +40,7 @@ def scan(root: Path) -> Iterator[FileStamp]:
     """Every article file under `root`, recursively, in a stable order; hidden files skipped."""
     stack = [root]
     found: list[FileStamp] = []
+    prefix = os.path.join(str(root), "")  # what every path found starts with
     while stack:
         folder = stack.pop()
         try:
@@ -56,7 +57,10 @@ def scan(root: Path) -> Iterator[FileStamp]:
                     st = item.stat()
                 except OSError:
                     continue
-                rel = Path(item.path).relative_to(root).as_posix()
+                # Cut off the prefix: Path.relative_to for every file cost more than the stat.
+                rel = item.path[len(prefix) :] if item.path.startswith(prefix) else os.path.relpath(item.path, root)
+                if os.sep != "/":
+                    rel = rel.replace(os.sep, "/")
                 found.append(FileStamp(rel, st.st_mtime_ns, st.st_size))
     found.sort(key=lambda s: s.path)
     yield from found
