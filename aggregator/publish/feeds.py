@@ -225,6 +225,7 @@ def render_rss(info: FeedInfo, element: ElementSource = entry_element) -> bytes:
 
 
 def render_json(info: FeedInfo, element: ElementSource | None = None) -> bytes:
+    # `element` is there so that every renderer takes the same arguments; JSON items are dicts.
     doc: dict = {
         "version": "https://jsonfeed.org/version/1.1",
         "title": info.title,
