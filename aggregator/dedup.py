@@ -507,11 +507,10 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
             candidates = _candidates(c, e, items, later)
             _load(c, e, {i for cs in candidates.values() for i in cs} - items.keys(), items, sources)
             _load(c, e, {it.canonical_id for it in items.values() if it.canonical_id} - items.keys(), items, sources)
-            prior = {i: items[i].canonical_id for i in batch}
             before = {i: (it.canonical_id, it.dup_reason, it.dup_score) for i, it in items.items()}
             decision = decide(items, batch, candidates, cfg.near_threshold, priority, later)
             _write(c, e, items, decision, before)
-            affected |= decision.changed | {p for p in prior.values() if p}
+            affected |= decision.changed | {before[i][0] for i in batch if before[i][0]}
             affected |= {items[i].canonical_id for i in decision.changed if items[i].canonical_id}
             affected |= {i for pair in decision.repoints for i in pair}
             report.examined += len(batch)

@@ -97,9 +97,10 @@ def remove(store: Store, out_dir: Path, gone: Sequence[str]) -> int:
         if path.exists():
             path.unlink()
             removed += 1
-    with store.engine.begin() as c:
-        for i in range(0, len(gone), _CHUNK):
-            c.execute(delete(PageRow).where(PageRow.uid.in_(gone[i : i + _CHUNK])))
+    if gone:
+        with store.engine.begin() as c:
+            for i in range(0, len(gone), _CHUNK):
+                c.execute(delete(PageRow).where(PageRow.uid.in_(gone[i : i + _CHUNK])))
     return removed
 
 
