@@ -672,12 +672,18 @@ def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Ite
     b = MinhashBandRow.__table__
     computed = 0
     for chunk in _chunks(ids):
-        q = _item_query(e, e.c.version, e.c.dedup_version, e.c.link, e.c.content).where(e.c.id.in_(chunk))
+        stale: dict[int, str] = {}  # id → version, of entries whose stored features are not of it
+        for row in c.execute(_item_query(e, e.c.version, e.c.dedup_version).where(e.c.id.in_(chunk))):
+            items[row.id] = _item(row, sources)
+            if row.dedup_version != row.version:
+                stale[row.id] = row.version
+        if not stale:
+            continue
+        # The content only for those: usually the ingest computed the features already, and
+        # reading every entry's body back would cost more than the rest of the stage.
         fresh: list[dict] = []
-        for row in c.execute(q):
-            it = items[row.id] = _item(row, sources)
-            if row.dedup_version == row.version:
-                continue
+        for row in c.execute(select(e.c.id, e.c.link, e.c.content).where(e.c.id.in_(sorted(stale)))):
+            it = items[row.id]
             f = features(row.link, row.content, patterns)
             it.url_key, it.fingerprint, it.text_chars = f.url_key, f.fingerprint, f.text_chars
             it.signature = f.signature
@@ -689,7 +695,7 @@ def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Ite
                     "fp": f.fingerprint,
                     "tc": f.text_chars,
                     "mh": f.signature,
-                    "dv": row.version,
+                    "dv": stale[row.id],
                 }
             )
             it.fresh = True
@@ -742,19 +748,24 @@ def _sync_categories(c, e, affected: set[int]) -> None:
             q = select(e.c.id, e.c.canonical_id).where(e.c.canonical_id.in_(shown_chunk), e.c.withdrawn_at.is_(None))
             for m, cid in c.execute(q):
                 members[cid].append(m)
-        everyone = {i for i, *_ in rows} | {m for ms in members.values() for m in ms}
-        cats: dict[int, set[int]] = {}
         borrowed: dict[int, set[int]] = {}
+        everyone = {i for i, *_ in rows} | {m for ms in members.values() for m in ms}
+        for part in _chunks(sorted(everyone)):
+            for i, cat in c.execute(select(dc.c.entry_id, dc.c.category_id).where(dc.c.entry_id.in_(part))):
+                borrowed.setdefault(i, set()).add(cat)
+        # An entry alone in its cluster that has borrowed nothing has nothing to give or take
+        # back: on a cold start, nearly all of them, whose categories need not be read.
+        busy = [i for i, *_ in rows if members.get(i) or i in borrowed]
+        everyone = set(busy) | {m for i in busy for m in members.get(i, ())}
+        cats: dict[int, set[int]] = {}
         for part in _chunks(sorted(everyone)):
             for i, cat in c.execute(select(ec.c.entry_id, ec.c.category_id).where(ec.c.entry_id.in_(part))):
                 cats.setdefault(i, set()).add(cat)
-            for i, cat in c.execute(select(dc.c.entry_id, dc.c.category_id).where(dc.c.entry_id.in_(part))):
-                borrowed.setdefault(i, set()).add(cat)
 
         own = {i: cats.get(i, set()) - borrowed.get(i, set()) for i in everyone}
         give: list[tuple[int, int]] = []
         take: list[tuple[int, int]] = []
-        for i, *_ in rows:
+        for i in busy:
             want = set().union(*(own[m] for m in members[i])) - own[i] if i in members else set()
             # A record of a borrowed category the row of which is gone (the store rewrote the
             # entry's categories) is stale: dropped, and the category lent again if still wanted.
