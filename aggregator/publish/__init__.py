@@ -63,6 +63,7 @@ def build(store: Store, settings: Settings, force: bool = False) -> BuildReport:
         work.pages(todo)  # workers start on these while the feeds are planned
         jobs: list[render.FeedJob] = []
         for plan in plans:
+            work.keep_busy()
             report.feeds += 1
             window = eligible(store, plan, plan.max_items)
             also = also_reported(store, [i for i, _ in window])

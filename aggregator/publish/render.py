@@ -274,16 +274,18 @@ def split(jobs: Sequence[FeedJob], runs: int) -> list[list[FeedJob]]:
 
 
 class Work:
-    """The rendering of one build. Article pages are handed over first, as soon as they are
-    planned, then the feed documents; worker processes start the moment the work planned so
-    far is big enough to be worth them, so they render pages while the feeds are planned."""
+    """The rendering of one build. Worker processes start the moment the work planned so far
+    is big enough to be worth them. Article pages are independent small tasks: a few at a time
+    keep the workers busy while this process plans the feed documents (`keep_busy`), and the
+    rest go in after the documents, so that a worker done with its share of those fills in
+    with pages instead of waiting for the other."""
 
     def __init__(self, store: Store, settings: Settings, sources: dict[int, str]):
         self.store, self.settings, self.sources = store, settings, sources
         self._pool = None
         self._workers = 0
         self._futures: list[Future[Written]] = []
-        self._todo: Sequence[pages.Todo] = ()  # pages not handed to workers
+        self._todo: list[Sequence[pages.Todo]] = []  # page tasks not handed to workers yet (next one last)
 
     def __enter__(self) -> Work:
         return self
@@ -293,36 +295,38 @@ class Work:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def pages(self, todo: Sequence[pages.Todo]) -> None:
+        self._todo = [todo[i : i + PAGES_PER_TASK] for i in range(0, len(todo), PAGES_PER_TASK)][::-1]
         if len(todo) >= PARALLEL_MIN and self._start():
-            self._submit_pages(todo)
-        else:
-            self._todo = todo
+            self.keep_busy()
+
+    def keep_busy(self) -> None:
+        """Hand the workers pages to render, just enough that none is left waiting."""
+        if self._pool is None:
+            return
+        waiting = sum(1 for f in self._futures if not f.done())
+        while waiting <= self._workers and self._todo:
+            self._futures.append(self._pool.submit(_page_run, self._todo.pop()))
+            waiting += 1
 
     def feeds(self, jobs: Sequence[FeedJob], position: Callable[[], dict[int, int]]) -> Written:
         """Render `jobs` (and pages not handed over yet); wait for everything."""
         written = Written()
-        if self._pool is None and sum(j.size for j in jobs) + len(self._todo) >= PARALLEL_MIN:
+        if self._pool is None and sum(j.size for j in jobs) + sum(map(len, self._todo)) >= PARALLEL_MIN:
             self._start()
         if self._pool is None:
             renderer = Renderer(self.store, self.settings, self.sources)
             for job in order(jobs, position()) if len(jobs) > 1 else jobs:
                 written.add(renderer.feed(job))
-            for i in range(0, len(self._todo), PAGES_PER_TASK):
-                written.add(renderer.pages(self._todo[i : i + PAGES_PER_TASK]))
+            while self._todo:
+                written.add(renderer.pages(self._todo.pop()))
             return written
         runs = split(order(jobs, position()), self._workers * RUNS_PER_WORKER)
         self._futures += [self._pool.submit(_feed_run, r) for r in runs]
-        self._submit_pages(self._todo)
+        while self._todo:
+            self._futures.append(self._pool.submit(_page_run, self._todo.pop()))
         for f in self._futures:
             written.add(f.result())
         return written
-
-    def _submit_pages(self, todo: Sequence[pages.Todo]) -> None:
-        assert self._pool is not None
-        self._futures += [
-            self._pool.submit(_page_run, todo[i : i + PAGES_PER_TASK]) for i in range(0, len(todo), PAGES_PER_TASK)
-        ]
-        self._todo = ()
 
     def _start(self) -> bool:
         """Start the worker processes, unless this machine or database cannot use them."""
