@@ -11,7 +11,7 @@ Everything here is a pure function of its arguments, so equal inputs give equal 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -109,11 +109,13 @@ def _generator(info: FeedInfo, fmt: str):
     return fg
 
 
-def entry_element(item: Item, fmt: str, category_scheme: str) -> etree._Element:
-    """One item as an Atom <entry> or RSS <item> element: feedgen's, finished where it falls short.
+def entry_elements(item: Item, formats: Sequence[str], category_scheme: str) -> dict[str, etree._Element]:
+    """One item as an Atom <entry> and/or RSS <item> element (per format of `formats`):
+    feedgen's, finished where it falls short.
 
-    It depends only on the item, so a build renders an entry once and copies the element into
-    every feed and archive page that lists it."""
+    They depend only on the item, so a build renders an entry once and moves the elements into
+    every feed and archive page that lists it. One feedgen entry serves both formats: it maps
+    an Atom category's label to the RSS category text."""
     from feedgen.entry import FeedEntry
 
     fe = FeedEntry()
@@ -125,15 +127,26 @@ def entry_element(item: Item, fmt: str, category_scheme: str) -> etree._Element:
     fe.updated(item.updated)
     for name in item.authors:
         fe.author(name=name)
-    for slug, name in item.categories:
-        fe.category(term=slug if fmt == "atom" else name, label=name, scheme=category_scheme + slug + "/")
+    if item.categories:
+        scheme = category_scheme
+        fe.category([{"term": slug, "label": name, "scheme": f"{scheme}{slug}/"} for slug, name in item.categories])
     if item.summary:
         fe.summary(item.summary)
     if item.content_html is not None:
         fe.content(_with_also(item.content_html, item.also), type="html")
     elif not item.summary:
         fe.summary(item.title)
-    return _finish_atom_entry(fe.atom_entry(), item) if fmt == "atom" else _finish_rss_item(fe.rss_entry(), item)
+    out = {}
+    if "atom" in formats:
+        out["atom"] = _finish_atom_entry(fe.atom_entry(), item)
+    if "rss" in formats:
+        out["rss"] = _finish_rss_item(fe.rss_entry(), item)
+    return out
+
+
+def entry_element(item: Item, fmt: str, category_scheme: str) -> etree._Element:
+    """The item's element in one format (see `entry_elements`)."""
+    return entry_elements(item, (fmt,), category_scheme)[fmt]
 
 
 def _finish_atom_entry(entry: etree._Element, item: Item) -> etree._Element:

@@ -25,7 +25,7 @@ from lxml import etree
 from ..config import Settings
 from ..store import CategoryRef, Store, loads_list
 from . import archive, pages
-from .feeds import FILENAMES, RENDERERS, Enclosure, FeedInfo, Item, entry_element
+from .feeds import FILENAMES, RENDERERS, Enclosure, FeedInfo, Item, entry_elements
 from .files import write_if_changed
 from .plans import FeedPlan, archive_url, feed_url, permalink
 
@@ -78,9 +78,11 @@ class Renderer:
         self.store = store
         self.settings = settings
         self.sources = sources
-        # (entry id, summary only, also) → (item, withdrawn); (item id, summary only, also, format) → element
+        # (entry id, summary only, also) → (item, withdrawn); (item id, summary only, also) → format → element
         self._items: OrderedDict[tuple, tuple[Item, bool]] = OrderedDict()
-        self._elements: OrderedDict[tuple, etree._Element] = OrderedDict()
+        self._elements: OrderedDict[tuple, dict[str, etree._Element]] = OrderedDict()
+        formats = set(settings.output.formats).union(*(c.formats or () for c in settings.categories.values()))
+        self._xml_formats = tuple(f for f in ("atom", "rss") if f in formats)
 
     def feed(self, job: FeedJob) -> Written:
         out = self.settings.output
@@ -132,14 +134,15 @@ class Renderer:
         """The item's element. Not a copy: appending it to a document moves it out of the
         previous one, which was serialized already (a document lists an entry once)."""
         # Within a build, an entry's item differs only by these (the rest is the same row).
-        key = (item.id, item.content_html is None, item.also, fmt)
-        el = self._elements.get(key)
-        if el is None:
-            el = entry_element(item, fmt, scheme)
-            self._remember(self._elements, key, el, 2 * CACHE_ENTRIES)  # two formats per entry
+        key = (item.id, item.content_html is None, item.also)
+        els = self._elements.get(key)
+        if els is None or fmt not in els:
+            # Every XML format at once: the documents listing an entry come in both formats.
+            els = entry_elements(item, self._xml_formats, scheme)
+            self._remember(self._elements, key, els, CACHE_ENTRIES)
         else:
             self._elements.move_to_end(key)
-        return el
+        return els[fmt]
 
     @staticmethod
     def _remember(lru: OrderedDict, key, value, size: int) -> None:
