@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from . import dedup
 from .config import Settings, SourceSettings
 from .model import Entry, Rejected
-from .publish import BuildReport, build
+from .publish import BuildReport, build, early_pages
 from .runtime import paused_gc
 from .sources.articles import ArticleContext, read_articles, scan
 from .store import Store, now_utc
@@ -161,9 +161,13 @@ def update(store: Store, settings: Settings, progress: Progress | None = None) -
 def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.DedupReport | None, BuildReport]:
     """After ingesting: dedup what changed, then publish. `update` and the daemon's build job both
     end with this, so a cycle of the daemon and a run of `update` do the same work."""
-    # cluster what changed (new, changed and withdrawn ids) before publishing.
-    deduped = dedup.run(store, settings, touched) if settings.dedup.enabled else dedup.disable(store)
-    built = build(store, settings)
+    if not settings.dedup.enabled:
+        return dedup.disable(store), build(store, settings)
+    # Cluster what changed (new, changed and withdrawn ids) before publishing; article pages
+    # render meanwhile.
+    with early_pages(store, settings) as early:
+        deduped = dedup.run(store, settings, touched)
+        built = build(store, settings, early=early)
     return deduped, built
 
 

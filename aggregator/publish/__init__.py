@@ -13,7 +13,8 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .files import write_if_changed
 from .plans import ALL, FeedPlan, also_reported, eligible, feed_plans, feed_url, keep, permalink
 from .render import STATIC_DIR, STYLESHEET, templates
 
-__all__ = ["ALL", "BuildReport", "FeedPlan", "build", "feed_plans", "keep"]
+__all__ = ["ALL", "BuildReport", "Early", "FeedPlan", "build", "early_pages", "feed_plans", "keep"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,42 @@ class BuildReport:
     pinged: int = 0  # WebSub pings the hub accepted
 
 
-def build(store: Store, settings: Settings, force: bool = False) -> BuildReport:
+# Page tasks kept back when pages are handed over before dedup: they fill in at the end of
+# the build, after the feed documents (see render.Work).
+EARLY_HOLD = 4
+
+
+@dataclass(slots=True)
+class Early:
+    """Article pages handed to worker processes before dedup ran (see `early_pages`)."""
+
+    work: render.Work
+    todo: list[pages.Todo]
+
+
+@contextmanager
+def early_pages(store: Store, settings: Settings) -> Iterator[Early | None]:
+    """Hand the article pages due now to worker processes, for the build inside this block.
+
+    Dedup runs in one process and takes a while on a cold start, while the other cores wait.
+    An article page depends on its entry alone, not on dedup's decisions, except whether the
+    entry keeps a page at all and which categories it lists, so the pages can render during
+    dedup; the build then renders the few whose categories dedup changed and removes the pages
+    of entries it hid. Yields None when there are too few pages to be worth workers."""
+    archive.ensure_table(store)
+    pages.ensure_table(store)
+    todo, _ = pages.plan(store, settings, _settings_digest(settings))
+    if len(todo) < render.PARALLEL_MIN:
+        yield None
+        return
+    with render.Work(store, settings, store.source_names()) as work:
+        work.pages(todo, hold=EARLY_HOLD)
+        yield Early(work, todo) if work.parallel else None
+
+
+def build(store: Store, settings: Settings, force: bool = False, early: Early | None = None) -> BuildReport:
+    """Publish what the store holds: the feeds and article pages whose content changed (all
+    with `force`), index.html and index.opml. `early`: pages handed to workers already."""
     out = settings.output
     report = BuildReport()
     archive.ensure_table(store)
@@ -58,8 +94,9 @@ def build(store: Store, settings: Settings, force: bool = False) -> BuildReport:
     report.written += _write_static(settings)
 
     sources = store.source_names()
-    with render.Work(store, settings, sources) as work:
-        todo, gone = pages.plan(store, settings, settings_digest, force)
+    with early.work if early else render.Work(store, settings, sources) as work:
+        rendered = {uid: signature for uid, _, signature in early.todo} if early else {}
+        todo, gone = pages.plan(store, settings, settings_digest, force, rendered)
         work.pages(todo)  # workers start on these while the feeds are planned
         jobs: list[render.FeedJob] = []
         for plan in plans:
@@ -83,6 +120,10 @@ def build(store: Store, settings: Settings, force: bool = False) -> BuildReport:
             jobs.append(render.FeedJob(plan, newest, None, feed_pages[-1] if feed_pages else None, frozen))
             new_signatures[plan.slug] = signature
         done = work.feeds(jobs, lambda: _positions(store))
+    if early:
+        # Pages rendered early and still wanted, unless rendered again since.
+        hidden = set(gone)
+        todo = list({t[0]: t for t in [*early.todo, *todo] if t[0] not in hidden}.values())
     pages.record(store, todo)
     removed = pages.remove(store, out.dir, gone)
     report.written += done.files + removed

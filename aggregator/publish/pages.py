@@ -17,7 +17,7 @@ from sqlalchemy import String, delete, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..config import Settings
-from ..store import Base, EntryRow, Store, loads_list
+from ..store import Base, EntryCategoryRow, EntryRow, Store, loads_list
 
 PAGE_DIR = "a"
 _CHUNK = 500
@@ -50,19 +50,30 @@ def page_path(out_dir: Path, uid: str) -> Path:
     return out_dir / PAGE_DIR / f"{uid}.html"
 
 
-def plan(store: Store, settings: Settings, settings_digest: str, force: bool = False) -> tuple[list[Todo], list[str]]:
-    """The pages to (re)write, as (uid, entry id, signature), and the uids of pages no longer wanted."""
+def plan(
+    store: Store, settings: Settings, settings_digest: str, force: bool = False, rendered: dict[str, str] | None = None
+) -> tuple[list[Todo], list[str]]:
+    """The pages to (re)write, as (uid, entry id, signature), and the uids of pages no longer
+    wanted. `rendered`: uid → signature of pages written in this run but not recorded yet."""
     out_dir = Path(settings.output.dir)
-    q = select(EntryRow.id, EntryRow.uid, EntryRow.version).where(
-        EntryRow.link.is_(None), EntryRow.withdrawn_at.is_(None), EntryRow.canonical_id.is_(None)
-    )
+    visible = (EntryRow.link.is_(None), EntryRow.withdrawn_at.is_(None), EntryRow.canonical_id.is_(None))
+    ec = EntryCategoryRow.__table__
     with store.engine.connect() as c:
-        wanted = {uid: (i, version) for i, uid, version in c.execute(q)}
-        recorded = dict(c.execute(select(PageRow.uid, PageRow.signature)).all())
+        wanted = {
+            uid: (i, version, [])
+            for i, uid, version in c.execute(select(EntryRow.id, EntryRow.uid, EntryRow.version).where(*visible))
+        }
+        by_id = {i: cats for i, _, cats in wanted.values()}
+        # A page lists its entry's categories, which dedup may change (lending those of its
+        # duplicates) without a new version of the entry.
+        q = select(ec.c.entry_id, ec.c.category_id).join(EntryRow, EntryRow.id == ec.c.entry_id).where(*visible)
+        for i, cat in c.execute(q):
+            by_id[i].append(cat)
+        recorded = dict(c.execute(select(PageRow.uid, PageRow.signature)).all()) | (rendered or {})
     todo = []
     for uid in sorted(wanted):
-        i, version = wanted[uid]
-        signature = _signature(settings_digest, version)
+        i, version, cats = wanted[uid]
+        signature = _signature(settings_digest, version, sorted(cats))
         if force or recorded.get(uid) != signature or not page_path(out_dir, uid).exists():
             todo.append((uid, i, signature))
     return todo, sorted(set(recorded) - set(wanted))
@@ -104,8 +115,8 @@ def remove(store: Store, out_dir: Path, gone: Sequence[str]) -> int:
     return removed
 
 
-def _signature(settings_digest: str, version: str) -> str:
-    return hashlib.sha256(f"{settings_digest}\x00{version}".encode()).hexdigest()
+def _signature(settings_digest: str, version: str, categories: Sequence[int]) -> str:
+    return hashlib.sha256(f"{settings_digest}\x00{version}\x00{categories}".encode()).hexdigest()
 
 
 def _context(row: EntryRow, categories: Sequence, ctx: Context) -> dict:

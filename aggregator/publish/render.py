@@ -297,19 +297,36 @@ class Work:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def pages(self, todo: Sequence[pages.Todo]) -> None:
-        self._todo = [todo[i : i + PAGES_PER_TASK] for i in range(0, len(todo), PAGES_PER_TASK)][::-1]
-        if len(todo) >= PARALLEL_MIN and self._start():
+    @property
+    def parallel(self) -> bool:
+        return self._pool is not None
+
+    def pages(self, todo: Sequence[pages.Todo], hold: int | None = None) -> None:
+        """Queue article pages (after any queued already). With workers, hand them over a few
+        at a time (see `keep_busy`), or with `hold`, all but that many tasks at once: for when
+        this process goes on to other work and cannot top them up."""
+        tasks = [todo[i : i + PAGES_PER_TASK] for i in range(0, len(todo), PAGES_PER_TASK)]
+        self._todo = tasks[::-1] + self._todo
+        if self._pool is None and len(todo) >= PARALLEL_MIN:
+            self._start()
+        if hold is None:
             self.keep_busy()
+        elif self._pool is not None:
+            while len(self._todo) > hold:
+                self._submit_page()
 
     def keep_busy(self) -> None:
         """Hand the workers pages to render, just enough that none is left waiting."""
         if self._pool is None:
             return
         waiting = sum(1 for f in self._futures if not f.done())
-        while waiting <= self._workers and self._todo:
-            self._futures.append(self._pool.submit(_page_run, self._todo.pop()))
+        while self._todo and waiting <= self._workers:
+            self._submit_page()
             waiting += 1
+
+    def _submit_page(self) -> None:
+        assert self._pool is not None
+        self._futures.append(self._pool.submit(_page_run, self._todo.pop()))
 
     def feeds(self, jobs: Sequence[FeedJob], position: Callable[[], dict[int, int]]) -> Written:
         """Render `jobs` (and pages not handed over yet); wait for everything."""
@@ -326,7 +343,7 @@ class Work:
         runs = split(order(jobs, position()), self._workers * RUNS_PER_WORKER)
         self._futures += [self._pool.submit(_feed_run, r) for r in runs]
         while self._todo:
-            self._futures.append(self._pool.submit(_page_run, self._todo.pop()))
+            self._submit_page()
         for f in self._futures:
             written.add(f.result())
         return written
