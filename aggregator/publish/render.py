@@ -29,9 +29,9 @@ from .feeds import FILENAMES, RENDERERS, Enclosure, FeedInfo, Item, entry_elemen
 from .files import write_if_changed
 from .plans import FeedPlan, archive_url, feed_url, permalink
 
-CACHE_ENTRIES = 2000  # entries whose items and elements a renderer keeps (~15 KB each)
+CACHE_ENTRIES = 4000  # entries whose items and elements a renderer keeps (~15 KB each; 2,000 missed 20 %)
 PARALLEL_MIN = 3000  # entries to render (feed items plus article pages) worth starting workers for
-RUNS_PER_WORKER = 2  # runs of consecutive feed jobs per worker: evens out their lengths
+RUNS_PER_WORKER = 1  # runs of consecutive feed jobs per worker (each starts with a cold cache)
 PAGES_PER_TASK = 500
 PRELOAD = (__name__, "feedgen.entry", "jinja2")  # what workers import before their first task
 STATIC_DIR = "static"
