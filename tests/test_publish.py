@@ -572,3 +572,64 @@ def test_render_jobs_are_ordered_oldest_first_and_split_into_even_runs():
     runs = split([FeedJob(plan, tuple(range(n))) for n in (5, 5, 5, 5, 1, 9)], 2)
     assert [[j.size for j in r] for r in runs] == [[5, 5, 5], [5, 1, 9]]
     assert split([], 4) == [] and len(split(jobs, 10)) == len(jobs)
+
+
+def test_pages_rendered_during_dedup_match_a_build_after_it(tmp_path: Path, monkeypatch):
+    """`update` hands article pages to the render workers before dedup runs. Dedup then hides
+    one entry that has a page (an exact copy) and lends its category to the one it keeps:
+    the hidden page must go, unrecorded, and the kept one show both categories, exactly as a
+    build that starts after dedup writes them."""
+    import os
+
+    from aggregator import publish
+    from aggregator.publish import pages, render
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("render workers need two cores")
+    monkeypatch.setattr(render, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(render, "PAGES_PER_TASK", 2)
+    monkeypatch.setattr(publish, "EARLY_HOLD", 0)
+    calls: list[int] = []
+    real = render.Work.pages
+
+    def spy(self, todo, hold=None):
+        real(self, todo, hold)
+        calls.append(hold is not None and self.parallel)
+        for f in self._futures:  # rendered before dedup runs, not just handed over
+            f.result()
+
+    monkeypatch.setattr(render.Work, "pages", spy)
+    cfg = notes_site(tmp_path, 5)
+    body = "The harbour's third terminal opens in March; cranes, rail links and berths are ready. " * 3
+    for name, hour, category in (("a.md", 9, "ports"), ("b.md", 10, "finance")):
+        (tmp_path / "articles" / name).write_text(
+            f"---\ntitle: Harbour terminal opens\ndate: 2022-03-02 {hour}:00:00 +0800\ncategories: {category}\n---\n"
+            f"{body}\n",
+            encoding="utf-8",
+        )
+    _, settings = run(cfg)
+    assert calls[0] is True, "pages were handed to workers before dedup"
+    store = Store(settings.database.url)
+    try:
+        rows = {r.key: r for r in store.listing(None, None)}
+        with store.engine.connect() as c:
+            recorded = {
+                uid for (uid,) in c.execute(pages.PageRow.__table__.select().with_only_columns(pages.PageRow.uid))
+            }
+        with store.session() as s:
+            hidden = s.query(EntryRow).filter(EntryRow.key == "b.md").one()
+        assert "b.md" not in rows and hidden.canonical_id == rows["a.md"].id
+        out = tmp_path / "out"
+        assert not pages.page_path(out, hidden.uid).exists() and hidden.uid not in recorded
+        kept = pages.page_path(out, rows["a.md"].uid).read_text(encoding="utf-8")
+        assert "finance" in kept and "ports" in kept and rows["a.md"].uid in recorded
+
+        monkeypatch.setattr(render, "PARALLEL_MIN", 10**9)
+        other = tmp_path / "out-after"
+        build(store, settings.model_copy(update={"output": settings.output.model_copy(update={"dir": other})}))
+    finally:
+        store.close()
+    assert digests(other).keys() == digests(out).keys()
+    assert {k: v[0] for k, v in digests(other).items()} == {k: v[0] for k, v in digests(out).items()}
+    report, _ = run(cfg)
+    assert report.written == 0

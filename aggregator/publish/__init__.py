@@ -70,6 +70,7 @@ def early_pages(store: Store, settings: Settings) -> Iterator[Early | None]:
     of entries it hid. Yields None when there are too few pages to be worth workers."""
     archive.ensure_table(store)
     pages.ensure_table(store)
+    render.prepare(store, force=False, first=not store.signatures())  # boots while pages are planned
     todo, _ = pages.plan(store, settings, _settings_digest(settings))
     if len(todo) < render.PARALLEL_MIN:
         yield None
@@ -120,10 +121,8 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
             jobs.append(render.FeedJob(plan, newest, None, feed_pages[-1] if feed_pages else None, frozen))
             new_signatures[plan.slug] = signature
         done = work.feeds(jobs, lambda: _positions(store))
-    if early:
-        # Pages rendered early and still wanted, unless rendered again since.
-        hidden = set(gone)
-        todo = list({t[0]: t for t in [*early.todo, *todo] if t[0] not in hidden}.values())
+    if early:  # recorded once each (those of entries dedup hid are removed below)
+        todo = list({t[0]: t for t in [*early.todo, *todo]}.values())
     pages.record(store, todo)
     removed = pages.remove(store, out.dir, gone)
     report.written += done.files + removed

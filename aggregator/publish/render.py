@@ -238,6 +238,8 @@ def templates():
         loader=PackageLoader("aggregator.publish", "templates"),
         autoescape=select_autoescape(["html", "opml", "xsl"]),
         keep_trailing_newline=True,
+        # The templates ship with the package: no stat of the file on every page rendered.
+        auto_reload=False,
     )
 
 
