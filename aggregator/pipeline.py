@@ -165,7 +165,7 @@ def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.
         return dedup.disable(store), build(store, settings)
     # Cluster what changed (new, changed and withdrawn ids) before publishing; article pages
     # render meanwhile.
-    with early_pages(store, settings) as early:
+    with early_pages(store, settings, touched) as early:
         deduped = dedup.run(store, settings, touched)
         built = build(store, settings, early=early)
     return deduped, built

@@ -60,14 +60,18 @@ class Early:
 
 
 @contextmanager
-def early_pages(store: Store, settings: Settings) -> Iterator[Early | None]:
+def early_pages(store: Store, settings: Settings, touched: Sequence[int]) -> Iterator[Early | None]:
     """Hand the article pages due now to worker processes, for the build inside this block.
 
     Dedup runs in one process and takes a while on a cold start, while the other cores wait.
     An article page depends on its entry alone, not on dedup's decisions, except whether the
     entry keeps a page at all and which categories it lists, so the pages can render during
     dedup; the build then renders the few whose categories dedup changed and removes the pages
-    of entries it hid. Yields None when there are too few pages to be worth workers."""
+    of entries it hid. Yields None when there are too few pages to be worth workers, which
+    `touched` (the entries ingested this run) tells without asking the store in a quiet cycle."""
+    if len(touched) < render.PARALLEL_MIN:
+        yield None
+        return
     archive.ensure_table(store)
     pages.ensure_table(store)
     render.prepare(store, force=False, first=not store.signatures())  # boots while pages are planned

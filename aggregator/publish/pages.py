@@ -9,6 +9,7 @@ withdrawn, or became a duplicate of another, is removed.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,12 @@ def ensure_table(store: Store) -> None:
     PageRow.__table__.create(store.engine, checkfirst=True)
 
 
+def page_name(uid: str) -> str:
+    return f"{uid}.html"
+
+
 def page_path(out_dir: Path, uid: str) -> Path:
-    return out_dir / PAGE_DIR / f"{uid}.html"
+    return out_dir / PAGE_DIR / page_name(uid)
 
 
 def plan(
@@ -70,11 +75,16 @@ def plan(
         for i, cat in c.execute(q):
             by_id[i].append(cat)
         recorded = dict(c.execute(select(PageRow.uid, PageRow.signature)).all()) | (rendered or {})
+    # One listing of the folder instead of a stat per page (a tenth of a no-change cycle).
+    try:
+        on_disk = set(os.listdir(out_dir / PAGE_DIR))
+    except FileNotFoundError:
+        on_disk = set()
     todo = []
     for uid in sorted(wanted):
         i, version, cats = wanted[uid]
         signature = _signature(settings_digest, version, sorted(cats))
-        if force or recorded.get(uid) != signature or not page_path(out_dir, uid).exists():
+        if force or recorded.get(uid) != signature or page_name(uid) not in on_disk:
             todo.append((uid, i, signature))
     return todo, sorted(set(recorded) - set(wanted))
 
