@@ -593,28 +593,19 @@ class Store:
         """Entry rows as publishing needs them (Core rows: attribute access like EntryRow,
         without the ORM's per-object cost, and without the dedup columns) in the order of
         `ids`; ids that no longer exist are skipped."""
-        t = EntryRow.__table__
-        cols = [t.c[n] for n in _PUBLISHED_COLUMNS]
         found = {}
         with self.engine.connect() as c:
             for i in range(0, len(ids), BATCH):
-                for row in c.execute(select(*cols).where(t.c.id.in_(list(ids[i : i + BATCH])))):
+                for row in c.execute(_BY_ID, {"ids": list(ids[i : i + BATCH])}):
                     found[row.id] = row
         return [found[i] for i in ids if i in found]
 
     def entry_categories(self, entry_ids: Sequence[int]) -> dict[int, list[CategoryRef]]:
         """Each entry's categories, by name."""
         out: dict[int, list[CategoryRef]] = {i: [] for i in entry_ids}
-        ec, cat = EntryCategoryRow.__table__, CategoryRow.__table__
         with self.engine.connect() as c:
             for i in range(0, len(entry_ids), BATCH):
-                q = (
-                    select(ec.c.entry_id, cat.c.id, cat.c.name, cat.c.slug)
-                    .join(cat, cat.c.id == ec.c.category_id)
-                    .where(ec.c.entry_id.in_(list(entry_ids[i : i + BATCH])))
-                    .order_by(cat.c.name)
-                )
-                for eid, *ref in c.execute(q):
+                for eid, *ref in c.execute(_CATEGORIES_OF, {"ids": list(entry_ids[i : i + BATCH])}):
                     out[eid].append(CategoryRef(*ref))
         return out
 
@@ -751,3 +742,16 @@ def unique_slug(name: str, taken: set[str]) -> str:
         if c not in taken:
             return c
     raise ValueError(f"cannot find a free slug for category {name!r}")
+
+
+# Statements publishing runs for every few dozen entries, built once: constructing and
+# compiling them anew each time cost more than the rows they fetch.
+_BY_ID = select(*(EntryRow.__table__.c[n] for n in _PUBLISHED_COLUMNS)).where(
+    EntryRow.__table__.c.id.in_(bindparam("ids", expanding=True))
+)
+_CATEGORIES_OF = (
+    select(EntryCategoryRow.entry_id, CategoryRow.id, CategoryRow.name, CategoryRow.slug)
+    .join(CategoryRow, CategoryRow.id == EntryCategoryRow.category_id)
+    .where(EntryCategoryRow.entry_id.in_(bindparam("ids", expanding=True)))
+    .order_by(CategoryRow.name)
+)
