@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from . import dedup
 from .config import Settings, SourceSettings
 from .model import Entry, Rejected
-from .publish import BuildReport, build, early_pages
+from .publish import BuildReport, build, early_pages, render
 from .runtime import paused_gc
 from .sources.articles import ArticleContext, read_articles, scan
 from .store import Store, now_utc
@@ -96,6 +96,8 @@ def ingest_files(
             flush()
         if progress and done % 200 == 0:
             progress(report.unchanged + done, len(stamps))
+    if len(todo) >= render.PARALLEL_MIN:
+        render.warm_up()  # the build's workers boot while the last entries are stored
     flush()
     if progress:
         progress(len(stamps), len(stamps))

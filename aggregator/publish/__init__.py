@@ -124,7 +124,9 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
             frozen = {i: tuple(pairs) for i, pairs in also.items()}
             jobs.append(render.FeedJob(plan, newest, None, feed_pages[-1] if feed_pages else None, frozen))
             new_signatures[plan.slug] = signature
-        done = work.feeds(jobs, lambda: _positions(store))
+        work.feeds(jobs, lambda: _positions(store))
+        report.written += _write_site(store, settings, plans)  # while the workers render
+        done = work.wait()
     if early:  # recorded once each (those of entries dedup hid are removed below)
         todo = list({t[0]: t for t in [*early.todo, *todo]}.values())
     pages.record(store, todo)
@@ -134,7 +136,6 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
     report.pages = done.pages + removed
     report.changed = sorted(done.changed)
     report.changed_urls = done.changed_urls
-    report.written += _write_site(store, settings, plans)
     store.set_signatures(new_signatures)
     if settings.websub.hub and report.changed_urls:
         report.pinged = websub.ping(settings.websub.hub, report.changed_urls, settings.websub.timeout)

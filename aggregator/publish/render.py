@@ -291,6 +291,7 @@ class Work:
         self._workers = 0
         self._futures: list[Future[Written]] = []
         self._todo: list[Sequence[pages.Todo]] = []  # page tasks not handed to workers yet (next one last)
+        self._done = Written()  # rendered in this process
 
     def __enter__(self) -> Work:
         return self
@@ -330,25 +331,29 @@ class Work:
         assert self._pool is not None
         self._futures.append(self._pool.submit(_page_run, self._todo.pop()))
 
-    def feeds(self, jobs: Sequence[FeedJob], position: Callable[[], dict[int, int]]) -> Written:
-        """Render `jobs` (and pages not handed over yet); wait for everything."""
-        written = Written()
+    def feeds(self, jobs: Sequence[FeedJob], position: Callable[[], dict[int, int]]) -> None:
+        """Render `jobs` (and pages not handed over yet): in the workers, which this returns
+        without waiting for (see `wait`), or here."""
         if self._pool is None and sum(j.size for j in jobs) + sum(map(len, self._todo)) >= PARALLEL_MIN:
             self._start()
         if self._pool is None:
             renderer = Renderer(self.store, self.settings, self.sources)
             for job in order(jobs, position()) if len(jobs) > 1 else jobs:
-                written.add(renderer.feed(job))
+                self._done.add(renderer.feed(job))
             while self._todo:
-                written.add(renderer.pages(self._todo.pop()))
-            return written
+                self._done.add(renderer.pages(self._todo.pop()))
+            return
         runs = split(order(jobs, position()), self._workers * RUNS_PER_WORKER)
         self._futures += [self._pool.submit(_feed_run, r) for r in runs]
         while self._todo:
             self._submit_page()
+
+    def wait(self) -> Written:
+        """What the workers wrote, once they are done."""
         for f in self._futures:
-            written.add(f.result())
-        return written
+            self._done.add(f.result())
+        self._futures = []
+        return self._done
 
     def _start(self) -> bool:
         """Start the worker processes, unless this machine or database cannot use them."""
@@ -364,6 +369,15 @@ class Work:
         self._pool = process_pool(workers, PRELOAD, _start_worker, start, fresh=True)
         self._workers = workers
         return True
+
+
+def warm_up() -> None:
+    """A big build is coming (a cold start's ingest is storing its last entries): get the
+    workers' process started meanwhile."""
+    from ..workers import cpu_workers, start_forkserver
+
+    if cpu_workers() >= 2:
+        start_forkserver(PRELOAD)
 
 
 def prepare(store: Store, force: bool, first: bool) -> None:
