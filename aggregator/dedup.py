@@ -7,7 +7,7 @@ Layers, cheapest first (identity — same source and key — is an update, handl
 2. **content**: a digest of the normalized body text (NFKC, tags and boilerplate lines
    stripped, case, whitespace and punctuation folded).
 3. **near**: MinHash over character shingles of that text (works the same for Chinese, which
-   has no spaces, and Latin scripts), indexed by LSH band hashes in `minhash_bands`, so the
+   has no spaces, and Latin scripts), indexed by LSH band keys (`store.MinhashBandRow`), so the
    candidates of a new entry are found by indexed lookups, never a pairwise scan. A candidate
    is confirmed only when the estimated Jaccard similarity reaches `near_threshold` *and* the
    titles agree, which keeps same-topic, different stories apart.
@@ -481,7 +481,7 @@ def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
 
 
 def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
-    from .store import DedupStateRow, EntryRow, SourceRow
+    from .store import DedupStateRow, EntryRow, SourceRow, merge_bands
 
     started = time.monotonic()
     cfg: DedupSettings = settings.dedup
@@ -521,13 +521,25 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
                     report.duplicates += 1
                     report.reasons[it.dup_reason] += 1
         _sync_categories(c, e, affected)
-        for name, value in (("features", feat_digest), ("decisions", decision_digest)):
+        updates = {"features": feat_digest, "decisions": decision_digest}
+        if ids:  # each entry decided may have added its band keys to the recent table
+            recent = _counter(state, "bands_recent") + BANDS * len(ids)
+            merged = merge_bands(c, _counter(state, "bands_merged"), recent)
+            updates["bands_recent"] = str(recent if merged is None else 0)
+            if merged is not None:
+                updates["bands_merged"] = str(merged)
+        for name, value in updates.items():
             if state.get(name) != value:
                 c.execute(delete(DedupStateRow).where(DedupStateRow.name == name))
                 c.execute(insert(DedupStateRow).values(name=name, value=value))
     report.seconds = time.monotonic() - started
     log.info("%s; %d features computed; %.2f s", report.summary(), report.computed, report.seconds)
     return report
+
+
+def _counter(state: dict[str, str], name: str) -> int:
+    value = state.get(name, "")
+    return int(value) if value.isdigit() else 0  # unset, or not written by this version
 
 
 def _ranked(c, e, ids: set[int], sources: dict[int, str], priority: Sequence[str]) -> list[int]:
@@ -566,9 +578,8 @@ def _candidates(c, e, items: dict[int, Item], later: set[int]) -> dict[int, list
     LSH band keys (the MAX_CANDIDATES sharing the most). Entries of `later` batches of this
     run (whose bands the ingest may have stored already) cannot be matches yet, so they take
     no candidate slot."""
-    from .store import MinhashBandRow, insert_bands
+    from .store import BAND_TABLES, insert_bands
 
-    b = MinhashBandRow.__table__
     by_url: dict[str, set[int]] = {}
     by_print: dict[str, set[int]] = {}
     for chunk in _chunks(sorted({it.url_key for it in items.values() if it.url_key})):
@@ -581,18 +592,22 @@ def _candidates(c, e, items: dict[int, Item], later: set[int]) -> dict[int, list
     # every entry sharing a band with one of the batch, counted per pair, in the database:
     # only the pairs come back, not a row per band key.
     insert_bands(c, [(k, it.id) for it in items.values() if it.fresh and it.signature for k in band_keys(it.signature)])
-    mine, theirs = b.alias("mine"), b.alias("theirs")
+    # Each key is in one of the two band tables: every (mine, theirs) pair of them is joined,
+    # each an indexed lookup, and a pair's shared keys are summed over the four.
     shared: dict[int, Counter] = {}
     for chunk in _chunks(sorted(i for i, it in items.items() if it.signature and not it.withdrawn)):
-        q = (
-            select(mine.c.entry_id, theirs.c.entry_id, func.count())
-            .join(theirs, (theirs.c.key == mine.c.key) & (theirs.c.entry_id != mine.c.entry_id))
-            .where(mine.c.entry_id.in_(chunk))
-            .group_by(mine.c.entry_id, theirs.c.entry_id)
-        )
-        for i, j, n in c.execute(q):
-            if j not in later:
-                shared.setdefault(i, Counter())[j] = n
+        for m in BAND_TABLES:
+            for t in BAND_TABLES:
+                mine, theirs = m.alias("mine"), t.alias("theirs")
+                q = (
+                    select(mine.c.entry_id, theirs.c.entry_id, func.count())
+                    .join(theirs, (theirs.c.key == mine.c.key) & (theirs.c.entry_id != mine.c.entry_id))
+                    .where(mine.c.entry_id.in_(chunk))
+                    .group_by(mine.c.entry_id, theirs.c.entry_id)
+                )
+                for i, j, n in c.execute(q):
+                    if j not in later:
+                        shared.setdefault(i, Counter())[j] += n
     out: dict[int, list[int]] = {}
     for i, it in items.items():
         if it.withdrawn:
@@ -667,9 +682,8 @@ def _load(c, e, ids: Iterable[int], items: dict[int, Item], sources: dict[int, s
 def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Item], sources: dict[int, str]) -> int:
     """Load the entries to decide, computing features for those whose current version has none
     (once per version: an unchanged entry that is re-decided reuses its stored features)."""
-    from .store import DedupCategoryRow, MinhashBandRow
+    from .store import DedupCategoryRow, delete_bands
 
-    b = MinhashBandRow.__table__
     computed = 0
     for chunk in _chunks(ids):
         stale: dict[int, str] = {}  # id → version, of entries whose stored features are not of it
@@ -711,7 +725,7 @@ def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Ite
         )
         # The new bands are stored by _candidates, once the batch's lookups are done.
         changed_ids = [r["b_id"] for r in fresh]
-        c.execute(delete(b).where(b.c.entry_id.in_(changed_ids)))
+        delete_bands(c, changed_ids)
         # A new version's categories were rewritten by the store: none of them is borrowed any more.
         c.execute(delete(DedupCategoryRow).where(DedupCategoryRow.entry_id.in_(changed_ids)))
     return computed

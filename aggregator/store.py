@@ -175,8 +175,14 @@ class MinhashBandRow(Base):
     an entry's MinHash, so near-duplicate candidates are found by an indexed lookup, never by
     comparing against every entry. The key leads the primary key and SQLite stores the table
     as that one B-tree (WITHOUT ROWID; other databases ignore the option): the lookup and the
-    rows are the same structure, the biggest write of a cold start goes to one random-keyed
-    tree instead of two, and the entry index (for deletes) grows at its end."""
+    rows are the same structure, and the entry index (for deletes) grows at its end.
+
+    The index is two tables, like a two-level log-structured merge tree: new keys go to the
+    small `RecentBandRow`, which `merge_bands` moves into this one in key order now and then.
+    Random keys inserted straight into one big tree dirty a page each, and every commit
+    writes those pages back, so the cost of adding an entry grew with the store; a small
+    tree keeps few pages dirty, and a merge writes each page of the big one about once for
+    a whole eighth of its size in new keys."""
 
     __tablename__ = "minhash_bands"
     __table_args__ = (Index("ix_minhash_bands_entry", "entry_id"), {"sqlite_with_rowid": False})
@@ -185,16 +191,52 @@ class MinhashBandRow(Base):
     entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
 
 
+class RecentBandRow(Base):
+    """Band keys not merged into `MinhashBandRow` yet (same columns)."""
+
+    __tablename__ = "minhash_bands_recent"
+    __table_args__ = (Index("ix_minhash_bands_recent_entry", "entry_id"), {"sqlite_with_rowid": False})
+
+    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
+
+
+BAND_TABLES = (MinhashBandRow.__table__, RecentBandRow.__table__)  # every key is in exactly one
+MERGE_MIN = 50_000  # recent keys (2,000 entries) below which no merge is worth its statements
+MERGE_RATIO = 8  # merge once the recent keys exceed 1/8 of the merged ones
+
+
 def insert_bands(c, rows: list[tuple[int, int]]) -> None:
-    """Store (band key, entry id) rows: the biggest write of a cold start, so straight to the
-    driver's executemany (no per-row parameter processing), in key order so that consecutive
-    rows land on the same or the next page of the B-tree instead of a random one each. Plain
-    SQL; only the placeholder style differs between drivers (qmark for sqlite3, format for psycopg)."""
+    """Store (band key, entry id) rows, in the recent table: the biggest write of a cold
+    start, so straight to the driver's executemany (no per-row parameter processing), in key
+    order so that consecutive rows land on the same or the next page of the B-tree instead
+    of a random one each. Plain SQL; only the placeholder style differs between drivers
+    (qmark for sqlite3, format for psycopg)."""
     mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {MinhashBandRow.__tablename__} (key, entry_id) VALUES ({mark}, {mark})"
+    sql = f"INSERT INTO {RecentBandRow.__tablename__} (key, entry_id) VALUES ({mark}, {mark})"
     rows.sort()
     for i in range(0, len(rows), 5000):
         c.exec_driver_sql(sql, rows[i : i + 5000])
+
+
+def delete_bands(c, entry_ids: Sequence[int]) -> None:
+    """Drop the band keys of these entries, wherever they are."""
+    for t in BAND_TABLES:
+        c.execute(delete(t).where(t.c.entry_id.in_(list(entry_ids))))
+
+
+def merge_bands(c, merged: int, recent: int) -> int | None:
+    """Move the recent band keys into the merged table once there are more than
+    max(MERGE_MIN, merged / MERGE_RATIO) of them. `merged` is how many keys the merged table
+    held after the last merge, `recent` how many were added since, at most: the caller keeps
+    both (counting the tables at every run would cost what the merge saves; deletes only make
+    them overestimates). Returns the merged table's size after a merge, None when none was due."""
+    if recent <= max(MERGE_MIN, merged // MERGE_RATIO):
+        return None
+    m, r = BAND_TABLES
+    c.execute(insert(m).from_select(["key", "entry_id"], select(r.c.key, r.c.entry_id).order_by(r.c.key)))
+    c.execute(delete(r))
+    return c.scalar(select(func.count()).select_from(m)) or 0
 
 
 class DedupStateRow(Base):
@@ -479,7 +521,7 @@ class Store:
                     # None of its categories is borrowed from a duplicate any more (dedup lends again).
                     s.execute(delete(DedupCategoryRow).where(DedupCategoryRow.entry_id == old.id))
                     if e.features is not None:
-                        s.execute(delete(MinhashBandRow).where(MinhashBandRow.entry_id == old.id))
+                        delete_bands(s.connection(), [old.id])
                         bands += [(k, old.id) for k in e.features.bands]
                     links = [{"entry_id": old.id, "category_id": cat_ids[c]} for c in e.categories]
                     if links:

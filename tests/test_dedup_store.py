@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, delete, func, select, update
+from sqlalchemy import create_engine, delete, select, update
 
 from aggregator import dedup
 from aggregator.config import DedupSettings, Settings
 from aggregator.model import Entry
-from aggregator.store import Base, EntryRow, MinhashBandRow, Store
+from aggregator.store import BAND_TABLES, Base, EntryRow, Store
 from tests.test_dedup import EN, PORT, PORT_RESULTS, html
 
 T0 = datetime(2022, 9, 7, 2, 0, tzinfo=UTC)
@@ -179,7 +179,8 @@ def test_deleting_the_canonical_entry_promotes_the_next(site: Site) -> None:
     assert site.shown() == ["b.md"]
     assert site.state()["c.md"][0] == "b.md"
     with site.store.engine.connect() as c:
-        assert c.scalar(select(MinhashBandRow.entry_id).where(MinhashBandRow.entry_id == site.ids["a.md"])) is None
+        for b in BAND_TABLES:  # the foreign key took its band keys along, from both tables
+            assert c.scalar(select(b.c.entry_id).where(b.c.entry_id == site.ids["a.md"])) is None
 
 
 def test_a_changed_member_is_re_evaluated_and_may_leave(site: Site) -> None:
@@ -376,11 +377,7 @@ def test_a_withdrawn_entry_keeps_its_bands_through_a_recompute(site: Site) -> No
     assert dedup.run(site.store, settings(tracking_params=["x"]), []).computed == 2
     dedup.run(site.store, settings(tracking_params=["x"]), site.save(entry("d.md", "【转载】" + TITLE, REPRINT, None)))
     assert site.state()["d.md"][:2] == ("a.md", "near")
-    with site.store.engine.connect() as c:
-        n = c.scalar(
-            select(func.count()).select_from(MinhashBandRow).where(MinhashBandRow.entry_id == site.ids["d.md"])
-        )
-    assert n == dedup.BANDS
+    assert len(_bands(site.store)["d.md"]) == dedup.BANDS
 
 
 def test_the_shown_entry_borrows_the_categories_of_its_duplicates(site: Site) -> None:
@@ -427,13 +424,14 @@ def test_a_stale_record_of_a_borrowed_category_is_repaired(site: Site) -> None:
     assert sorted(c.name for c in site.store.entry_categories([site.ids["a.md"]])[site.ids["a.md"]]) == ["财经"]
 
 
-def _bands(store: Store) -> dict[str, set[int]]:
-    e, b = EntryRow.__table__, MinhashBandRow.__table__
-    with store.engine.connect() as c:
-        rows = c.execute(select(e.c.key, b.c.key).join(b, b.c.entry_id == e.c.id)).all()
+def _bands(store: Store, tables=BAND_TABLES) -> dict[str, set[int]]:
+    """Entry key → its band keys, in either band table (or those of `tables`)."""
+    e = EntryRow.__table__
     out: dict[str, set[int]] = {}
-    for key, band in rows:
-        out.setdefault(key, set()).add(band)
+    with store.engine.connect() as c:
+        for b in tables:
+            for key, band in c.execute(select(e.c.key, b.c.key).join(b, b.c.entry_id == e.c.id)):
+                out.setdefault(key, set()).add(band)
     return out
 
 
@@ -501,3 +499,37 @@ def test_ingest_workers_compute_features(tmp_path: Path, monkeypatch: pytest.Mon
         assert Site(store).shown() == ["a.md"]
     finally:
         store.close()
+
+
+def test_band_keys_merge_into_the_big_table_and_match_across_both(site: Site, monkeypatch) -> None:
+    """New band keys go to the small recent table and a run moves them into the merged one
+    once there are enough; a near-duplicate is found whichever table either side's keys are
+    in, and an entry's new version takes its keys out of both."""
+    from aggregator import store as store_module
+    from aggregator.store import DedupStateRow
+
+    merged_table, recent_table = BAND_TABLES
+    monkeypatch.setattr(store_module, "MERGE_MIN", 30)  # more than one entry's 25 keys
+    dedup.run(site.store, settings(), site.save(entry("a.md", link=None)))
+    assert set(_bands(site.store, [recent_table])) == {"a.md"} and not _bands(site.store, [merged_table])
+
+    # A second entry's keys push the recent table over the minimum: both entries are merged.
+    dedup.run(site.store, settings(), site.save(entry("b.md", "Harbor Logistics opens terminal", EN, None)))
+    assert set(_bands(site.store, [merged_table])) == {"a.md", "b.md"} and not _bands(site.store, [recent_table])
+    with site.store.engine.connect() as c:
+        state = dict(c.execute(select(DedupStateRow.name, DedupStateRow.value)).all())
+    assert state["bands_recent"] == "0" and state["bands_merged"] == str(2 * dedup.BANDS)
+
+    # The reprint's keys are recent, the original's merged: still a near-duplicate.
+    dedup.run(site.store, settings(), site.save(entry("d.md", "【转载】" + TITLE, REPRINT, None)))
+    assert set(_bands(site.store, [recent_table])) == {"d.md"}
+    assert site.state()["d.md"][:2] == ("a.md", "near")
+
+    # A new version of the original: its old keys leave the merged table, only the new ones
+    # remain (merged again by now), and the reprint is found from it.
+    old = _bands(site.store)["a.md"]
+    touched = site.save(entry("a.md", paras=[*PORT, "补充一句。"], link=None, published=T0 + timedelta(hours=5)))
+    dedup.run(site.store, settings(), touched)
+    new = _bands(site.store)["a.md"]
+    assert len(new) == dedup.BANDS and new != old
+    assert site.state()["a.md"][:2] == ("d.md", "near")
