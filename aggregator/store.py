@@ -182,13 +182,18 @@ class MinhashBandRow(Base):
     Random keys inserted straight into one big tree dirty a page each, and every commit
     writes those pages back, so the cost of adding an entry grew with the store; a small
     tree keeps few pages dirty, and a merge writes each page of the big one about once for
-    a whole eighth of its size in new keys."""
+    a whole eighth of its size in new keys.
+
+    Both are an index the dedup stage keeps, without a foreign key: checking it (a lookup in
+    the big entries table per key) cost more than the insert itself, twice per key. Whatever
+    deletes entries deletes their keys (`delete_bands`); a key left behind would only offer
+    a candidate that no longer loads."""
 
     __tablename__ = "minhash_bands"
     __table_args__ = (Index("ix_minhash_bands_entry", "entry_id"), {"sqlite_with_rowid": False})
 
     key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
+    entry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
 class RecentBandRow(Base):
@@ -198,7 +203,7 @@ class RecentBandRow(Base):
     __table_args__ = (Index("ix_minhash_bands_recent_entry", "entry_id"), {"sqlite_with_rowid": False})
 
     key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True)
+    entry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
 BAND_TABLES = (MinhashBandRow.__table__, RecentBandRow.__table__)  # every key is in exactly one

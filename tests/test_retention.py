@@ -82,6 +82,21 @@ def test_prune_by_age_leaves_tombstones_that_keep_entries_out(store: Store):
     assert keys(store, sid) == {f"https://example.org/feed/{i}" for i in (0, 1, 9)}
 
 
+def test_pruned_entries_take_their_band_keys_along(store: Store):
+    from aggregator.store import BAND_TABLES, insert_bands
+
+    save(store, "a", [entry("a", 1, 40), entry("a", 2, 1)])
+    ids = {r.key: r.id for r in store.listing(None, None)}
+    old, new = ids["https://example.org/a/1"], ids["https://example.org/a/2"]
+    with store.engine.begin() as c:
+        insert_bands(c, [(10, old), (11, new)])
+        c.exec_driver_sql(f"INSERT INTO {BAND_TABLES[0].name} (key, entry_id) VALUES (12, {old}), (13, {new})")
+    assert prune(store, RetentionSettings(max_age_days=30), now=NOW).pruned == 1
+    with store.engine.connect() as c:
+        left = sorted(r for t in BAND_TABLES for r in c.execute(select(t.c.key, t.c.entry_id)).all())
+    assert left == [(11, new), (13, new)]
+
+
 def test_prune_by_count_keeps_newest_per_source(store: Store):
     a = save(store, "a", [entry("a", i, i) for i in range(5)])
     b = save(store, "b", [entry("b", i, i) for i in range(2)])
