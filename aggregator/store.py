@@ -27,6 +27,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -178,11 +179,13 @@ class MinhashBandRow(Base):
     rows are the same structure, and the entry index (for deletes) grows at its end.
 
     The index is two tables, like a two-level log-structured merge tree: new keys go to the
-    small `RecentBandRow`, which `merge_bands` moves into this one in key order now and then.
-    Random keys inserted straight into one big tree dirty a page each, and every commit
-    writes those pages back, so the cost of adding an entry grew with the store; a small
-    tree keeps few pages dirty, and a merge writes each page of the big one about once for
-    a whole eighth of its size in new keys.
+    small recent one (`RecentBandRow`), which `merge_bands` moves into the big merged one (this)
+    in key order now and then. Random keys inserted straight into one big tree dirty a page
+    each, and every commit writes those pages back, so the cost of adding an entry grew with
+    the store; a small tree keeps few pages dirty, and a merge writes each page of the big one
+    about once for a whole eighth of its size in new keys. When the merged table is empty (a
+    cold start), the two swap roles instead of moving every row (`band_roles`): lookups and
+    deletes read both, only inserts and merges care which is which.
 
     Both are an index the dedup stage keeps, without a foreign key: checking it (a lookup in
     the big entries table per key) cost more than the insert itself, twice per key. Whatever
@@ -211,14 +214,34 @@ MERGE_MIN = 50_000  # recent keys (2,000 entries) below which no merge is worth 
 MERGE_RATIO = 8  # merge once the recent keys exceed 1/8 of the merged ones
 
 
+class DedupStateRow(Base):
+    """Small key/value memory of the dedup stage (e.g. the settings digest it last ran with)."""
+
+    __tablename__ = "dedup_state"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+def band_roles(c) -> tuple[Table, Table]:
+    """The (merged, recent) band tables: swapped once the first merge found the merged one empty."""
+    swapped = c.scalar(select(DedupStateRow.value).where(DedupStateRow.name == _SWAPPED)) == "1"
+    return (BAND_TABLES[1], BAND_TABLES[0]) if swapped else BAND_TABLES
+
+
+_SWAPPED = "bands_swapped"
+
+
 def insert_bands(c, rows: list[tuple[int, int]]) -> None:
     """Store (band key, entry id) rows, in the recent table: the biggest write of a cold
     start, so straight to the driver's executemany (no per-row parameter processing), in key
     order so that consecutive rows land on the same or the next page of the B-tree instead
     of a random one each. Plain SQL; only the placeholder style differs between drivers
     (qmark for sqlite3, format for psycopg)."""
+    if not rows:
+        return
     mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {RecentBandRow.__tablename__} (key, entry_id) VALUES ({mark}, {mark})"
+    sql = f"INSERT INTO {band_roles(c)[1].name} (key, entry_id) VALUES ({mark}, {mark})"
     rows.sort()
     for i in range(0, len(rows), 5000):
         c.exec_driver_sql(sql, rows[i : i + 5000])
@@ -238,19 +261,16 @@ def merge_bands(c, merged: int, recent: int) -> int | None:
     them overestimates). Returns the merged table's size after a merge, None when none was due."""
     if recent <= max(MERGE_MIN, merged // MERGE_RATIO):
         return None
-    m, r = BAND_TABLES
+    m, r = band_roles(c)
+    if c.execute(select(m.c.key).limit(1)).first() is None:
+        # Nothing merged yet: the recent table becomes the merged one as it is.
+        swapped = "0" if m is BAND_TABLES[1] else "1"
+        c.execute(delete(DedupStateRow).where(DedupStateRow.name == _SWAPPED))
+        c.execute(insert(DedupStateRow).values(name=_SWAPPED, value=swapped))
+        return recent
     c.execute(insert(m).from_select(["key", "entry_id"], select(r.c.key, r.c.entry_id).order_by(r.c.key)))
     c.execute(delete(r))
     return c.scalar(select(func.count()).select_from(m)) or 0
-
-
-class DedupStateRow(Base):
-    """Small key/value memory of the dedup stage (e.g. the settings digest it last ran with)."""
-
-    __tablename__ = "dedup_state"
-
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
 
 
 class DedupCategoryRow(Base):

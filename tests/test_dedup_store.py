@@ -513,22 +513,38 @@ def test_band_keys_merge_into_the_big_table_and_match_across_both(site: Site, mo
     from aggregator import store as store_module
     from aggregator.store import DedupStateRow
 
-    merged_table, recent_table = BAND_TABLES
+    def roles():
+        with site.store.engine.connect() as c:
+            return store_module.band_roles(c)
+
+    def state() -> dict[str, str]:
+        with site.store.engine.connect() as c:
+            return dict(c.execute(select(DedupStateRow.name, DedupStateRow.value)).all())
+
     monkeypatch.setattr(store_module, "MERGE_MIN", 30)  # more than one entry's 25 keys
     dedup.run(site.store, settings(), site.save(entry("a.md", link=None)))
+    merged_table, recent_table = roles()
+    assert merged_table.name == "minhash_bands" and recent_table.name == "minhash_bands_recent"
     assert set(_bands(site.store, [recent_table])) == {"a.md"} and not _bands(site.store, [merged_table])
 
-    # A second entry's keys push the recent table over the minimum: both entries are merged.
+    # A second entry's keys push the recent table over the minimum; the merged one is empty,
+    # so the two swap roles instead of moving rows.
     dedup.run(site.store, settings(), site.save(entry("b.md", "Harbor Logistics opens terminal", EN, None)))
+    merged_table, recent_table = roles()
+    assert merged_table.name == "minhash_bands_recent" and state()["bands_swapped"] == "1"
     assert set(_bands(site.store, [merged_table])) == {"a.md", "b.md"} and not _bands(site.store, [recent_table])
-    with site.store.engine.connect() as c:
-        state = dict(c.execute(select(DedupStateRow.name, DedupStateRow.value)).all())
-    assert state["bands_recent"] == "0" and state["bands_merged"] == str(2 * dedup.BANDS)
+    assert state()["bands_recent"] == "0" and state()["bands_merged"] == str(2 * dedup.BANDS)  # an estimate
 
-    # The reprint's keys are recent, the original's merged: still a near-duplicate.
+    # The reprint's keys go to the recent table, the original's are merged: a near-duplicate.
     dedup.run(site.store, settings(), site.save(entry("d.md", "【转载】" + TITLE, REPRINT, None)))
     assert set(_bands(site.store, [recent_table])) == {"d.md"}
     assert site.state()["d.md"][:2] == ("a.md", "near")
+
+    # More keys: this time they are moved into the merged table, in key order.
+    dedup.run(site.store, settings(), site.save(entry("f.md", "Port of Linjiang adds berths", EN[1:], None)))
+    assert roles() == (merged_table, recent_table) and not _bands(site.store, [recent_table])
+    assert set(_bands(site.store, [merged_table])) == {"a.md", "b.md", "d.md", "f.md"}
+    assert state()["bands_merged"] == str(4 * dedup.BANDS)  # counted
 
     # A new version of the original: its old keys leave the merged table, only the new ones
     # remain (merged again by now), and the reprint is found from it.
