@@ -633,3 +633,26 @@ def test_pages_rendered_during_dedup_match_a_build_after_it(tmp_path: Path, monk
     assert {k: v[0] for k, v in digests(other).items()} == {k: v[0] for k, v in digests(out).items()}
     report, _ = run(cfg)
     assert report.written == 0
+
+
+def test_a_page_queued_again_is_not_rendered_from_its_older_task(tmp_path: Path, monkeypatch):
+    """A page handed over before dedup and due again after it (its categories changed) must be
+    rendered from the newer task only: it leaves the older task if that one has not started."""
+    import os
+
+    from aggregator.publish import render
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("render workers need two cores")
+    monkeypatch.setattr(render, "PARALLEL_MIN", 0)
+    _, settings = run(notes_site(tmp_path, 2))
+    store = Store(settings.database.url)
+    try:
+        with render.Work(store, settings, {}) as work:
+            work.pages([("u1", 1, "old"), ("u2", 2, "s2")], hold=10**6)  # queued, none handed over
+            assert work.parallel
+            work.pages([("u1", 1, "new")], hold=10**6)
+            queued = [t for task in reversed(work._todo) for t in task]
+    finally:
+        store.close()
+    assert queued == [("u2", 2, "s2"), ("u1", 1, "new")]

@@ -291,6 +291,7 @@ class Work:
         self._workers = 0
         self._futures: list[Future[Written]] = []
         self._todo: list[Sequence[pages.Todo]] = []  # page tasks not handed to workers yet (next one last)
+        self._queued: set[str] = set()  # uids of every page queued so far
         self._done = Written()  # rendered in this process
 
     def __enter__(self) -> Work:
@@ -308,6 +309,15 @@ class Work:
         """Queue article pages (after any queued already). With workers, hand them over a few
         at a time (see `keep_busy`), or with `hold`, all but that many tasks at once: for when
         this process goes on to other work and cannot top them up."""
+        again = {uid for uid, _, _ in todo} & self._queued
+        if again:
+            # Pages queued before and due again (dedup changed their categories): the older
+            # render must not land after the newer one. Drop them from the tasks not handed
+            # over yet, and let the ones handed over finish first.
+            self._todo = [kept for task in self._todo if (kept := [t for t in task if t[0] not in again])]
+            for f in self._futures:
+                f.result()
+        self._queued.update(uid for uid, _, _ in todo)
         tasks = [todo[i : i + PAGES_PER_TASK] for i in range(0, len(todo), PAGES_PER_TASK)]
         self._todo = tasks[::-1] + self._todo
         if self._pool is None and len(todo) >= PARALLEL_MIN:
