@@ -770,13 +770,13 @@ def _sync_categories(c, e, affected: set[int]) -> None:
         # An entry alone in its cluster that has borrowed nothing has nothing to give or take
         # back: on a cold start, nearly all of them, whose categories need not be read.
         busy = [i for i, *_ in rows if members.get(i) or i in borrowed]
-        everyone = set(busy) | {m for i in busy for m in members.get(i, ())}
+        involved = set(busy) | {m for i in busy for m in members.get(i, ())}
         cats: dict[int, set[int]] = {}
-        for part in _chunks(sorted(everyone)):
+        for part in _chunks(sorted(involved)):
             for i, cat in c.execute(select(ec.c.entry_id, ec.c.category_id).where(ec.c.entry_id.in_(part))):
                 cats.setdefault(i, set()).add(cat)
 
-        own = {i: cats.get(i, set()) - borrowed.get(i, set()) for i in everyone}
+        own = {i: cats.get(i, set()) - borrowed.get(i, set()) for i in involved}
         give: list[tuple[int, int]] = []
         take: list[tuple[int, int]] = []
         for i in busy:
