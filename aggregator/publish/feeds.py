@@ -128,8 +128,9 @@ def entry_elements(item: Item, formats: Sequence[str], category_scheme: str) -> 
     for name in item.authors:
         fe.author(name=name)
     if item.categories:
-        scheme = category_scheme
-        fe.category([{"term": slug, "label": name, "scheme": f"{scheme}{slug}/"} for slug, name in item.categories])
+        fe.category(
+            [{"term": slug, "label": name, "scheme": f"{category_scheme}{slug}/"} for slug, name in item.categories]
+        )
     if item.summary:
         fe.summary(item.summary)
     if item.content_html is not None:
