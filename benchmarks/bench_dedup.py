@@ -4,7 +4,9 @@ Synthetic entries (~1,000-character Chinese or ~2,500-character English bodies; 
 eight a planted duplicate: copy, tracking URL or reprint with an edited paragraph) are saved
 in batches through the real store, and `dedup.run` is timed on each batch, as `update` runs it.
 The cost per entry of the first and the last 10,000 should be the same within noise: lookups
-are indexed (URL key, fingerprint, LSH bands), never a scan of what is stored.
+are indexed (URL key, fingerprint, LSH bands), never a scan of what is stored. The first
+window's batches are replayed into a new store alongside the last window's, which compares the
+two sizes at the same moment: the machine's speed drifts by 10 % and more within a run.
 
     .venv/bin/python benchmarks/bench_dedup.py [--n 100000] [--batch 1000] [--db FILE]
 """
@@ -73,6 +75,31 @@ def make(i: int, rng: random.Random, originals: list[Entry], t0: datetime) -> En
     return e
 
 
+def dedup_batch(store: Store, sources: dict[str, int], batch: list[Entry], now: datetime) -> tuple[float, float, int]:
+    """Save one batch and run the dedup stage on it: (store seconds, dedup CPU seconds, duplicates)."""
+    s0 = time.monotonic()
+    touched: list[int] = []
+    for name, sid in sources.items():
+        _, t = store.save_entries(sid, [e for e in batch if e.source == name], {}, now)
+        touched += t
+    saved = time.monotonic() - s0
+    # CPU time of this process: the machine is shared, wall time measures the neighbours too.
+    d0 = time.process_time()
+    report = dedup.run(store, Settings(), touched)
+    return saved, time.process_time() - d0, report.duplicates
+
+
+def new_store(path: Path) -> tuple[Store, dict[str, int]]:
+    store = Store(f"sqlite:///{path}")
+    return store, {name: store.source_id(name, "files", f"/{name}") for name in ("files", "wire")}
+
+
+def report(name: str, per_entry: list[float]) -> float:
+    mean, median = statistics.mean(per_entry) * 1000, statistics.median(per_entry) * 1000
+    print(f"dedup CPU per entry, {name}: {mean:.3f} ms (median batch {median:.3f} ms)")
+    return mean
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100_000)
@@ -83,49 +110,51 @@ def main() -> None:
 
     tmp = tempfile.TemporaryDirectory()
     db = Path(args.db) if args.db else Path(tmp.name) / "bench.sqlite3"
-    store = Store(f"sqlite:///{db}")
-    settings = Settings()
+    store, sources = new_store(db)
     rng = random.Random(42)
     t0 = datetime(2022, 1, 1, tzinfo=UTC)
     now = datetime.now(UTC).replace(microsecond=0)
-    sources = {name: store.source_id(name, "files", f"/{name}") for name in ("files", "wire")}
     originals: list[Entry] = []
-    per_entry: list[float] = []  # seconds per entry, one value per batch
+    batches: list[list[Entry]] = []  # the first window's, replayed at the end
+    per_entry: list[float] = []  # dedup CPU seconds per entry, one value per batch
+    replayed: list[float] = []
+    w = max(1, args.window // args.batch)
+    replay, replay_sources = new_store(Path(tmp.name) / "replay.sqlite3")
+    n_batches = -(-args.n // args.batch)
     duplicates = 0
     save_seconds = 0.0
-    wall = 0.0
     started = time.monotonic()
-    for start in range(0, args.n, args.batch):
+    for k, start in enumerate(range(0, args.n, args.batch)):
         batch = [make(i, rng, originals, t0) for i in range(start, min(args.n, start + args.batch))]
-        s0 = time.monotonic()
-        touched: list[int] = []
-        for name, sid in sources.items():
-            _, t = store.save_entries(sid, [e for e in batch if e.source == name], {}, now)
-            touched += t
-        save_seconds += time.monotonic() - s0
-        # CPU time of this process: the machine is shared, wall time measures the neighbours too.
-        d0, w0 = time.process_time(), time.perf_counter()
-        report = dedup.run(store, settings, touched)
-        per_entry.append((time.process_time() - d0) / len(batch))
-        wall += time.perf_counter() - w0
-        duplicates += report.duplicates
+        if k < w:
+            batches.append(batch)
+        saved, cpu, dups = dedup_batch(store, sources, batch, now)
+        per_entry.append(cpu / len(batch))
+        save_seconds += saved
+        duplicates += dups
+        # The last window alternates with a replay of the first window's batches into a new,
+        # empty store: the two are then measured at the same time, so a machine that got faster
+        # or slower in between (it does, by 10 % and more) does not pass for a change in cost.
+        j = k - (n_batches - w)
+        if 0 <= j < len(batches):
+            replayed.append(dedup_batch(replay, replay_sources, batches[j], now)[1] / len(batches[j]))
         done = start + len(batch)
         if done % 10_000 == 0:
             print(f"  {done:>7,} entries: dedup {per_entry[-1] * 1000:.3f} ms/entry (last batch)", flush=True)
     total = time.monotonic() - started
-    w = max(1, args.window // args.batch)
-    first, last = per_entry[:w], per_entry[-w:]
-    ms = 1000
     print(f"entries: {args.n:,} in batches of {args.batch:,}; duplicates linked: {duplicates:,}")
-    for name, part in ((f"first {args.window:,}", first), (f"last  {args.window:,}", last)):
-        mean, median = statistics.mean(part) * ms, statistics.median(part) * ms
-        print(f"dedup CPU per entry, {name}: {mean:.3f} ms (median batch {median:.3f} ms)")
-    print(f"ratio last/first: {statistics.mean(last) / statistics.mean(first):.2f}")
+    first = report(f"first {args.window:,}", per_entry[:w])
+    last = report(f"last  {args.window:,}", per_entry[-w:])
+    print(f"ratio last/first: {last / first:.2f}")
+    if replayed:
+        again = report(f"first {args.window:,} again, replayed alongside the last", replayed)
+        print(f"ratio last/first measured together: {last / again:.2f}")
     cpu = sum(per_entry) * args.batch
-    print(f"dedup {cpu:.1f} s CPU ({wall:.1f} s wall); store writes {save_seconds:.1f} s; whole run {total:.1f} s")
+    print(f"dedup {cpu:.1f} s CPU; store writes {save_seconds:.1f} s; whole run {total:.1f} s")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"database {db.stat().st_size / 1e6:.0f} MB; peak memory {rss:.0f} MB")
     store.close()
+    replay.close()
     tmp.cleanup()
 
 
