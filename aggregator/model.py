@@ -34,8 +34,8 @@ class Features:
     """What dedup derives from one version of an entry's text and link (see `dedup.features`)."""
 
     canonical_url: str | None
-    url_key: str | None  # digest of canonical_url
-    fingerprint: str | None  # digest of the normalized text
+    url_key: int | None  # 64-bit digest of canonical_url
+    fingerprint: int | None  # 64-bit digest of the normalized text
     text_chars: int  # length of the normalized text
     signature: bytes | None  # MinHash
     bands: tuple[int, ...] = ()  # LSH keys of the signature, one per band

@@ -142,8 +142,8 @@ class EntryRow(Base):
     dup_score: Mapped[float | None] = mapped_column(Float)
     # features computed once per entry version by aggregator/dedup.py
     canonical_url: Mapped[str | None] = mapped_column(Text)
-    url_key: Mapped[str | None] = mapped_column(String(32), index=True)  # digest of canonical_url
-    fingerprint: Mapped[str | None] = mapped_column(String(32), index=True)  # normalized-text digest
+    url_key: Mapped[int | None] = mapped_column(BigInteger, index=True)  # 64-bit digest of canonical_url
+    fingerprint: Mapped[int | None] = mapped_column(BigInteger, index=True)  # normalized-text digest
     minhash: Mapped[bytes | None] = mapped_column(LargeBinary)  # MinHash signature, little-endian u32s
     text_chars: Mapped[int | None] = mapped_column(Integer)  # length of the normalized body text
     dedup_version: Mapped[str | None] = mapped_column(String(32))  # the `version` these features describe
@@ -310,7 +310,7 @@ class TombstoneRow(Base):
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(1000), primary_key=True)
     uid: Mapped[str] = mapped_column(String(36))
-    fingerprint: Mapped[str | None] = mapped_column(String(32))
+    fingerprint: Mapped[int | None] = mapped_column(BigInteger)
     pruned_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
