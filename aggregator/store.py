@@ -258,19 +258,23 @@ def merge_bands(c, merged: int, recent: int) -> int | None:
     max(MERGE_MIN, merged / MERGE_RATIO) of them. `merged` is how many keys the merged table
     held after the last merge, `recent` how many were added since, at most: the caller keeps
     both (counting the tables at every run would cost what the merge saves; deletes only make
-    them overestimates). Returns the merged table's size after a merge, None when none was due."""
+    them overestimates). Returns the merged table's size after a merge (`merged` plus the keys
+    moved), None when none was due."""
     if recent <= max(MERGE_MIN, merged // MERGE_RATIO):
         return None
     m, r = band_roles(c)
+    # The recent keys are counted (the caller's figure only bounds them), the merged ones are not:
+    # that would read the whole big table at every merge, to correct for what deletes took out.
+    moved = c.scalar(select(func.count()).select_from(r)) or 0
     if c.execute(select(m.c.key).limit(1)).first() is None:
         # Nothing merged yet: the recent table becomes the merged one as it is.
         swapped = "0" if m is BAND_TABLES[1] else "1"
         c.execute(delete(DedupStateRow).where(DedupStateRow.name == _SWAPPED))
         c.execute(insert(DedupStateRow).values(name=_SWAPPED, value=swapped))
-        return recent
+        return moved
     c.execute(insert(m).from_select(["key", "entry_id"], select(r.c.key, r.c.entry_id).order_by(r.c.key)))
     c.execute(delete(r))
-    return c.scalar(select(func.count()).select_from(m)) or 0
+    return merged + moved
 
 
 class DedupCategoryRow(Base):

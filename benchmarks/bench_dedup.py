@@ -139,8 +139,9 @@ def main() -> None:
         if 0 <= j < len(batches):
             replayed.append(dedup_batch(replay, replay_sources, batches[j], now)[1] / len(batches[j]))
         done = start + len(batch)
-        if done % 10_000 == 0:
-            print(f"  {done:>7,} entries: dedup {per_entry[-1] * 1000:.3f} ms/entry (last batch)", flush=True)
+        if done % args.window == 0:
+            block = statistics.mean(per_entry[-w:]) * 1000
+            print(f"  {done:>9,} entries: dedup {block:.3f} ms/entry over the last {args.window:,}", flush=True)
     total = time.monotonic() - started
     print(f"entries: {args.n:,} in batches of {args.batch:,}; duplicates linked: {duplicates:,}")
     first = report(f"first {args.window:,}", per_entry[:w])

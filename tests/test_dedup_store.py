@@ -536,7 +536,7 @@ def test_band_keys_merge_into_the_big_table_and_match_across_both(site: Site, mo
     merged_table, recent_table = roles()
     assert merged_table.name == "minhash_bands_recent" and state()["bands_swapped"] == "1"
     assert set(_bands(site.store, [merged_table])) == {"a.md", "b.md"} and not _bands(site.store, [recent_table])
-    assert state()["bands_recent"] == "0" and state()["bands_merged"] == str(2 * dedup.BANDS)  # an estimate
+    assert state()["bands_recent"] == "0" and state()["bands_merged"] == str(2 * dedup.BANDS)  # counted
 
     # The reprint's keys go to the recent table, the original's are merged: a near-duplicate.
     dedup.run(site.store, settings(), site.save(entry("d.md", "【转载】" + TITLE, REPRINT, None)))
