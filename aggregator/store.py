@@ -78,6 +78,26 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class Digest(TypeDecorator):
+    """A 64-bit digest (`dedup.url_key`, `dedup.fingerprint`), read back as an int on every backend.
+
+    A SQLite database created before these were integers has text columns, which store the
+    numbers as decimal text: they are read back as numbers too, so a stored digest still equals
+    a new one. (Older hex digests are not numbers: None, and the next dedup run recomputes them,
+    as it does for every entry after such an upgrade.)"""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_result_value(self, value: int | str | None, dialect) -> int | None:
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                return None
+        return value
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -142,8 +162,8 @@ class EntryRow(Base):
     dup_score: Mapped[float | None] = mapped_column(Float)
     # features computed once per entry version by aggregator/dedup.py
     canonical_url: Mapped[str | None] = mapped_column(Text)
-    url_key: Mapped[int | None] = mapped_column(BigInteger, index=True)  # 64-bit digest of canonical_url
-    fingerprint: Mapped[int | None] = mapped_column(BigInteger, index=True)  # normalized-text digest
+    url_key: Mapped[int | None] = mapped_column(Digest, index=True)  # of canonical_url
+    fingerprint: Mapped[int | None] = mapped_column(Digest, index=True)  # of the normalized text
     minhash: Mapped[bytes | None] = mapped_column(LargeBinary)  # MinHash signature, little-endian u32s
     text_chars: Mapped[int | None] = mapped_column(Integer)  # length of the normalized body text
     dedup_version: Mapped[str | None] = mapped_column(String(32))  # the `version` these features describe
@@ -314,7 +334,7 @@ class TombstoneRow(Base):
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(1000), primary_key=True)
     uid: Mapped[str] = mapped_column(String(36))
-    fingerprint: Mapped[int | None] = mapped_column(BigInteger)
+    fingerprint: Mapped[int | None] = mapped_column(Digest)
     pruned_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -557,3 +557,16 @@ def test_band_keys_merge_into_the_big_table_and_match_across_both(site: Site, mo
     new = _bands(site.store)["a.md"]
     assert len(new) == dedup.BANDS and new != old
     assert site.state()["a.md"][:2] == ("d.md", "near")
+
+
+def test_digests_stored_as_text_by_an_older_database_read_back_as_numbers() -> None:
+    """A SQLite database created when the digests were hex strings has text columns: the
+    integers now written there come back as decimal text, and must still equal new digests."""
+    from aggregator.store import Digest
+
+    digest = dedup.url_key(dedup.canonical_url("http://e.com/a/1"))
+    assert isinstance(digest, int)
+    assert Digest().process_result_value(str(digest), None) == digest
+    assert Digest().process_result_value(digest, None) == digest
+    assert Digest().process_result_value("9f86d081884c7d659a2feaa0c55ad015", None) is None  # an old hex digest
+    assert Digest().process_result_value(None, None) is None
