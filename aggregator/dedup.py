@@ -510,7 +510,7 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
             later.difference_update(batch)
             items: dict[int, Item] = {}
             report.computed += _compute(c, e, batch, patterns, items, sources)
-            candidates = _candidates(c, e, items, later)
+            candidates = _candidates(c, e, items, later, cfg.near_threshold)
             _load(c, e, {i for cs in candidates.values() for i in cs} - items.keys(), items, sources)
             _load(c, e, {it.canonical_id for it in items.values() if it.canonical_id} - items.keys(), items, sources)
             before = {i: (it.canonical_id, it.dup_reason, it.dup_score) for i, it in items.items()}
@@ -579,11 +579,11 @@ def _select(c, e, ids: set[int], everything: bool) -> set[int]:
     return ids
 
 
-def _candidates(c, e, items: dict[int, Item], later: set[int]) -> dict[int, list[int]]:
+def _candidates(c, e, items: dict[int, Item], later: set[int], near_threshold: float) -> dict[int, list[int]]:
     """Per entry to decide, the ids the indexes offer: same URL key, same fingerprint, shared
-    LSH band keys (the MAX_CANDIDATES sharing the most). Entries of `later` batches of this
-    run (whose bands the ingest may have stored already) cannot be matches yet, so they take
-    no candidate slot."""
+    LSH band keys (the MAX_CANDIDATES sharing the most, less those whose signature shows they
+    cannot reach `near_threshold`). Entries of `later` batches of this run (whose bands the
+    ingest may have stored already) cannot be matches yet, so they take no candidate slot."""
     from .store import BAND_TABLES, insert_bands
 
     by_url: dict[int, set[int]] = {}
@@ -615,13 +615,25 @@ def _candidates(c, e, items: dict[int, Item], later: set[int]) -> dict[int, list
                     if j not in later:
                         shared.setdefault(i, Counter())[j] += n
     out: dict[int, list[int]] = {}
+    by_band: dict[int, set[int]] = {}  # candidates only a band offers: they can match only as near-duplicates
     for i, it in items.items():
         if it.withdrawn:
             continue
         found = by_url.get(it.url_key, set()) | by_print.get(it.fingerprint, set())
-        found |= {j for j, _ in shared.get(i, Counter()).most_common(MAX_CANDIDATES)}
         found.discard(i)
         out[i] = sorted(found)
+        by_band[i] = {j for j, _ in shared.get(i, Counter()).most_common(MAX_CANDIDATES)} - found - {i}
+    # Every band-sharing pair is not a near-duplicate: unrelated texts share a band now and then,
+    # and more of them the bigger the store. Their signatures alone (not whole entries) are
+    # read to drop those below the threshold, which no other layer could match either.
+    signatures: dict[int, bytes] = {j: items[j].signature for js in by_band.values() for j in js if j in items}
+    for chunk in _chunks(sorted({j for js in by_band.values() for j in js} - signatures.keys())):
+        signatures.update((j, m) for j, m in c.execute(select(e.c.id, e.c.minhash).where(e.c.id.in_(chunk))))
+    for i, js in by_band.items():
+        sig = items[i].signature
+        near = {j for j in js if sig and signatures.get(j) and similarity(sig, signatures[j]) >= near_threshold}
+        if near:
+            out[i] = sorted(set(out[i]) | near)
     return out
 
 

@@ -570,3 +570,26 @@ def test_digests_stored_as_text_by_an_older_database_read_back_as_numbers() -> N
     assert Digest().process_result_value(digest, None) == digest
     assert Digest().process_result_value("9f86d081884c7d659a2feaa0c55ad015", None) is None  # an old hex digest
     assert Digest().process_result_value(None, None) is None
+
+
+def test_a_band_shared_by_chance_offers_no_candidate(site: Site) -> None:
+    """Unrelated texts share an LSH band now and then, the more often the bigger the store: such
+    a pair is dropped on the two signatures, before entries are loaded and compared, while a
+    reprint (which shares bands because it is alike) stays a candidate."""
+    from aggregator.store import insert_bands
+
+    dedup.run(site.store, settings(), site.save(entry("port.md", link=None)))
+    dedup.run(site.store, settings(), site.save(entry("reprint.md", "【转载】" + TITLE, REPRINT, None)))
+    dedup.run(site.store, settings(), site.save(entry("harbor.md", "Harbor Logistics opens terminal", EN, None)))
+    port, reprint, harbor = (site.ids[k] for k in ("port.md", "reprint.md", "harbor.md"))
+    e = EntryRow.__table__
+    with site.store.engine.connect() as c, c.begin() as t:
+        items: dict[int, dedup.Item] = {}
+        dedup._load(c, e, [port], items, {})
+        # The accident: one of the port story's band keys stored for the unrelated harbor story too.
+        insert_bands(c, [(dedup.band_keys(items[port].signature)[0], harbor)])
+        offered = dedup._candidates(c, e, items, set(), near_threshold=0.6)
+        unfiltered = dedup._candidates(c, e, items, set(), near_threshold=0.0)
+        t.rollback()
+    assert offered == {port: [reprint]}
+    assert unfiltered == {port: sorted([reprint, harbor])}  # the shared band did offer it
