@@ -35,7 +35,7 @@ class Context:
         from .store import Store
 
         try:
-            store = Store(settings.database.url)
+            store = Store(settings.database.url, cache_mb=settings.database.cache_mb)
         except (SQLAlchemyError, OSError) as e:
             reason = f"{e.__class__.__name__}: {_first_line(e)}"
             fail(f"{settings.config_path}: database.url: cannot open the database: {reason}")

@@ -371,8 +371,12 @@ class Daemon:
         if new.database.url != self.settings.database.url:
             log.error("config reload refused: %s: database.url cannot change while running; restart instead", path)
             return False
-        if new.serve != self.settings.serve or new.output.dir != self.settings.output.dir:
-            log.warning("%s: [serve] and output.dir changes take effect at the next restart", path)
+        if (
+            new.serve != self.settings.serve
+            or new.output.dir != self.settings.output.dir
+            or new.database.cache_mb != self.settings.database.cache_mb
+        ):
+            log.warning("%s: [serve], output.dir and database.cache_mb changes take effect at the next restart", path)
         with self._lock:
             self.settings = new
         self.sync_jobs()

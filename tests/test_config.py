@@ -44,6 +44,7 @@ def test_base_url_gets_a_trailing_slash_and_aliases_apply(tmp_path: Path):
         ('[output]\nbase_url = "feeds.example.org"\n', "output.base_url"),
         ('[output]\ncolour = "blue"\n', "output.colour"),
         ('[databse]\nurl = "sqlite://"\n', "databse"),
+        ("[database]\ncache_mb = 0\n", "database.cache_mb"),
         ('[[sources]]\nname = "a"\npath = "articles"\ntimezone = "Mars/Olympus"\n', "sources[0].timezone"),
         ('[[sources]]\nname = "a"\n', "sources[0]"),
         ('[[sources]]\nname = "a"\npath = "nowhere"\n', "sources[0].path"),
@@ -95,3 +96,14 @@ def test_cli_exits_2_when_the_database_is_unreachable(tmp_path: Path):
 def test_cli_exits_2_without_a_config(tmp_path: Path):
     r = run_cli(tmp_path / "absent.toml", "build")
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_database_cache_mb_sizes_the_cli_store_page_cache(tmp_path: Path):
+    from sqlalchemy import text
+
+    from aggregator.cli import Context
+
+    path = write(tmp_path, '[database]\nurl = "sqlite:///db/a.sqlite3"\ncache_mb = 128\n')
+    ctx = Context(str(path), 0)
+    with ctx.store(ctx.settings()) as store, store.engine.connect() as c:
+        assert c.execute(text("PRAGMA cache_size")).scalar() == -128 * 1024
