@@ -8,7 +8,7 @@ are indexed (URL key, fingerprint, LSH bands), never a scan of what is stored. T
 window's batches are replayed into a new store alongside the last window's, which compares the
 two sizes at the same moment: the machine's speed drifts by 10 % and more within a run.
 
-    .venv/bin/python benchmarks/bench_dedup.py [--n 100000] [--batch 1000] [--db FILE]
+    .venv/bin/python benchmarks/bench_dedup.py [--n 100000] [--batch 1000] [--db FILE] [--cache-mb 64]
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ def dedup_batch(store: Store, sources: dict[str, int], batch: list[Entry], now: 
     return saved, time.process_time() - d0, report.duplicates
 
 
-def new_store(path: Path) -> tuple[Store, dict[str, int]]:
-    store = Store(f"sqlite:///{path}")
+def new_store(path: Path, cache_mb: int) -> tuple[Store, dict[str, int]]:
+    store = Store(f"sqlite:///{path}", cache_mb=cache_mb)
     return store, {name: store.source_id(name, "files", f"/{name}") for name in ("files", "wire")}
 
 
@@ -106,11 +106,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="entries per dedup run (one update cycle)")
     ap.add_argument("--window", type=int, default=10_000, help="size of the first/last windows compared")
     ap.add_argument("--db", help="SQLite file to use (default: a temporary one)")
+    ap.add_argument("--cache-mb", type=int, default=64, help="SQLite page cache, as [database] cache_mb")
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory()
     db = Path(args.db) if args.db else Path(tmp.name) / "bench.sqlite3"
-    store, sources = new_store(db)
+    store, sources = new_store(db, args.cache_mb)
     rng = random.Random(42)
     t0 = datetime(2022, 1, 1, tzinfo=UTC)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -119,7 +120,7 @@ def main() -> None:
     per_entry: list[float] = []  # dedup CPU seconds per entry, one value per batch
     replayed: list[float] = []
     w = max(1, args.window // args.batch)
-    replay, replay_sources = new_store(Path(tmp.name) / "replay.sqlite3")
+    replay, replay_sources = new_store(Path(tmp.name) / "replay.sqlite3", args.cache_mb)
     n_batches = -(-args.n // args.batch)
     duplicates = 0
     save_seconds = 0.0
