@@ -626,8 +626,9 @@ def _candidates(c, e, items: dict[int, Item], later: set[int], near_threshold: f
     # Every band-sharing pair is not a near-duplicate: unrelated texts share a band now and then,
     # and more of them the bigger the store. Their signatures alone (not whole entries) are
     # read to drop those below the threshold, which no other layer could match either.
-    signatures: dict[int, bytes] = {j: items[j].signature for js in by_band.values() for j in js if j in items}
-    for chunk in _chunks(sorted({j for js in by_band.values() for j in js} - signatures.keys())):
+    offered = set().union(*by_band.values())
+    signatures: dict[int, bytes] = {j: items[j].signature for j in offered if j in items}
+    for chunk in _chunks(sorted(offered - signatures.keys())):
         signatures.update((j, m) for j, m in c.execute(select(e.c.id, e.c.minhash).where(e.c.id.in_(chunk))))
     for i, js in by_band.items():
         sig = items[i].signature
