@@ -60,6 +60,7 @@ BUILD_MAX_WAIT = 15.0  # a steady stream of changes still publishes this often
 RETRY_BASE = 2.0  # first retry after a failed job, doubling
 RETRY_CAP = 300.0
 SHUTDOWN_GRACE = 8.0  # seconds in-flight jobs get after SIGTERM
+STOP_DEADLINE = SHUTDOWN_GRACE + 4.0  # after SIGTERM the process is gone by then, whatever hangs
 FIRST_SPREAD = 60.0  # overdue and never-fetched sources start spread over up to this many seconds
 LAST_CYCLE = "last_cycle"
 
@@ -256,6 +257,12 @@ class _JobState:
     debounce: Debounce | None = None
 
 
+def _leave_now(started: float) -> None:
+    log.warning("stop took over %.0f s; leaving now", time.monotonic() - started)
+    logging.shutdown()
+    os._exit(0)
+
+
 @dataclass
 class Daemon:
     settings: Settings
@@ -349,6 +356,14 @@ class Daemon:
     def _install_signals(self) -> None:
         def on_stop(signum: int, _frame: object) -> None:
             log.info("received %s", signal.Signals(signum).name)
+            if not self._stop.is_set():
+                # The shutdown grace covers jobs; this covers everything else on the way out
+                # (the HTTP server, the folder watcher, closing the store, the interpreter
+                # joining threads), so a supervisor's stop never has to escalate to SIGKILL.
+                # Leaving is safe at any point: see `shutdown`.
+                deadline = threading.Timer(STOP_DEADLINE, _leave_now, args=(time.monotonic(),))
+                deadline.daemon = True
+                deadline.start()
             self.stop()
 
         def on_hup(_signum: int, _frame: object) -> None:
