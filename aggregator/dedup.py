@@ -40,9 +40,10 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 import nh3
 from rensa import RMinHash
-from sqlalchemy import bindparam, delete, func, insert, select, true, update
+from sqlalchemy import bindparam, delete, insert, select, true, update
 
 from .config import DedupSettings
+from .lsh import BANDS, band_keys
 from .model import Features
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,6 @@ _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 SHINGLE = 4  # characters per shingle (see `shingles`)
 NUM_PERM = 128
-BANDS, ROWS = 25, 4  # LSH over the first 100 permutations: a pair at Jaccard 0.6 is a candidate 97 % of the time
 SEED = 1_301_021
 MIN_FINGERPRINT_CHARS = 50  # shorter bodies ("Read more…") say nothing about the story
 MIN_SHINGLES = 40  # too little text for a meaningful similarity
@@ -206,23 +206,6 @@ def signature(grams: memoryview) -> bytes | None:
         return None
     row = RMinHash.digest_matrix_from_flat_token_hashes(grams, [0, len(grams)], NUM_PERM, SEED).to_rows()[0]
     return struct.pack(f"<{NUM_PERM}I", *row)
-
-
-_BAND_WORDS = struct.Struct(f"<{BANDS * ROWS // 2}Q")
-_MASK64 = (1 << 64) - 1
-_MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio)
-_BAND_SHIFT = 58  # a key is the band number (5 bits) over 58 bits of the band's hash: a positive BIGINT
-
-
-def band_keys(sig: bytes) -> tuple[int, ...]:
-    """One key per LSH band: two entries sharing any key are near-duplicate candidates.
-
-    MinHash values are already uniformly random, so a band's ROWS 32-bit values (read as two
-    64-bit words) are folded into one 64-bit number by multiply-xor; the band number goes on
-    top, so one indexed column holds every band."""
-    w = _BAND_WORDS.unpack_from(sig)
-    low = (1 << _BAND_SHIFT) - 1
-    return tuple((b << _BAND_SHIFT) | ((((w[2 * b] * _MIX) & _MASK64) ^ w[2 * b + 1]) & low) for b in range(BANDS))
 
 
 def similarity(a: bytes, b: bytes) -> float:
@@ -487,7 +470,7 @@ def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
 
 
 def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
-    from .store import DedupStateRow, EntryRow, SourceRow, merge_bands
+    from .store import BAND_TABLES, DedupStateRow, EntryRow, SourceRow, merge_bands
 
     started = time.monotonic()
     cfg: DedupSettings = settings.dedup
@@ -500,8 +483,16 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
         state = dict(c.execute(select(DedupStateRow.name, DedupStateRow.value)).all())
         # Features stored under other settings are recomputed. (With no digest stored yet, the
         # only features stored are the ones the ingest computed with these settings.)
-        if state.get("features") not in (None, feat_digest):
+        recompute_all = state.get("features") not in (None, feat_digest)
+        if recompute_all:
             c.execute(update(e).values(dedup_version=None))
+            # Their band keys go with them, all at once: the ones stored may have been made by
+            # another version, which `delete_bands` (recomputing them) would not find.
+            for t in BAND_TABLES:
+                c.execute(delete(t))
+            for name in ("bands_recent", "bands_merged"):  # counters of the keys stored: none
+                c.execute(delete(DedupStateRow).where(DedupStateRow.name == name))
+                state.pop(name, None)
         ids = _select(c, e, set(touched_ids), everything=state.get("decisions") != decision_digest)
         sources = dict(c.execute(select(SourceRow.id, SourceRow.name)).all())
         later = set(ids)
@@ -509,7 +500,7 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
         for batch in _chunks(_ranked(c, e, ids, sources, priority), RUN_BATCH):
             later.difference_update(batch)
             items: dict[int, Item] = {}
-            report.computed += _compute(c, e, batch, patterns, items, sources)
+            report.computed += _compute(c, e, batch, patterns, items, sources, keys_stored=not recompute_all)
             candidates = _candidates(c, e, items, later, cfg.near_threshold)
             _load(c, e, {i for cs in candidates.values() for i in cs} - items.keys(), items, sources)
             _load(c, e, {it.canonical_id for it in items.values() if it.canonical_id} - items.keys(), items, sources)
@@ -584,7 +575,7 @@ def _candidates(c, e, items: dict[int, Item], later: set[int], near_threshold: f
     LSH band keys (the MAX_CANDIDATES sharing the most, less those whose signature shows they
     cannot reach `near_threshold`). Entries of `later` batches of this run (whose bands the
     ingest may have stored already) cannot be matches yet, so they take no candidate slot."""
-    from .store import BAND_TABLES, insert_bands
+    from .store import insert_bands, shared_bands
 
     by_url: dict[int, set[int]] = {}
     by_print: dict[int, set[int]] = {}
@@ -594,26 +585,14 @@ def _candidates(c, e, items: dict[int, Item], later: set[int], near_threshold: f
     for chunk in _chunks(sorted({it.fingerprint for it in items.values() if it.fingerprint})):
         for i, k in c.execute(select(e.c.id, e.c.fingerprint).where(e.c.fingerprint.in_(chunk))):
             by_print.setdefault(k, set()).add(i)
-    # Bands of features computed in this run are stored first, so that one self-join finds
-    # every entry sharing a band with one of the batch, counted per pair, in the database:
-    # only the pairs come back, not a row per band key.
+    # Bands of features computed in this run are stored first, so that entries of the same
+    # batch find each other too.
     insert_bands(c, [(k, it.id) for it in items.values() if it.fresh and it.signature for k in band_keys(it.signature)])
-    # Each key is in one of the two band tables: every (mine, theirs) pair of them is joined,
-    # each an indexed lookup, and a pair's shared keys are summed over the four.
+    probe = [(k, i) for i, it in items.items() if it.signature and not it.withdrawn for k in band_keys(it.signature)]
     shared: dict[int, Counter] = {}
-    for chunk in _chunks(sorted(i for i, it in items.items() if it.signature and not it.withdrawn)):
-        for m in BAND_TABLES:
-            for t in BAND_TABLES:
-                mine, theirs = m.alias("mine"), t.alias("theirs")
-                q = (
-                    select(mine.c.entry_id, theirs.c.entry_id, func.count())
-                    .join(theirs, (theirs.c.key == mine.c.key) & (theirs.c.entry_id != mine.c.entry_id))
-                    .where(mine.c.entry_id.in_(chunk))
-                    .group_by(mine.c.entry_id, theirs.c.entry_id)
-                )
-                for i, j, n in c.execute(q):
-                    if j not in later:
-                        shared.setdefault(i, Counter())[j] += n
+    for i, j, n in shared_bands(c, probe):
+        if j not in later:
+            shared.setdefault(i, Counter())[j] += n
     out: dict[int, list[int]] = {}
     by_band: dict[int, set[int]] = {}  # candidates only a band offers: they can match only as near-duplicates
     for i, it in items.items():
@@ -698,9 +677,12 @@ def _load(c, e, ids: Iterable[int], items: dict[int, Item], sources: dict[int, s
             items[row.id] = _item(row, sources)
 
 
-def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Item], sources: dict[int, str]) -> int:
+def _compute(
+    c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Item], sources: dict[int, str], keys_stored: bool
+) -> int:
     """Load the entries to decide, computing features for those whose current version has none
-    (once per version: an unchanged entry that is re-decided reuses its stored features)."""
+    (once per version: an unchanged entry that is re-decided reuses its stored features).
+    `keys_stored`: whether their old band keys may still be stored, to delete."""
     from .store import DedupCategoryRow, delete_bands
 
     computed = 0
@@ -735,6 +717,9 @@ def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Ite
         if not fresh:
             continue
         computed += len(fresh)
+        changed_ids = [r["b_id"] for r in fresh]
+        if keys_stored:
+            delete_bands(c, changed_ids)  # while the old signatures they are computed from are stored
         c.execute(
             update(e)
             .where(e.c.id == bindparam("b_id"))
@@ -743,8 +728,6 @@ def _compute(c, e, ids: list[int], patterns: Sequence[str], items: dict[int, Ite
             fresh,
         )
         # The new bands are stored by _candidates, once the batch's lookups are done.
-        changed_ids = [r["b_id"] for r in fresh]
-        delete_bands(c, changed_ids)
         # A new version's categories were rewritten by the store: none of them is borrowed any more.
         c.execute(delete(DedupCategoryRow).where(DedupCategoryRow.entry_id.in_(changed_ids)))
     return computed

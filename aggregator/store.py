@@ -43,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from .lsh import band_keys
 from .model import Entry
 from .text import slugify
 
@@ -192,11 +193,14 @@ class EntryCategoryRow(Base):
 
 
 class MinhashBandRow(Base):
-    """LSH index: one row per band key (band number and band hash, see `dedup.band_keys`) of
+    """LSH index: one row per band key (band number and band hash, see `lsh.band_keys`) of
     an entry's MinHash, so near-duplicate candidates are found by an indexed lookup, never by
     comparing against every entry. The key leads the primary key and SQLite stores the table
     as that one B-tree (WITHOUT ROWID; other databases ignore the option): the lookup and the
-    rows are the same structure, and the entry index (for deletes) grows at its end.
+    rows are the same structure. There is no index by entry: every merge would insert into
+    it at random places (it made a merge cost twice as much, and each insert a third more),
+    and the rare deletes find an entry's rows by recomputing its keys from its stored
+    signature instead (`delete_bands`).
 
     The index is two tables, like a two-level log-structured merge tree: new keys go to the
     small recent one (`RecentBandRow`), which `merge_bands` moves into the big merged one (this)
@@ -209,11 +213,12 @@ class MinhashBandRow(Base):
 
     Both are an index the dedup stage keeps, without a foreign key: checking it (a lookup in
     the big entries table per key) cost more than the insert itself, twice per key. Whatever
-    deletes entries deletes their keys (`delete_bands`); a key left behind would only offer
-    a candidate that no longer loads."""
+    deletes entries or changes their signature deletes their keys first (`delete_bands`); a
+    key left behind would only offer a candidate that no longer loads or whose signature
+    then rules it out."""
 
     __tablename__ = "minhash_bands"
-    __table_args__ = (Index("ix_minhash_bands_entry", "entry_id"), {"sqlite_with_rowid": False})
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     entry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
@@ -223,13 +228,14 @@ class RecentBandRow(Base):
     """Band keys not merged into `MinhashBandRow` yet (same columns)."""
 
     __tablename__ = "minhash_bands_recent"
-    __table_args__ = (Index("ix_minhash_bands_recent_entry", "entry_id"), {"sqlite_with_rowid": False})
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     entry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
 BAND_TABLES = (MinhashBandRow.__table__, RecentBandRow.__table__)  # every key is in exactly one
+_DROPPED_INDEXES = ("ix_minhash_bands_entry", "ix_minhash_bands_recent_entry")  # databases made before 2026-12-04
 MERGE_MIN = 50_000  # recent keys (2,000 entries) below which no merge is worth its statements
 MERGE_RATIO = 8  # merge once the recent keys exceed 1/8 of the merged ones
 
@@ -267,10 +273,47 @@ def insert_bands(c, rows: list[tuple[int, int]]) -> None:
         c.exec_driver_sql(sql, rows[i : i + 5000])
 
 
-def delete_bands(c, entry_ids: Sequence[int]) -> None:
-    """Drop the band keys of these entries, wherever they are."""
+def shared_bands(c, rows: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(entry id, other entry id, keys they share) for every stored key equal to one of `rows`'
+    (band key, entry id) pairs, counted in the database: only the pairs come back.
+
+    The rows go to a temporary table that leads the join (CROSS JOIN fixes that order in
+    SQLite), so each becomes one primary-key probe per band table, in key order."""
+    if not rows:
+        return []
+    c.exec_driver_sql(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS band_probe (key BIGINT NOT NULL, entry_id INTEGER NOT NULL)"
+    )
+    c.exec_driver_sql("DELETE FROM band_probe")
+    mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
+    rows.sort()
+    for i in range(0, len(rows), 5000):
+        c.exec_driver_sql(f"INSERT INTO band_probe (key, entry_id) VALUES ({mark}, {mark})", rows[i : i + 5000])
+    if c.dialect.name == "postgresql":
+        c.exec_driver_sql("ANALYZE band_probe")  # a temporary table has no statistics otherwise
+    out: list[tuple[int, int, int]] = []
     for t in BAND_TABLES:
-        c.execute(delete(t).where(t.c.entry_id.in_(list(entry_ids))))
+        out += c.exec_driver_sql(
+            f"SELECT p.entry_id, t.entry_id, count(*) FROM band_probe AS p CROSS JOIN {t.name} AS t"
+            " WHERE t.key = p.key AND t.entry_id <> p.entry_id GROUP BY p.entry_id, t.entry_id"
+        ).all()
+    return out
+
+
+def delete_bands(c, entry_ids: Sequence[int]) -> None:
+    """Drop the band keys of these entries, wherever they are: call it before their stored
+    signature changes or goes. The keys are recomputed from that signature (the tables have
+    no index by entry, see `MinhashBandRow`), and each is a primary-key delete."""
+    e = EntryRow.__table__
+    rows = []
+    for i in range(0, len(entry_ids), BATCH):
+        q = select(e.c.id, e.c.minhash).where(e.c.id.in_(entry_ids[i : i + BATCH]), e.c.minhash.is_not(None))
+        rows += [(k, i) for i, sig in c.execute(q) for k in band_keys(sig)]
+    if not rows:
+        return
+    mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
+    for t in BAND_TABLES:
+        c.exec_driver_sql(f"DELETE FROM {t.name} WHERE key = {mark} AND entry_id = {mark}", rows)
 
 
 def merge_bands(c, merged: int, recent: int) -> int | None:
@@ -450,6 +493,9 @@ class Store:
         self.engine = create_engine(url)
         _on_connect(self.engine, cache_mb)
         Base.metadata.create_all(self.engine)
+        with self.engine.begin() as c:
+            for name in _DROPPED_INDEXES:
+                c.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -565,13 +611,13 @@ class Store:
                         # The file changed but says nothing about when: the change is news
                         # (for an undated entry too: its updated time moves, its place does not).
                         row["updated"] = now if e.published is None or now > e.published else None
+                    if e.features is not None:  # a new signature: the old one's keys go first
+                        delete_bands(s.connection(), [old.id])
+                        bands += [(k, old.id) for k in e.features.bands]
                     s.execute(update(EntryRow).where(EntryRow.id == old.id).values(**row))
                     s.execute(delete(EntryCategoryRow).where(EntryCategoryRow.entry_id == old.id))
                     # None of its categories is borrowed from a duplicate any more (dedup lends again).
                     s.execute(delete(DedupCategoryRow).where(DedupCategoryRow.entry_id == old.id))
-                    if e.features is not None:
-                        delete_bands(s.connection(), [old.id])
-                        bands += [(k, old.id) for k in e.features.bands]
                     links = [{"entry_id": old.id, "category_id": cat_ids[c]} for c in e.categories]
                     if links:
                         s.execute(insert(EntryCategoryRow), links)

@@ -593,3 +593,19 @@ def test_a_band_shared_by_chance_offers_no_candidate(site: Site) -> None:
         t.rollback()
     assert offered == {port: [reprint]}
     assert unfiltered == {port: sorted([reprint, harbor])}  # the shared band did offer it
+
+
+def test_the_band_index_by_entry_of_an_older_database_is_dropped(tmp_path: Path) -> None:
+    """Databases made before 2026-12-04 index the band tables by entry too; every merge paid for it."""
+    from sqlalchemy import inspect
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    store = Store(url)
+    with store.engine.begin() as c:
+        c.exec_driver_sql("CREATE INDEX ix_minhash_bands_entry ON minhash_bands (entry_id)")
+        c.exec_driver_sql("CREATE INDEX ix_minhash_bands_recent_entry ON minhash_bands_recent (entry_id)")
+    store.close()
+    store = Store(url)
+    names = {ix["name"] for t in BAND_TABLES for ix in inspect(store.engine).get_indexes(t.name)}
+    store.close()
+    assert not names & {"ix_minhash_bands_entry", "ix_minhash_bands_recent_entry"}

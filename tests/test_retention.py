@@ -83,18 +83,35 @@ def test_prune_by_age_leaves_tombstones_that_keep_entries_out(store: Store):
 
 
 def test_pruned_entries_take_their_band_keys_along(store: Store):
-    from aggregator.store import BAND_TABLES, insert_bands
+    from dataclasses import replace
 
-    save(store, "a", [entry("a", 1, 40), entry("a", 2, 1)])
+    from aggregator import dedup
+    from aggregator.config import Settings
+    from aggregator.store import BAND_TABLES
+
+    # Long, distinct bodies, so both have a signature and their 25 band keys (dedup stores them).
+    text = ["".join(chr(0x4E00 + (i * 7919 + n * 104729) % 3000) for n in range(400)) for i in (1, 2)]
+    save(
+        store,
+        "a",
+        [replace(entry("a", i, d), content_html=f"<p>{t}</p>") for i, d, t in ((1, 40, text[0]), (2, 1, text[1]))],
+    )
     ids = {r.key: r.id for r in store.listing(None, None)}
     old, new = ids["https://example.org/a/1"], ids["https://example.org/a/2"]
-    with store.engine.begin() as c:
-        insert_bands(c, [(10, old), (11, new)])
-        c.exec_driver_sql(f"INSERT INTO {BAND_TABLES[0].name} (key, entry_id) VALUES (12, {old}), (13, {new})")
+    dedup.run(store, Settings(), [old, new])
+    merged, recent = BAND_TABLES
+    with store.engine.begin() as c:  # the old entry's keys merged, the new one's still recent: both are found
+        c.execute(merged.insert().from_select(["key", "entry_id"], select(recent).where(recent.c.entry_id == old)))
+        c.execute(recent.delete().where(recent.c.entry_id == old))
+        before = {
+            t.name: dict(c.execute(select(t.c.entry_id, func.count()).group_by(t.c.entry_id)).all())
+            for t in BAND_TABLES
+        }
+    assert before == {merged.name: {old: dedup.BANDS}, recent.name: {new: dedup.BANDS}}
     assert prune(store, RetentionSettings(max_age_days=30), now=NOW).pruned == 1
     with store.engine.connect() as c:
-        left = sorted(r for t in BAND_TABLES for r in c.execute(select(t.c.key, t.c.entry_id)).all())
-    assert left == [(11, new), (13, new)]
+        left = sorted(r for t in BAND_TABLES for r in c.execute(select(t.c.entry_id)).scalars())
+    assert left == [new] * dedup.BANDS
 
 
 def test_prune_by_count_keeps_newest_per_source(store: Store):
