@@ -7,7 +7,7 @@ Layers, cheapest first (identity — same source and key — is an update, handl
 2. **content**: a digest of the normalized body text (NFKC, tags and boilerplate lines
    stripped, case, whitespace and punctuation folded).
 3. **near**: MinHash over character shingles of that text (works the same for Chinese, which
-   has no spaces, and Latin scripts), indexed by LSH band keys (`store.MinhashBandRow`), so the
+   has no spaces, and Latin scripts), indexed by LSH band keys (`bandindex`), so the
    candidates of a new entry are found by indexed lookups, never a pairwise scan. A candidate
    is confirmed only when the estimated Jaccard similarity reaches `near_threshold` *and* the
    titles agree, which keeps same-topic, different stories apart.
@@ -42,15 +42,16 @@ import nh3
 from rensa import RMinHash
 from sqlalchemy import bindparam, delete, insert, select, true, update
 
+from . import bandindex
 from .config import DedupSettings
-from .lsh import BANDS, band_keys
+from .lsh import band_keys
 from .model import Features
 
 log = logging.getLogger(__name__)
 
 # Bump when anything below changes what features or decisions come out: stored features are
 # then recomputed and every cluster re-evaluated on the next run.
-ALGORITHM = "6"
+ALGORITHM = "7"
 
 # Query keys that say who shared a link, never which page it is. Matched case-insensitively;
 # shell-style patterns (`utm_*`) allowed. `[dedup] tracking_params` adds to this list.
@@ -470,7 +471,7 @@ def run(store, settings, touched_ids: Iterable[int] = ()) -> DedupReport:
 
 
 def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
-    from .store import BAND_TABLES, DedupStateRow, EntryRow, SourceRow, merge_bands
+    from .store import DedupStateRow, EntryRow, SourceRow
 
     started = time.monotonic()
     cfg: DedupSettings = settings.dedup
@@ -488,11 +489,7 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
             c.execute(update(e).values(dedup_version=None))
             # Their band keys go with them, all at once: the ones stored may have been made by
             # another version, which `delete_bands` (recomputing them) would not find.
-            for t in BAND_TABLES:
-                c.execute(delete(t))
-            for name in ("bands_recent", "bands_merged"):  # counters of the keys stored: none
-                c.execute(delete(DedupStateRow).where(DedupStateRow.name == name))
-                state.pop(name, None)
+            bandindex.clear(c)
         ids = _select(c, e, set(touched_ids), everything=state.get("decisions") != decision_digest)
         sources = dict(c.execute(select(SourceRow.id, SourceRow.name)).all())
         later = set(ids)
@@ -519,12 +516,8 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
                     report.reasons[it.dup_reason] += 1
         _sync_categories(c, e, affected)
         updates = {"features": feat_digest, "decisions": decision_digest}
-        if ids:  # each entry decided may have added its band keys to the recent table
-            recent = _counter(state, "bands_recent") + BANDS * len(ids)
-            merged = merge_bands(c, _counter(state, "bands_merged"), recent)
-            updates["bands_recent"] = str(recent if merged is None else 0)
-            if merged is not None:
-                updates["bands_merged"] = str(merged)
+        if ids:  # the ingest or this run may have added band keys
+            bandindex.settle(c)
         for name, value in updates.items():
             if state.get(name) != value:
                 c.execute(delete(DedupStateRow).where(DedupStateRow.name == name))
@@ -532,11 +525,6 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
     report.seconds = time.monotonic() - started
     log.info("%s; %d features computed; %.2f s", report.summary(), report.computed, report.seconds)
     return report
-
-
-def _counter(state: dict[str, str], name: str) -> int:
-    value = state.get(name, "")
-    return int(value) if value.isdigit() else 0  # unset, or not written by this version
 
 
 def _ranked(c, e, ids: set[int], sources: dict[int, str], priority: Sequence[str]) -> list[int]:
@@ -575,8 +563,6 @@ def _candidates(c, e, items: dict[int, Item], later: set[int], near_threshold: f
     LSH band keys (the MAX_CANDIDATES sharing the most, less those whose signature shows they
     cannot reach `near_threshold`). Entries of `later` batches of this run (whose bands the
     ingest may have stored already) cannot be matches yet, so they take no candidate slot."""
-    from .store import insert_bands, shared_bands
-
     by_url: dict[int, set[int]] = {}
     by_print: dict[int, set[int]] = {}
     for chunk in _chunks(sorted({it.url_key for it in items.values() if it.url_key})):
@@ -587,10 +573,12 @@ def _candidates(c, e, items: dict[int, Item], later: set[int], near_threshold: f
             by_print.setdefault(k, set()).add(i)
     # Bands of features computed in this run are stored first, so that entries of the same
     # batch find each other too.
-    insert_bands(c, [(k, it.id) for it in items.values() if it.fresh and it.signature for k in band_keys(it.signature)])
+    bandindex.insert(
+        c, [(k, it.id) for it in items.values() if it.fresh and it.signature for k in band_keys(it.signature)]
+    )
     probe = [(k, i) for i, it in items.items() if it.signature and not it.withdrawn for k in band_keys(it.signature)]
     shared: dict[int, Counter] = {}
-    for i, j, n in shared_bands(c, probe):
+    for (i, j), n in bandindex.shared(c, probe).items():
         if j not in later:
             shared.setdefault(i, Counter())[j] += n
     out: dict[int, list[int]] = {}

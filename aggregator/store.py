@@ -27,7 +27,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -43,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from . import bandindex
 from .lsh import band_keys
 from .model import Entry
 from .text import slugify
@@ -100,7 +100,7 @@ class Digest(TypeDecorator):
 
 
 class Base(DeclarativeBase):
-    pass
+    metadata = bandindex.metadata  # the LSH band index's tables are part of the schema
 
 
 class SourceRow(Base):
@@ -192,54 +192,6 @@ class EntryCategoryRow(Base):
 # ---- dedup
 
 
-class MinhashBandRow(Base):
-    """LSH index: one row per band key (band number and band hash, see `lsh.band_keys`) of
-    an entry's MinHash, so near-duplicate candidates are found by an indexed lookup, never by
-    comparing against every entry. The key leads the primary key and SQLite stores the table
-    as that one B-tree (WITHOUT ROWID; other databases ignore the option): the lookup and the
-    rows are the same structure. There is no index by entry: every merge would insert into
-    it at random places (it made a merge cost twice as much, and each insert a third more),
-    and the rare deletes find an entry's rows by recomputing its keys from its stored
-    signature instead (`delete_bands`).
-
-    The index is two tables, like a two-level log-structured merge tree: new keys go to the
-    small recent one (`RecentBandRow`), which `merge_bands` moves into the big merged one (this)
-    in key order now and then. Random keys inserted straight into one big tree dirty a page
-    each, and every commit writes those pages back, so the cost of adding an entry grew with
-    the store; a small tree keeps few pages dirty, and a merge writes each page of the big one
-    about once for a whole eighth of its size in new keys. When the merged table is empty (a
-    cold start), the two swap roles instead of moving every row (`band_roles`): lookups and
-    deletes read both, only inserts and merges care which is which.
-
-    Both are an index the dedup stage keeps, without a foreign key: checking it (a lookup in
-    the big entries table per key) cost more than the insert itself, twice per key. Whatever
-    deletes entries or changes their signature deletes their keys first (`delete_bands`); a
-    key left behind would only offer a candidate that no longer loads or whose signature
-    then rules it out."""
-
-    __tablename__ = "minhash_bands"
-    __table_args__ = ({"sqlite_with_rowid": False},)
-
-    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    entry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-
-
-class RecentBandRow(Base):
-    """Band keys not merged into `MinhashBandRow` yet (same columns)."""
-
-    __tablename__ = "minhash_bands_recent"
-    __table_args__ = ({"sqlite_with_rowid": False},)
-
-    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    entry_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-
-
-BAND_TABLES = (MinhashBandRow.__table__, RecentBandRow.__table__)  # every key is in exactly one
-_DROPPED_INDEXES = ("ix_minhash_bands_entry", "ix_minhash_bands_recent_entry")  # databases made before 2026-12-04
-MERGE_MIN = 50_000  # recent keys (2,000 entries) below which no merge is worth its statements
-MERGE_RATIO = 8  # merge once the recent keys exceed 1/8 of the merged ones
-
-
 class DedupStateRow(Base):
     """Small key/value memory of the dedup stage (e.g. the settings digest it last ran with)."""
 
@@ -249,95 +201,15 @@ class DedupStateRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-def band_roles(c) -> tuple[Table, Table]:
-    """The (merged, recent) band tables: swapped once the first merge found the merged one empty."""
-    swapped = c.scalar(select(DedupStateRow.value).where(DedupStateRow.name == _SWAPPED)) == "1"
-    return (BAND_TABLES[1], BAND_TABLES[0]) if swapped else BAND_TABLES
-
-
-_SWAPPED = "bands_swapped"
-
-
-def insert_bands(c, rows: list[tuple[int, int]]) -> None:
-    """Store (band key, entry id) rows, in the recent table: the biggest write of a cold
-    start, so straight to the driver's executemany (no per-row parameter processing), in key
-    order so that consecutive rows land on the same or the next page of the B-tree instead
-    of a random one each. Plain SQL; only the placeholder style differs between drivers
-    (qmark for sqlite3, format for psycopg)."""
-    if not rows:
-        return
-    mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {band_roles(c)[1].name} (key, entry_id) VALUES ({mark}, {mark})"
-    rows.sort()
-    for i in range(0, len(rows), 5000):
-        c.exec_driver_sql(sql, rows[i : i + 5000])
-
-
-def shared_bands(c, rows: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
-    """(entry id, other entry id, keys they share) for every stored key equal to one of `rows`'
-    (band key, entry id) pairs, counted in the database: only the pairs come back.
-
-    The rows go to a temporary table that leads the join (CROSS JOIN fixes that order in
-    SQLite), so each becomes one primary-key probe per band table, in key order."""
-    if not rows:
-        return []
-    c.exec_driver_sql(
-        "CREATE TEMPORARY TABLE IF NOT EXISTS band_probe (key BIGINT NOT NULL, entry_id INTEGER NOT NULL)"
-    )
-    c.exec_driver_sql("DELETE FROM band_probe")
-    mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
-    rows.sort()
-    for i in range(0, len(rows), 5000):
-        c.exec_driver_sql(f"INSERT INTO band_probe (key, entry_id) VALUES ({mark}, {mark})", rows[i : i + 5000])
-    if c.dialect.name == "postgresql":
-        c.exec_driver_sql("ANALYZE band_probe")  # a temporary table has no statistics otherwise
-    out: list[tuple[int, int, int]] = []
-    for t in BAND_TABLES:
-        out += c.exec_driver_sql(
-            f"SELECT p.entry_id, t.entry_id, count(*) FROM band_probe AS p CROSS JOIN {t.name} AS t"
-            " WHERE t.key = p.key AND t.entry_id <> p.entry_id GROUP BY p.entry_id, t.entry_id"
-        ).all()
-    return out
-
-
 def delete_bands(c, entry_ids: Sequence[int]) -> None:
-    """Drop the band keys of these entries, wherever they are: call it before their stored
-    signature changes or goes. The keys are recomputed from that signature (the tables have
-    no index by entry, see `MinhashBandRow`), and each is a primary-key delete."""
+    """Drop the LSH band keys of these entries: call it before their stored signature changes
+    or goes, since the keys are recomputed from it (the index has no lookup by entry)."""
     e = EntryRow.__table__
     rows = []
     for i in range(0, len(entry_ids), BATCH):
         q = select(e.c.id, e.c.minhash).where(e.c.id.in_(entry_ids[i : i + BATCH]), e.c.minhash.is_not(None))
         rows += [(k, i) for i, sig in c.execute(q) for k in band_keys(sig)]
-    if not rows:
-        return
-    mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
-    for t in BAND_TABLES:
-        c.exec_driver_sql(f"DELETE FROM {t.name} WHERE key = {mark} AND entry_id = {mark}", rows)
-
-
-def merge_bands(c, merged: int, recent: int) -> int | None:
-    """Move the recent band keys into the merged table once there are more than
-    max(MERGE_MIN, merged / MERGE_RATIO) of them. `merged` is how many keys the merged table
-    held after the last merge, `recent` how many were added since, at most: the caller keeps
-    both (counting the tables at every run would cost what the merge saves; deletes only make
-    them overestimates). Returns the merged table's size after a merge (`merged` plus the keys
-    moved), None when none was due."""
-    if recent <= max(MERGE_MIN, merged // MERGE_RATIO):
-        return None
-    m, r = band_roles(c)
-    # The recent keys are counted (the caller's figure only bounds them), the merged ones are not:
-    # that would read the whole big table at every merge, to correct for what deletes took out.
-    moved = c.scalar(select(func.count()).select_from(r)) or 0
-    if c.execute(select(m.c.key).limit(1)).first() is None:
-        # Nothing merged yet: the recent table becomes the merged one as it is.
-        swapped = "0" if m is BAND_TABLES[1] else "1"
-        c.execute(delete(DedupStateRow).where(DedupStateRow.name == _SWAPPED))
-        c.execute(insert(DedupStateRow).values(name=_SWAPPED, value=swapped))
-        return moved
-    c.execute(insert(m).from_select(["key", "entry_id"], select(r.c.key, r.c.entry_id).order_by(r.c.key)))
-    c.execute(delete(r))
-    return merged + moved
+    bandindex.delete(c, rows)
 
 
 class DedupCategoryRow(Base):
@@ -493,9 +365,7 @@ class Store:
         self.engine = create_engine(url)
         _on_connect(self.engine, cache_mb)
         Base.metadata.create_all(self.engine)
-        with self.engine.begin() as c:
-            for name in _DROPPED_INDEXES:
-                c.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+        bandindex.drop_legacy(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -650,7 +520,7 @@ class Store:
                 bands += [(k, by_key[key]) for key, keys in inserted_bands for k in keys]
                 touched.extend(by_key.values())
             if bands:
-                insert_bands(s.connection(), bands)
+                bandindex.insert(s.connection(), bands)
         return result, touched
 
     def withdraw(self, ids: Sequence[int], now: datetime) -> None:

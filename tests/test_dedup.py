@@ -29,6 +29,7 @@ from aggregator.dedup import (
     tracking_patterns,
     url_key,
 )
+from aggregator.lsh import BANDS
 from aggregator.model import FileStamp
 from aggregator.sources.articles import ArticleContext, parse_article
 from tests.conftest import EXAMPLES
@@ -176,7 +177,7 @@ def test_signature_similarity_and_bands() -> None:
     assert other is not None and similarity(sig, other) < 0.2
     keys = band_keys(sig)
     # One key per band, the band number on top, each a positive signed 64-bit integer (BIGINT).
-    assert [k >> 58 for k in keys] == list(range(dedup.BANDS))
+    assert [k >> 58 for k in keys] == list(range(BANDS))
     assert all(0 <= k < 2**63 for k in keys)
     assert len(set(keys) & set(band_keys(other))) == 0
     assert features(None, html(PORT)).bands == keys

@@ -7,13 +7,16 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine, delete, select, update
 
 from aggregator import dedup
+from aggregator.bandindex import TABLES as BAND_TABLES
 from aggregator.config import DedupSettings, Settings
+from aggregator.lsh import BANDS
 from aggregator.model import Entry
-from aggregator.store import BAND_TABLES, Base, EntryRow, Store
+from aggregator.store import Base, EntryRow, Store
 from tests.test_dedup import EN, PORT, PORT_RESULTS, html
 
 T0 = datetime(2022, 9, 7, 2, 0, tzinfo=UTC)
@@ -182,7 +185,7 @@ def test_deleting_the_canonical_entry_promotes_the_next(site: Site) -> None:
     # them): they offer a candidate that no longer loads, and nothing else happens.
     with site.store.engine.connect() as c:
         left = sum(len(c.execute(select(b.c.key).where(b.c.entry_id == site.ids["a.md"])).all()) for b in BAND_TABLES)
-    assert left == dedup.BANDS
+    assert left == BANDS
     later = entry("e.md", published=T0 + timedelta(hours=3))
     assert dedup.run(site.store, settings(), site.save(later)).duplicates == 1
     assert site.state()["e.md"][0] == "b.md"
@@ -338,12 +341,12 @@ def test_incremental_run_only_makes_indexed_lookups(site: Site) -> None:
     finally:
         event.remove(site.store.engine, "before_cursor_execute", capture)
     assert site.shown() == ["0.md", "2.md", "3.md", "a.md"]
-    lookups = [(q, p) for q, p in seen if "FROM entries" in q or "FROM minhash_bands" in q]
+    lookups = [(q, p) for q, p in seen if "FROM entries" in q or "FROM lsh_bands" in q]
     assert len(lookups) >= 6
     with site.store.engine.connect() as c:
         for q, params in lookups:
             plan = " ".join(str(r[-1]) for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + q, params))
-            assert "SCAN entries" not in plan and "SCAN minhash_bands" not in plan, (q, plan)
+            assert "SCAN entries" not in plan and "SCAN lsh_bands" not in plan, (q, plan)
 
 
 def test_run_is_one_transaction(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -382,7 +385,7 @@ def test_a_withdrawn_entry_keeps_its_bands_through_a_recompute(site: Site) -> No
     assert dedup.run(site.store, settings(tracking_params=["x"]), []).computed == 2
     dedup.run(site.store, settings(tracking_params=["x"]), site.save(entry("d.md", "【转载】" + TITLE, REPRINT, None)))
     assert site.state()["d.md"][:2] == ("a.md", "near")
-    assert len(_bands(site.store)["d.md"]) == dedup.BANDS
+    assert len(_bands(site.store)["d.md"]) == BANDS
 
 
 def test_the_shown_entry_borrows_the_categories_of_its_duplicates(site: Site) -> None:
@@ -466,7 +469,7 @@ def test_features_from_the_parse_workers_give_the_same_clusters(store: Store, tm
     report = dedup.run(store, settings(), site.save(*map(computed, batch)))
     assert report.computed == 0, "nothing left to compute"
     assert site.state() == ref.state() and site.state()["c.md"][1] == "near"
-    assert _bands(store) == _bands(reference) and len(_bands(store)["a.md"]) == dedup.BANDS
+    assert _bands(store) == _bands(reference) and len(_bands(store)["a.md"]) == BANDS
 
     edit = entry(
         "d.md",
@@ -509,53 +512,65 @@ def test_ingest_workers_compute_features(tmp_path: Path, monkeypatch: pytest.Mon
         store.close()
 
 
-def test_band_keys_merge_into_the_big_table_and_match_across_both(site: Site, monkeypatch) -> None:
-    """New band keys go to the small recent table and a run moves them into the merged one
-    once there are enough; a near-duplicate is found whichever table either side's keys are
-    in, and an entry's new version takes its keys out of both."""
-    from aggregator import store as store_module
-    from aggregator.store import DedupStateRow
+def test_band_keys_move_down_the_levels_and_match_in_any(site: Site, monkeypatch) -> None:
+    """New band keys go to level 0; a run merges a level that outgrew its size into the next
+    (swapping tables when that one is empty), and keeps a filter of every level below 0; a
+    near-duplicate is found whichever level either side's keys are in, and an entry's new
+    version takes its keys out of every level."""
+    from aggregator import bandindex
 
-    def roles():
+    def levels() -> dict[int, tuple[int, int, bandindex.BloomFilter | None]]:
+        """level → (slot, keys, filter)"""
         with site.store.engine.connect() as c:
-            return store_module.band_roles(c)
+            rows = c.execute(select(bandindex.LEVELS)).all()
+        return {r.level: (r.slot, r.size, r.bits and bandindex.BloomFilter.from_bytes(r.bits)) for r in rows}
 
-    def state() -> dict[str, str]:
-        with site.store.engine.connect() as c:
-            return dict(c.execute(select(DedupStateRow.name, DedupStateRow.value)).all())
+    def at(level: int) -> set[str]:
+        return set(_bands(site.store, [BAND_TABLES[levels()[level][0]]]))
 
-    monkeypatch.setattr(store_module, "MERGE_MIN", 30)  # more than one entry's 25 keys
+    def holds_all(level: int) -> bool:
+        _, _, f = levels()[level]
+        keys = [k for ks in _bands(site.store, [BAND_TABLES[levels()[level][0]]]).values() for k in ks]
+        return f is not None and bool(f.may_hold(np.array(keys, dtype=np.uint64)).all())
+
+    monkeypatch.setattr(bandindex, "LEVEL0_KEYS", 30)  # more than one entry's 25 keys
+    monkeypatch.setattr(bandindex, "RATIO", 2)  # level 1 holds 60 keys, level 2 120
     dedup.run(site.store, settings(), site.save(entry("a.md", link=None)))
-    merged_table, recent_table = roles()
-    assert merged_table.name == "minhash_bands" and recent_table.name == "minhash_bands_recent"
-    assert set(_bands(site.store, [recent_table])) == {"a.md"} and not _bands(site.store, [merged_table])
+    assert at(0) == {"a.md"} and levels()[0][1] == BANDS and levels()[1][1] == 0
 
-    # A second entry's keys push the recent table over the minimum; the merged one is empty,
-    # so the two swap roles instead of moving rows.
+    # A second entry's keys push level 0 over its size; level 1 is empty, so the two tables
+    # trade places instead of moving rows, and level 1 gets its filter.
+    slot0 = levels()[0][0]
     dedup.run(site.store, settings(), site.save(entry("b.md", "Harbor Logistics opens terminal", EN, None)))
-    merged_table, recent_table = roles()
-    assert merged_table.name == "minhash_bands_recent" and state()["bands_swapped"] == "1"
-    assert set(_bands(site.store, [merged_table])) == {"a.md", "b.md"} and not _bands(site.store, [recent_table])
-    assert state()["bands_recent"] == "0" and state()["bands_merged"] == str(2 * dedup.BANDS)  # counted
+    assert levels()[1][0] == slot0 and levels()[1][1] == 2 * BANDS and levels()[0][1] == 0
+    assert at(1) == {"a.md", "b.md"} and not at(0) and holds_all(1) and levels()[0][2] is None
 
-    # The reprint's keys go to the recent table, the original's are merged: a near-duplicate.
+    # The reprint's keys are in level 0, the original's in level 1, found through its filter.
     dedup.run(site.store, settings(), site.save(entry("d.md", "【转载】" + TITLE, REPRINT, None)))
-    assert set(_bands(site.store, [recent_table])) == {"d.md"}
+    assert at(0) == {"d.md"}
     assert site.state()["d.md"][:2] == ("a.md", "near")
 
-    # More keys: this time they are moved into the merged table, in key order.
+    # More keys: level 0 is merged into level 1, row by row this time, which then outgrows its
+    # 60 keys and trades places with the empty level 2.
     dedup.run(site.store, settings(), site.save(entry("f.md", "Port of Linjiang adds berths", EN[1:], None)))
-    assert roles() == (merged_table, recent_table) and not _bands(site.store, [recent_table])
-    assert set(_bands(site.store, [merged_table])) == {"a.md", "b.md", "d.md", "f.md"}
-    assert state()["bands_merged"] == str(4 * dedup.BANDS)  # counted
+    assert not at(0) and not at(1) and at(2) == {"a.md", "b.md", "d.md", "f.md"} and holds_all(2)
+    assert levels()[2][1] == 4 * BANDS and levels()[1][2] is None
 
-    # A new version of the original: its old keys leave the merged table, only the new ones
-    # remain (merged again by now), and the reprint is found from it.
+    # Four more: level 1 is merged into level 2, which outgrows the filter it came with (made
+    # again, for all its keys) and then its 120 keys: it moves to level 3 as a whole.
+    capacity = levels()[2][2].capacity
+    for i in range(4):
+        dedup.run(site.store, settings(), site.save(entry(f"t{i}.md", f"t{i}", EN[i + 2 :] + PORT[i:], None)))
+    assert not at(0) and not at(1) and not at(2) and len(at(3)) == 8 and levels()[3][1] == 8 * BANDS
+    assert capacity < 8 * BANDS <= levels()[3][2].capacity and holds_all(3)
+
+    # A new version of the original: its old keys leave level 2, the new ones are stored, and
+    # the reprint is found from it.
     old = _bands(site.store)["a.md"]
     touched = site.save(entry("a.md", paras=[*PORT, "补充一句。"], link=None, published=T0 + timedelta(hours=5)))
     dedup.run(site.store, settings(), touched)
     new = _bands(site.store)["a.md"]
-    assert len(new) == dedup.BANDS and new != old
+    assert len(new) == BANDS and new != old
     assert site.state()["a.md"][:2] == ("d.md", "near")
 
 
@@ -576,7 +591,7 @@ def test_a_band_shared_by_chance_offers_no_candidate(site: Site) -> None:
     """Unrelated texts share an LSH band now and then, the more often the bigger the store: such
     a pair is dropped on the two signatures, before entries are loaded and compared, while a
     reprint (which shares bands because it is alike) stays a candidate."""
-    from aggregator.store import insert_bands
+    from aggregator import bandindex
 
     dedup.run(site.store, settings(), site.save(entry("port.md", link=None)))
     dedup.run(site.store, settings(), site.save(entry("reprint.md", "【转载】" + TITLE, REPRINT, None)))
@@ -587,7 +602,7 @@ def test_a_band_shared_by_chance_offers_no_candidate(site: Site) -> None:
         items: dict[int, dedup.Item] = {}
         dedup._load(c, e, [port], items, {})
         # The accident: one of the port story's band keys stored for the unrelated harbor story too.
-        insert_bands(c, [(dedup.band_keys(items[port].signature)[0], harbor)])
+        bandindex.insert(c, [(dedup.band_keys(items[port].signature)[0], harbor)])
         offered = dedup._candidates(c, e, items, set(), near_threshold=0.6)
         unfiltered = dedup._candidates(c, e, items, set(), near_threshold=0.0)
         t.rollback()
@@ -595,17 +610,24 @@ def test_a_band_shared_by_chance_offers_no_candidate(site: Site) -> None:
     assert unfiltered == {port: sorted([reprint, harbor])}  # the shared band did offer it
 
 
-def test_the_band_index_by_entry_of_an_older_database_is_dropped(tmp_path: Path) -> None:
-    """Databases made before 2026-12-04 index the band tables by entry too; every merge paid for it."""
+def test_the_band_tables_of_an_older_database_are_dropped_and_its_entries_indexed_again(tmp_path: Path) -> None:
+    """Databases made before 2026-12-04 hold the band keys in two other tables: those go, and
+    the next run computes every entry's features again (ALGORITHM), which fills the new index."""
     from sqlalchemy import inspect
 
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     store = Store(url)
+    site = Site(store)
+    dedup.run(store, settings(), site.save(entry("a.md")))
     with store.engine.begin() as c:
-        c.exec_driver_sql("CREATE INDEX ix_minhash_bands_entry ON minhash_bands (entry_id)")
-        c.exec_driver_sql("CREATE INDEX ix_minhash_bands_recent_entry ON minhash_bands_recent (entry_id)")
+        c.exec_driver_sql("CREATE TABLE minhash_bands (key BIGINT, entry_id INTEGER, PRIMARY KEY (key, entry_id))")
+        c.exec_driver_sql("UPDATE dedup_state SET value = 'older' WHERE name IN ('features', 'decisions')")
     store.close()
-    store = Store(url)
-    names = {ix["name"] for t in BAND_TABLES for ix in inspect(store.engine).get_indexes(t.name)}
-    store.close()
-    assert not names & {"ix_minhash_bands_entry", "ix_minhash_bands_recent_entry"}
+    site.store = store = Store(url)
+    try:
+        assert "minhash_bands" not in inspect(store.engine).get_table_names()
+        assert dedup.run(store, settings(), []).computed == 1
+        dedup.run(store, settings(), site.save(entry("b.md", "【转载】" + TITLE, REPRINT, None, source="wire")))
+        assert site.state()["b.md"][:2] == ("a.md", "near")
+    finally:
+        store.close()

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from aggregator.config import RetentionSettings
+from aggregator.lsh import BANDS
 from aggregator.model import Entry
 from aggregator.retention import beyond_newest, cutoff, plan, prune, upkeep
 from aggregator.store import EntryCategoryRow, EntryRow, Store, TombstoneRow, maintenance_statements
@@ -86,8 +87,8 @@ def test_pruned_entries_take_their_band_keys_along(store: Store):
     from dataclasses import replace
 
     from aggregator import dedup
+    from aggregator.bandindex import TABLES as BAND_TABLES
     from aggregator.config import Settings
-    from aggregator.store import BAND_TABLES
 
     # Long, distinct bodies, so both have a signature and their 25 band keys (dedup stores them).
     text = ["".join(chr(0x4E00 + (i * 7919 + n * 104729) % 3000) for n in range(400)) for i in (1, 2)]
@@ -99,19 +100,19 @@ def test_pruned_entries_take_their_band_keys_along(store: Store):
     ids = {r.key: r.id for r in store.listing(None, None)}
     old, new = ids["https://example.org/a/1"], ids["https://example.org/a/2"]
     dedup.run(store, Settings(), [old, new])
-    merged, recent = BAND_TABLES
-    with store.engine.begin() as c:  # the old entry's keys merged, the new one's still recent: both are found
+    recent, merged = BAND_TABLES[0], BAND_TABLES[3]
+    with store.engine.begin() as c:  # the old entry's keys in a deeper level, the new one's in level 0
         c.execute(merged.insert().from_select(["key", "entry_id"], select(recent).where(recent.c.entry_id == old)))
         c.execute(recent.delete().where(recent.c.entry_id == old))
         before = {
             t.name: dict(c.execute(select(t.c.entry_id, func.count()).group_by(t.c.entry_id)).all())
-            for t in BAND_TABLES
+            for t in (merged, recent)
         }
-    assert before == {merged.name: {old: dedup.BANDS}, recent.name: {new: dedup.BANDS}}
+    assert before == {merged.name: {old: BANDS}, recent.name: {new: BANDS}}
     assert prune(store, RetentionSettings(max_age_days=30), now=NOW).pruned == 1
     with store.engine.connect() as c:
         left = sorted(r for t in BAND_TABLES for r in c.execute(select(t.c.entry_id)).scalars())
-    assert left == [new] * dedup.BANDS
+    assert left == [new] * BANDS
 
 
 def test_prune_by_count_keeps_newest_per_source(store: Store):
