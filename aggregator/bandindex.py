@@ -38,6 +38,8 @@ import numpy as np
 from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Table, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from .lsh import BANDS, KEY_BITS
+
 LEVEL0_KEYS = 50_000  # 2,000 entries: level 0 stays a few hundred pages, mostly in cache
 RATIO = 8  # each level holds up to this many times the keys of the one above
 SLOTS = 6  # tables; the last level has no limit (level 4 holds up to 200 million keys)
@@ -166,19 +168,19 @@ def settle(c: Connection) -> None:
             state[n], state[n + 1] = dst, src
             src.level, dst.level, dst.size = n + 1, n, 0
             if n == 0:  # level 0 has no filter
-                src.filter = _build(c, src.slot, src.size)
+                src.filter = _build(c, src.slot, src.size, src.level)
                 _save(c, src)
             else:
                 c.execute(update(LEVELS).where(LEVELS.c.slot == src.slot).values(level=src.level))
             c.execute(update(LEVELS).where(LEVELS.c.slot == dst.slot).values(level=n, size=0, stamp=0, bits=None))
             continue
         s, d = TABLES[src.slot], TABLES[dst.slot]
-        moved = np.fromiter(c.execute(select(s.c.key)).scalars(), dtype=np.uint64)
+        moved = _keys(c, src.slot)
         c.execute(d.insert().from_select(["key", "entry_id"], select(s.c.key, s.c.entry_id).order_by(s.c.key)))
         c.execute(s.delete())
         dst.size += src.size
         f = _filter(c, dst)
-        dst.filter = _build(c, dst.slot, dst.size) if dst.size > f.capacity else f.with_keys(moved)
+        dst.filter = _build(c, dst.slot, dst.size, dst.level) if dst.size > f.capacity else f.with_keys(moved)
         _save(c, dst)
         src.size, src.filter = 0, None
         c.execute(update(LEVELS).where(LEVELS.c.slot == src.slot).values(size=0, stamp=0, bits=None))
@@ -219,16 +221,35 @@ def _filter(c: Connection, lv: _Level) -> BloomFilter:
     if hit is None or hit[0] != lv.stamp:
         bits = c.scalar(select(LEVELS.c.bits).where(LEVELS.c.slot == lv.slot))
         # No filter stored for a level with keys (it should not happen): one that holds them all.
-        hit = (lv.stamp, BloomFilter.from_bytes(bits) if bits else _build(c, lv.slot, lv.size))
+        hit = (lv.stamp, BloomFilter.from_bytes(bits) if bits else _build(c, lv.slot, lv.size, lv.level))
         cache[lv.slot] = hit
     lv.filter = hit[1]
     return hit[1]
 
 
-def _build(c: Connection, slot: int, keys: int) -> BloomFilter:
-    """A filter of every key of TABLES[slot], for twice as many."""
-    stored = np.fromiter(c.execute(select(TABLES[slot].c.key)).scalars(), dtype=np.uint64)
-    return BloomFilter.empty(2 * max(keys, len(stored))).with_keys(stored)
+def _build(c: Connection, slot: int, size: int, level: int) -> BloomFilter:
+    """A filter of every key of TABLES[slot], with room for what its level will hold (all of
+    it, or twice `size` for the last level), so that it is rarely made again."""
+    stored = _keys(c, slot)
+    limit = capacity(level)
+    room = 2 * max(size, len(stored))
+    if limit is not None:
+        room = max(room, limit + limit // 2)
+    return BloomFilter.empty(room).with_keys(stored)
+
+
+def _keys(c: Connection, slot: int) -> np.ndarray:
+    """Every key of TABLES[slot], fast: a merge reads a whole level. Fetched as one text per
+    band, parsed by numpy (a Python object per row would cost 3× more)."""
+    name = TABLES[slot].name
+    agg = "group_concat(key)" if c.dialect.name == "sqlite" else "string_agg(CAST(key AS TEXT), ',')"
+    parts = [np.zeros(0, dtype=np.uint64)]
+    for band in range(BANDS):
+        low, high = band << KEY_BITS, (band + 1) << KEY_BITS
+        text = c.exec_driver_sql(f"SELECT {agg} FROM {name} WHERE key >= {low} AND key < {high}").scalar()
+        if text:
+            parts.append(np.fromstring(text, dtype=np.uint64, sep=","))
+    return np.concatenate(parts)
 
 
 def _save(c: Connection, lv: _Level) -> None:

@@ -303,6 +303,7 @@ class Item:
     signature: bytes | None = None
     withdrawn: bool = False
     fresh: bool = False  # features computed in this run: its bands are not stored yet
+    bands: tuple[int, ...] = ()  # LSH keys of the signature, when computed in this run
     canonical_id: int | None = None
     dup_reason: str | None = None
     dup_score: float | None = None
@@ -573,10 +574,9 @@ def _candidates(c, e, items: dict[int, Item], later: set[int], near_threshold: f
             by_print.setdefault(k, set()).add(i)
     # Bands of features computed in this run are stored first, so that entries of the same
     # batch find each other too.
-    bandindex.insert(
-        c, [(k, it.id) for it in items.values() if it.fresh and it.signature for k in band_keys(it.signature)]
-    )
-    probe = [(k, i) for i, it in items.items() if it.signature and not it.withdrawn for k in band_keys(it.signature)]
+    keys = {i: it.bands or band_keys(it.signature) for i, it in items.items() if it.signature}
+    bandindex.insert(c, [(k, i) for i, ks in keys.items() if items[i].fresh for k in ks])
+    probe = [(k, i) for i, ks in keys.items() if not items[i].withdrawn for k in ks]
     shared: dict[int, Counter] = {}
     for (i, j), n in bandindex.shared(c, probe).items():
         if j not in later:
@@ -689,7 +689,7 @@ def _compute(
             it = items[row.id]
             f = features(row.link, row.content, patterns)
             it.url_key, it.fingerprint, it.text_chars = f.url_key, f.fingerprint, f.text_chars
-            it.signature = f.signature
+            it.signature, it.bands = f.signature, f.bands
             fresh.append(
                 {
                     "b_id": it.id,

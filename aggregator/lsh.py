@@ -13,7 +13,7 @@ BANDS, ROWS = 25, 4  # LSH over the first 100 permutations: a pair at Jaccard 0.
 _BAND_WORDS = struct.Struct(f"<{BANDS * ROWS // 2}Q")
 _MASK64 = (1 << 64) - 1
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio)
-_BAND_SHIFT = 58  # a key is the band number (5 bits) over 58 bits of the band's hash: a positive BIGINT
+KEY_BITS = 58  # a key is the band number (5 bits) over 58 bits of the band's hash: a positive BIGINT
 
 
 def band_keys(sig: bytes) -> tuple[int, ...]:
@@ -23,5 +23,5 @@ def band_keys(sig: bytes) -> tuple[int, ...]:
     64-bit words) are folded into one 64-bit number by multiply-xor; the band number goes on
     top, so one indexed column holds every band."""
     w = _BAND_WORDS.unpack_from(sig)
-    low = (1 << _BAND_SHIFT) - 1
-    return tuple((b << _BAND_SHIFT) | ((((w[2 * b] * _MIX) & _MASK64) ^ w[2 * b + 1]) & low) for b in range(BANDS))
+    low = (1 << KEY_BITS) - 1
+    return tuple((b << KEY_BITS) | ((((w[2 * b] * _MIX) & _MASK64) ^ w[2 * b + 1]) & low) for b in range(BANDS))
