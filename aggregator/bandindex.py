@@ -90,7 +90,7 @@ def insert(c: Connection, rows: list[tuple[int, int]]) -> None:
     the next page instead of a random one each)."""
     if not rows:
         return
-    slot = _state(c)[0].slot
+    slot = _state(c, for_update=True)[0].slot
     sql = f"INSERT INTO {TABLES[slot].name} (key, entry_id) VALUES ({_mark(c)}, {_mark(c)})"
     rows.sort()
     for i in range(0, len(rows), 5000):
@@ -157,7 +157,7 @@ def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int
 
 def settle(c: Connection) -> None:
     """Merge every level that outgrew its capacity into the next, top down."""
-    state = _state(c)
+    state = _state(c, for_update=True)
     for n in range(SLOTS - 1):
         src, dst = state[n], state[n + 1]
         limit = capacity(n)
@@ -197,14 +197,18 @@ class _Level:
         self.filter: BloomFilter | None = None
 
 
-def _state(c: Connection) -> list[_Level]:
-    """The levels, top (0) first."""
-    q = select(LEVELS.c.slot, LEVELS.c.level, LEVELS.c.size, LEVELS.c.stamp).order_by(LEVELS.c.level)
+def _state(c: Connection, for_update: bool = False) -> list[_Level]:
+    """The levels, top (0) first. `for_update`: locked until the transaction ends, so that a
+    concurrent writer cannot store keys into a table that a merge is moving to another level
+    (PostgreSQL; a SQLite transaction that writes holds the whole database already)."""
+    q = select(LEVELS.c.slot, LEVELS.c.level, LEVELS.c.size, LEVELS.c.stamp).order_by(LEVELS.c.slot)
+    if for_update:
+        q = q.with_for_update()
     rows = c.execute(q).all()
     if not rows:  # a new database
         c.execute(LEVELS.insert(), [{"slot": n, "level": n, "size": 0, "stamp": 0, "bits": None} for n in range(SLOTS)])
         rows = c.execute(q).all()
-    return [_Level(*r) for r in rows]
+    return sorted((_Level(*r) for r in rows), key=lambda lv: lv.level)
 
 
 # Filters read from the database, per engine: (stamp, filter) by slot. A stamp is random and
