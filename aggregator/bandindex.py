@@ -33,12 +33,15 @@ from __future__ import annotations
 import os
 import weakref
 from collections import Counter
+from typing import TYPE_CHECKING
 
-import numpy as np
 from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Table, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .lsh import BANDS, KEY_BITS
+
+if TYPE_CHECKING:  # numpy is imported by the functions that use it: a run with nothing new does not
+    import numpy as np
 
 LEVEL0_KEYS = 50_000  # 2,000 entries: level 0 stays a few hundred pages, mostly in cache
 RATIO = 8  # each level holds up to this many times the keys of the one above
@@ -119,6 +122,8 @@ def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int
     Level 0 is joined in the database with a temporary table of the rows (CROSS JOIN makes it
     lead in SQLite: one primary-key probe per row, in key order), so only pairs come back.
     The other levels are read only for the keys their filter may hold."""
+    import numpy as np
+
     pairs: Counter[tuple[int, int]] = Counter()
     if not rows:
         return pairs
@@ -245,6 +250,8 @@ def _build(c: Connection, slot: int, size: int, level: int) -> BloomFilter:
 def _keys(c: Connection, slot: int) -> np.ndarray:
     """Every key of TABLES[slot], fast: a merge reads a whole level. Fetched as one text per
     band, parsed by numpy (a Python object per row would cost 3× more)."""
+    import numpy as np
+
     name = TABLES[slot].name
     agg = "group_concat(key)" if c.dialect.name == "sqlite" else "string_agg(CAST(key AS TEXT), ',')"
     parts = [np.zeros(0, dtype=np.uint64)]
@@ -272,17 +279,21 @@ class BloomFilter:
     test reads one word (one cache miss, however big the filter). Vectorized with numpy."""
 
     __slots__ = ("words",)
-    _MIX = np.uint64(0x9E3779B97F4A7C15)
+    _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant
 
     def __init__(self, words: np.ndarray):
         self.words = words
 
     @classmethod
     def empty(cls, keys: int) -> BloomFilter:
+        import numpy as np
+
         return cls(np.zeros(max(1, -(-max(keys, 1) * BITS_PER_KEY // 64)), dtype=np.uint64))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> BloomFilter:
+        import numpy as np
+
         return cls(np.frombuffer(data, dtype="<u8").astype(np.uint64))
 
     def to_bytes(self) -> bytes:
@@ -293,7 +304,9 @@ class BloomFilter:
         return len(self.words) * 64 // BITS_PER_KEY
 
     def _where(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        h = keys.astype(np.uint64) * self._MIX
+        import numpy as np
+
+        h = keys.astype(np.uint64) * np.uint64(self._MIX)
         # The top 32 bits pick the word (multiply-shift onto the word count), the low 30 the bits.
         word = ((h >> np.uint64(32)) * np.uint64(len(self.words))) >> np.uint64(32)
         bits = np.zeros_like(h)
@@ -302,6 +315,8 @@ class BloomFilter:
         return word.astype(np.intp), bits
 
     def with_keys(self, keys: np.ndarray) -> BloomFilter:
+        import numpy as np
+
         words = self.words.copy()
         word, bits = self._where(keys)
         np.bitwise_or.at(words, word, bits)
