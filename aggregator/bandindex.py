@@ -1,5 +1,5 @@
-"""The LSH band index: which stored entries hold a band key, at a cost that does not grow
-with the store.
+"""The LSH band index: which stored entries hold a band key, built so that adding an entry
+costs as little more as it can as the store grows (figures in docs/benchmarks.md).
 
 One row per band key of an entry's MinHash (`lsh.band_keys`), so near-duplicate candidates are
 found by indexed lookups, never by comparing against every entry. A single B-tree of random keys
