@@ -715,7 +715,7 @@ def _compute(
             .values(text_chars=bindparam("tc"), minhash=bindparam("mh"), dedup_version=bindparam("dv")),
             fresh,
         )
-        # The new bands are stored by _candidates, once the batch's lookups are done.
+        # The new bands are stored by _candidates, just before the batch's lookups.
         # A new version's categories were rewritten by the store: none of them is borrowed any more.
         c.execute(delete(DedupCategoryRow).where(DedupCategoryRow.entry_id.in_(changed_ids)))
     return computed
