@@ -87,17 +87,22 @@ def _mark(c: Connection) -> str:
     return "?" if c.dialect.paramstyle == "qmark" else "%s"  # qmark: sqlite3; format: psycopg
 
 
-def insert(c: Connection, rows: list[tuple[int, int]]) -> None:
-    """Store (band key, entry id) rows, in level 0: the biggest write of a cold start, so
-    straight to the driver's executemany, in key order (consecutive rows land on the same or
-    the next page instead of a random one each)."""
-    if not rows:
-        return
-    slot = _state(c, for_update=True)[0].slot
-    sql = f"INSERT INTO {TABLES[slot].name} (key, entry_id) VALUES ({_mark(c)}, {_mark(c)})"
+def _put(c: Connection, table: str, rows: list[tuple[int, int]]) -> None:
+    """(key, entry id) rows into `table`: straight to the driver's executemany (no per-row
+    parameter processing), in key order (consecutive rows land on the same or the next page
+    instead of a random one each)."""
+    sql = f"INSERT INTO {table} (key, entry_id) VALUES ({_mark(c)}, {_mark(c)})"
     rows.sort()
     for i in range(0, len(rows), 5000):
         c.exec_driver_sql(sql, rows[i : i + 5000])
+
+
+def insert(c: Connection, rows: list[tuple[int, int]]) -> None:
+    """Store (band key, entry id) rows, in level 0 (the biggest write of a cold start)."""
+    if not rows:
+        return
+    slot = _state(c, for_update=True)[0].slot
+    _put(c, TABLES[slot].name, rows)
     c.execute(update(LEVELS).where(LEVELS.c.slot == slot).values(size=LEVELS.c.size + len(rows)))
 
 
@@ -132,9 +137,7 @@ def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int
         "CREATE TEMPORARY TABLE IF NOT EXISTS band_probe (key BIGINT NOT NULL, entry_id INTEGER NOT NULL)"
     )
     c.exec_driver_sql("DELETE FROM band_probe")
-    rows.sort()
-    for i in range(0, len(rows), 5000):
-        c.exec_driver_sql(f"INSERT INTO band_probe (key, entry_id) VALUES ({_mark(c)}, {_mark(c)})", rows[i : i + 5000])
+    _put(c, "band_probe", rows)
     if c.dialect.name == "postgresql":
         c.exec_driver_sql("ANALYZE band_probe")  # a temporary table has no statistics otherwise
     level0 = TABLES[state[0].slot].name
