@@ -183,12 +183,13 @@ def settle(c: Connection) -> None:
             c.execute(update(LEVELS).where(LEVELS.c.slot == dst.slot).values(level=n, size=0, stamp=0, bits=None))
             continue
         s, d = TABLES[src.slot], TABLES[dst.slot]
-        moved = _keys(c, src.slot)
+        f = _filter(c, dst)
+        outgrown = dst.size + src.size > f.capacity  # then made again from all its keys, these included
+        moved = None if outgrown else _keys(c, src.slot)
         c.execute(d.insert().from_select(["key", "entry_id"], select(s.c.key, s.c.entry_id).order_by(s.c.key)))
         c.execute(s.delete())
         dst.size += src.size
-        f = _filter(c, dst)
-        dst.filter = _build(c, dst.slot, dst.size, dst.level) if dst.size > f.capacity else f.with_keys(moved)
+        dst.filter = _build(c, dst.slot, dst.size, dst.level) if moved is None else f.with_keys(moved)
         _save(c, dst)
         src.size, src.filter = 0, None
         c.execute(update(LEVELS).where(LEVELS.c.slot == src.slot).values(size=0, stamp=0, bits=None))
