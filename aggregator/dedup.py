@@ -7,8 +7,9 @@ Layers, cheapest first (identity — same source and key — is an update, handl
 2. **content**: a digest of the normalized body text (NFKC, tags and boilerplate lines
    stripped, case, whitespace and punctuation folded).
 3. **near**: MinHash over character shingles of that text (works the same for Chinese, which
-   has no spaces, and Latin scripts), indexed by LSH band keys (`bandindex`), so the
-   candidates of a new entry are found by indexed lookups, never a pairwise scan. A candidate
+   has no spaces, and Latin scripts), indexed by LSH band keys. The URL and text digests and
+   the band keys all go into one key index (`keyindex`), so the candidates of a new entry
+   are found by indexed lookups, never a pairwise scan. A near candidate
    is confirmed only when the estimated Jaccard similarity reaches `near_threshold` *and* the
    titles agree, which keeps same-topic, different stories apart.
 
@@ -42,16 +43,15 @@ import nh3
 from rensa import RMinHash
 from sqlalchemy import bindparam, delete, insert, select, true, update
 
-from . import bandindex
+from . import keyindex, lsh
 from .config import DedupSettings
-from .lsh import band_keys
 from .model import Features
 
 log = logging.getLogger(__name__)
 
 # Bump when anything below changes what features or decisions come out: stored features are
 # then recomputed and every cluster re-evaluated on the next run.
-ALGORITHM = "7"
+ALGORITHM = "8"
 
 # Query keys that say who shared a link, never which page it is. Matched case-insensitively;
 # shell-style patterns (`utm_*`) allowed. `[dedup] tracking_params` adds to this list.
@@ -284,7 +284,8 @@ def features(link: str | None, content_html: str, patterns: Sequence[str] = TRAC
     curl = canonical_url(link, patterns)
     text = normalized_text(content_html)
     sig = signature(shingles(text))
-    return Features(curl, url_key(curl), fingerprint(text), len(text), sig, band_keys(sig) if sig else ())
+    uk, fp = url_key(curl), fingerprint(text)
+    return Features(curl, uk, fp, len(text), sig, lsh.index_keys(uk, fp, sig))
 
 
 @dataclass(slots=True)
@@ -302,8 +303,8 @@ class Item:
     text_chars: int = 0
     signature: bytes | None = None
     withdrawn: bool = False
-    fresh: bool = False  # features computed in this run: its bands are not stored yet
-    bands: tuple[int, ...] = ()  # LSH keys of the signature, when computed in this run
+    fresh: bool = False  # features computed in this run: its index keys are not stored yet
+    keys: tuple[int, ...] = ()  # its index keys, when computed in this run
     canonical_id: int | None = None
     dup_reason: str | None = None
     dup_score: float | None = None
@@ -488,9 +489,9 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
         recompute_all = state.get("features") not in (None, feat_digest)
         if recompute_all:
             c.execute(update(e).values(dedup_version=None))
-            # Their band keys go with them, all at once: the ones stored may have been made by
-            # another version, which `delete_bands` (recomputing them) would not find.
-            bandindex.clear(c)
+            # Their index keys go with them, all at once: the ones stored may have been made by
+            # another version, which `delete_keys` (recomputing them) would not find.
+            keyindex.clear(c)
         ids = _select(c, e, set(touched_ids), everything=state.get("decisions") != decision_digest)
         sources = dict(c.execute(select(SourceRow.id, SourceRow.name)).all())
         later = set(ids)
@@ -517,8 +518,8 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
                     report.reasons[it.dup_reason] += 1
         _sync_categories(c, e, affected)
         updates = {"features": feat_digest, "decisions": decision_digest}
-        if ids:  # the ingest or this run may have added band keys
-            bandindex.settle(c)
+        if ids:  # the ingest or this run may have added index keys
+            keyindex.settle(c)
         for name, value in updates.items():
             if state.get(name) != value:
                 c.execute(delete(DedupStateRow).where(DedupStateRow.name == name))
@@ -560,34 +561,30 @@ def _select(c, e, ids: set[int], everything: bool) -> set[int]:
 
 
 def _candidates(c, e, items: dict[int, Item], later: set[int], near_threshold: float) -> dict[int, list[int]]:
-    """Per entry to decide, the ids the indexes offer: same URL key, same fingerprint, shared
+    """Per entry to decide, the ids the key index offers: same URL key, same text key, shared
     LSH band keys (the MAX_CANDIDATES sharing the most, less those whose signature shows they
-    cannot reach `near_threshold`). Entries of `later` batches of this run (whose bands the
+    cannot reach `near_threshold`). Entries of `later` batches of this run (whose keys the
     ingest may have stored already) cannot be matches yet, so they take no candidate slot."""
-    by_url: dict[int, set[int]] = {}
-    by_print: dict[int, set[int]] = {}
-    for chunk in _chunks(sorted({it.url_key for it in items.values() if it.url_key})):
-        for i, k in c.execute(select(e.c.id, e.c.url_key).where(e.c.url_key.in_(chunk))):
-            by_url.setdefault(k, set()).add(i)
-    for chunk in _chunks(sorted({it.fingerprint for it in items.values() if it.fingerprint})):
-        for i, k in c.execute(select(e.c.id, e.c.fingerprint).where(e.c.fingerprint.in_(chunk))):
-            by_print.setdefault(k, set()).add(i)
-    # Bands of features computed in this run are stored first, so that entries of the same
+    # Keys of features computed in this run are stored first, so that entries of the same
     # batch find each other too.
-    keys = {i: it.bands or band_keys(it.signature) for i, it in items.items() if it.signature}
-    bandindex.insert(c, [(k, i) for i, ks in keys.items() if items[i].fresh for k in ks])
+    keys = {i: it.keys or lsh.index_keys(it.url_key, it.fingerprint, it.signature) for i, it in items.items()}
+    keyindex.insert(c, [(k, i) for i, ks in keys.items() if items[i].fresh for k in ks])
     probe = [(k, i) for i, ks in keys.items() if not items[i].withdrawn for k in ks]
-    shared: dict[int, Counter] = {}
-    for (i, j), n in bandindex.shared(c, probe).items():
-        if j not in later:
+    exact: dict[int, set[int]] = {}  # same URL key or text key
+    shared: dict[int, Counter] = {}  # band keys in common
+    for (i, j, kind), n in keyindex.shared(c, probe).items():
+        if j in later:
+            continue
+        if kind == lsh.BAND:
             shared.setdefault(i, Counter())[j] += n
+        else:
+            exact.setdefault(i, set()).add(j)
     out: dict[int, list[int]] = {}
     by_band: dict[int, set[int]] = {}  # candidates only a band offers: they can match only as near-duplicates
     for i, it in items.items():
         if it.withdrawn:
             continue
-        found = by_url.get(it.url_key, set()) | by_print.get(it.fingerprint, set())
-        found.discard(i)
+        found = exact.get(i, set())
         out[i] = sorted(found)
         by_band[i] = {j for j, _ in shared.get(i, Counter()).most_common(MAX_CANDIDATES)} - found - {i}
     # Every band-sharing pair is not a near-duplicate: unrelated texts share a band now and then,
@@ -671,7 +668,7 @@ def _compute(
     """Load the entries to decide, computing features for those whose current version has none
     (once per version: an unchanged entry that is re-decided reuses its stored features).
     `keys_stored`: whether their old band keys may still be stored, to delete."""
-    from .store import DedupCategoryRow, delete_bands
+    from .store import DedupCategoryRow, delete_keys
 
     computed = 0
     for chunk in _chunks(ids):
@@ -689,7 +686,7 @@ def _compute(
             it = items[row.id]
             f = features(row.link, row.content, patterns)
             it.url_key, it.fingerprint, it.text_chars = f.url_key, f.fingerprint, f.text_chars
-            it.signature, it.bands = f.signature, f.bands
+            it.signature, it.keys = f.signature, f.keys
             fresh.append(
                 {
                     "b_id": it.id,
@@ -707,7 +704,7 @@ def _compute(
         computed += len(fresh)
         changed_ids = [r["b_id"] for r in fresh]
         if keys_stored:
-            delete_bands(c, changed_ids)  # while the old signatures they are computed from are stored
+            delete_keys(c, changed_ids)  # while the old features they are computed from are stored
         c.execute(
             update(e)
             .where(e.c.id == bindparam("b_id"))
@@ -715,7 +712,7 @@ def _compute(
             .values(text_chars=bindparam("tc"), minhash=bindparam("mh"), dedup_version=bindparam("dv")),
             fresh,
         )
-        # The new bands are stored by _candidates, just before the batch's lookups.
+        # The new index keys are stored by _candidates, just before the batch's lookups.
         # A new version's categories were rewritten by the store: none of them is borrowed any more.
         c.execute(delete(DedupCategoryRow).where(DedupCategoryRow.entry_id.in_(changed_ids)))
     return computed

@@ -38,7 +38,7 @@ class Features:
     fingerprint: int | None  # 64-bit digest of the normalized text
     text_chars: int  # length of the normalized text
     signature: bytes | None  # MinHash
-    bands: tuple[int, ...] = ()  # LSH keys of the signature, one per band
+    keys: tuple[int, ...] = ()  # its keys in the dedup index (`lsh.index_keys`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, select, tuple_
 
 from .config import RetentionSettings
-from .store import EntryRow, SourceRow, Store, TombstoneRow, delete_bands, maintenance_statements, now_utc
+from .store import EntryRow, SourceRow, Store, TombstoneRow, delete_keys, maintenance_statements, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,10 @@ def _tombstone_and_delete(store: Store, ids: Sequence[int], now: datetime, tombs
                         for r in rows
                     ],
                 )
-        # Categories go with the entry (ON DELETE CASCADE), its LSH band keys are dropped here
+        # Categories go with the entry (ON DELETE CASCADE), its dedup index keys are dropped here
         # (an index without a foreign key); duplicates that pointed at it become orphans the
         # dedup stage re-clusters.
-        delete_bands(c, ids)
+        delete_keys(c, ids)
         return c.execute(delete(t).where(t.c.id.in_(ids))).rowcount or 0
 
 

@@ -42,8 +42,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from . import bandindex
-from .lsh import band_keys
+from . import keyindex
+from .lsh import index_keys
 from .model import Entry
 from .text import slugify
 
@@ -100,7 +100,7 @@ class Digest(TypeDecorator):
 
 
 class Base(DeclarativeBase):
-    metadata = bandindex.metadata  # the LSH band index's tables are part of the schema
+    metadata = keyindex.metadata  # the dedup key index's tables are part of the schema
 
 
 class SourceRow(Base):
@@ -163,8 +163,9 @@ class EntryRow(Base):
     dup_score: Mapped[float | None] = mapped_column(Float)
     # features computed once per entry version by aggregator/dedup.py
     canonical_url: Mapped[str | None] = mapped_column(Text)
-    url_key: Mapped[int | None] = mapped_column(Digest, index=True)  # of canonical_url
-    fingerprint: Mapped[int | None] = mapped_column(Digest, index=True)  # of the normalized text
+    # Looked up through the dedup key index (`keyindex`), not an index of their own.
+    url_key: Mapped[int | None] = mapped_column(Digest)  # of canonical_url
+    fingerprint: Mapped[int | None] = mapped_column(Digest)  # of the normalized text
     minhash: Mapped[bytes | None] = mapped_column(LargeBinary)  # MinHash signature, little-endian u32s
     text_chars: Mapped[int | None] = mapped_column(Integer)  # length of the normalized body text
     dedup_version: Mapped[str | None] = mapped_column(String(32))  # the `version` these features describe
@@ -201,15 +202,15 @@ class DedupStateRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-def delete_bands(c, entry_ids: Sequence[int]) -> None:
-    """Drop the LSH band keys of these entries: call it before their stored signature changes
-    or goes, since the keys are recomputed from it (the index has no lookup by entry)."""
+def delete_keys(c, entry_ids: Sequence[int]) -> None:
+    """Drop the dedup index keys of these entries: call it before their stored features change
+    or go, since the keys are recomputed from them (the index has no lookup by entry)."""
     e = EntryRow.__table__
     rows = []
     for i in range(0, len(entry_ids), BATCH):
-        q = select(e.c.id, e.c.minhash).where(e.c.id.in_(entry_ids[i : i + BATCH]), e.c.minhash.is_not(None))
-        rows += [(k, i) for i, sig in c.execute(q) for k in band_keys(sig)]
-    bandindex.delete(c, rows)
+        q = select(e.c.id, e.c.url_key, e.c.fingerprint, e.c.minhash).where(e.c.id.in_(entry_ids[i : i + BATCH]))
+        rows += [(k, i) for i, uk, fp, sig in c.execute(q) for k in index_keys(uk, fp, sig)]
+    keyindex.delete(c, rows)
 
 
 class DedupCategoryRow(Base):
@@ -354,6 +355,11 @@ def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+# Indexes of earlier versions: the URL and text digests are looked up through the dedup key
+# index since 2026-12-04, and an index of random digests made every new entry write a random page.
+_LEGACY_INDEXES = ("ix_entries_url_key", "ix_entries_fingerprint")
+
+
 class Store:
     """A database holding sources, entries, categories and publishing state."""
 
@@ -365,7 +371,10 @@ class Store:
         self.engine = create_engine(url)
         _on_connect(self.engine, cache_mb)
         Base.metadata.create_all(self.engine)
-        bandindex.drop_legacy(self.engine)
+        keyindex.drop_legacy(self.engine)
+        with self.engine.begin() as c:
+            for name in _LEGACY_INDEXES:
+                c.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -417,8 +426,8 @@ class Store:
             cat_ids = self._category_ids(s, {c for e in entries for c in e.categories})
             inserts: list[dict] = []
             inserted_cats: list[tuple[str, Sequence[str]]] = []
-            inserted_bands: list[tuple[str, tuple[int, ...]]] = []
-            bands: list[tuple[int, int]] = []  # (band key, entry id) of features computed by the parse
+            inserted_keys: list[tuple[str, tuple[int, ...]]] = []
+            keys: list[tuple[int, int]] = []  # (index key, entry id) of features computed by the parse
             touches: list[dict] = []
             for e in entries:
                 version = e.version()
@@ -465,7 +474,7 @@ class Store:
                     inserts.append(row)
                     inserted_cats.append((e.key, e.categories))
                     if e.features is not None:
-                        inserted_bands.append((e.key, e.features.bands))
+                        inserted_keys.append((e.key, e.features.keys))
                     result.new += 1
                 elif old.version == version and not old.withdrawn:
                     result.unchanged += 1
@@ -481,9 +490,9 @@ class Store:
                         # The file changed but says nothing about when: the change is news
                         # (for an undated entry too: its updated time moves, its place does not).
                         row["updated"] = now if e.published is None or now > e.published else None
-                    if e.features is not None:  # a new signature: the old one's keys go first
-                        delete_bands(s.connection(), [old.id])
-                        bands += [(k, old.id) for k in e.features.bands]
+                    if e.features is not None:  # new features: the old ones' keys go first
+                        delete_keys(s.connection(), [old.id])
+                        keys += [(k, old.id) for k in e.features.keys]
                     s.execute(update(EntryRow).where(EntryRow.id == old.id).values(**row))
                     s.execute(delete(EntryCategoryRow).where(EntryCategoryRow.entry_id == old.id))
                     # None of its categories is borrowed from a duplicate any more (dedup lends again).
@@ -517,10 +526,10 @@ class Store:
                 ]
                 if links:
                     s.execute(insert(EntryCategoryRow), links)
-                bands += [(k, by_key[key]) for key, keys in inserted_bands for k in keys]
+                keys += [(k, by_key[key]) for key, ks in inserted_keys for k in ks]
                 touched.extend(by_key.values())
-            if bands:
-                bandindex.insert(s.connection(), bands)
+            if keys:
+                keyindex.insert(s.connection(), keys)
         return result, touched
 
     def withdraw(self, ids: Sequence[int], now: datetime) -> None:

@@ -12,7 +12,6 @@ from aggregator import dedup
 from aggregator.config import DedupSettings
 from aggregator.dedup import (
     Item,
-    band_keys,
     canonical_url,
     compare,
     decide,
@@ -29,7 +28,7 @@ from aggregator.dedup import (
     tracking_patterns,
     url_key,
 )
-from aggregator.lsh import BANDS
+from aggregator.lsh import BANDS, TEXT_SPACE, URL_SPACE, band_keys, index_keys, kind
 from aggregator.model import FileStamp
 from aggregator.sources.articles import ArticleContext, parse_article
 from tests.conftest import EXAMPLES
@@ -180,9 +179,26 @@ def test_signature_similarity_and_bands() -> None:
     assert [k >> 58 for k in keys] == list(range(BANDS))
     assert all(0 <= k < 2**63 for k in keys)
     assert len(set(keys) & set(band_keys(other))) == 0
-    assert features(None, html(PORT)).bands == keys
+    f = features(None, html(PORT))
+    assert f.keys == (*keys, (TEXT_SPACE << 58) | (f.fingerprint & (2**58 - 1)))  # no link: no URL key
     assert signature(shingles("too short")) is None
     assert similarity(b"", b"") == 0.0
+
+
+def test_index_keys_put_url_and_text_digests_beside_the_bands() -> None:
+    """An entry's keys in the dedup index: its bands, then its URL key and text key, each in a
+    space of its own, all positive BIGINTs (a negative digest too)."""
+    f = features("https://www.example.cn/a/1.html?utm_source=x", html(PORT))
+    assert f.url_key is not None and f.fingerprint is not None and f.signature is not None
+    keys = index_keys(-1, f.fingerprint, f.signature)
+    assert keys[:BANDS] == band_keys(f.signature)
+    assert keys[BANDS:] == ((URL_SPACE << 58) | (2**58 - 1), (TEXT_SPACE << 58) | (f.fingerprint & (2**58 - 1)))
+    assert all(0 <= k < 2**63 for k in keys)
+    assert [kind(k) for k in keys] == [0] * BANDS + [URL_SPACE, TEXT_SPACE]
+    assert f.keys == index_keys(f.url_key, f.fingerprint, f.signature)
+    assert index_keys(None, None, None) == ()
+    # A short text has no signature and no fingerprint: only its URL key.
+    assert features("https://e.com/b", "<p>短讯。</p>").keys == index_keys(url_key("https://e.com/b"), None, None)
 
 
 def test_edited_reprint_stays_similar_and_shares_a_band() -> None:
@@ -193,7 +209,7 @@ def test_edited_reprint_stays_similar_and_shares_a_band() -> None:
     assert a.fingerprint != b.fingerprint
     assert a.signature and b.signature
     assert similarity(a.signature, b.signature) >= 0.6
-    assert set(a.bands) & set(b.bands)
+    assert set(a.keys[:BANDS]) & set(b.keys[:BANDS])
 
 
 # ------------------------------------------------------------------ titles

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import create_engine, delete, select, update
 
 from aggregator import dedup
-from aggregator.bandindex import TABLES as BAND_TABLES
 from aggregator.config import DedupSettings, Settings
-from aggregator.lsh import BANDS
+from aggregator.keyindex import TABLES as KEY_TABLES
+from aggregator.lsh import BAND, BANDS, index_keys, kind
 from aggregator.model import Entry
 from aggregator.store import Base, EntryRow, Store
 from tests.test_dedup import EN, PORT, PORT_RESULTS, html
@@ -181,11 +181,11 @@ def test_deleting_the_canonical_entry_promotes_the_next(site: Site) -> None:
     dedup.run(site.store, settings(), [])
     assert site.shown() == ["b.md"]
     assert site.state()["c.md"][0] == "b.md"
-    # Its band keys are still indexed (the deletion above bypassed retention, which drops
+    # Its index keys are still stored (the deletion above bypassed retention, which drops
     # them): they offer a candidate that no longer loads, and nothing else happens.
     with site.store.engine.connect() as c:
-        left = sum(len(c.execute(select(b.c.key).where(b.c.entry_id == site.ids["a.md"])).all()) for b in BAND_TABLES)
-    assert left == BANDS
+        left = sum(len(c.execute(select(b.c.key).where(b.c.entry_id == site.ids["a.md"])).all()) for b in KEY_TABLES)
+    assert left == BANDS + 2  # bands, URL key, text key
     later = entry("e.md", published=T0 + timedelta(hours=3))
     assert dedup.run(site.store, settings(), site.save(later)).duplicates == 1
     assert site.state()["e.md"][0] == "b.md"
@@ -341,12 +341,12 @@ def test_incremental_run_only_makes_indexed_lookups(site: Site) -> None:
     finally:
         event.remove(site.store.engine, "before_cursor_execute", capture)
     assert site.shown() == ["0.md", "2.md", "3.md", "a.md"]
-    lookups = [(q, p) for q, p in seen if "FROM entries" in q or "FROM lsh_bands" in q]
+    lookups = [(q, p) for q, p in seen if "FROM entries" in q or "FROM dedup_keys" in q]
     assert len(lookups) >= 6
     with site.store.engine.connect() as c:
         for q, params in lookups:
             plan = " ".join(str(r[-1]) for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + q, params))
-            assert "SCAN entries" not in plan and "SCAN lsh_bands" not in plan, (q, plan)
+            assert "SCAN entries" not in plan and "SCAN dedup_keys" not in plan, (q, plan)
 
 
 def test_run_is_one_transaction(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -435,15 +435,21 @@ def test_a_stale_record_of_a_borrowed_category_is_repaired(site: Site) -> None:
     assert sorted(c.name for c in site.store.entry_categories([site.ids["a.md"]])[site.ids["a.md"]]) == ["财经"]
 
 
-def _bands(store: Store, tables=BAND_TABLES) -> dict[str, set[int]]:
-    """Entry key → its band keys, in either band table (or those of `tables`)."""
+def _keys(store: Store, tables=KEY_TABLES) -> dict[str, set[int]]:
+    """Entry key → its keys in the dedup index, in any level's table (or those of `tables`)."""
     e = EntryRow.__table__
     out: dict[str, set[int]] = {}
     with store.engine.connect() as c:
         for b in tables:
-            for key, band in c.execute(select(e.c.key, b.c.key).join(b, b.c.entry_id == e.c.id)):
-                out.setdefault(key, set()).add(band)
+            for key, k in c.execute(select(e.c.key, b.c.key).join(b, b.c.entry_id == e.c.id)):
+                out.setdefault(key, set()).add(k)
     return out
+
+
+def _bands(store: Store, tables=KEY_TABLES) -> dict[str, set[int]]:
+    """Entry key → its LSH band keys in the dedup index."""
+    found = {key: {k for k in ks if kind(k) == BAND} for key, ks in _keys(store, tables).items()}
+    return {key: ks for key, ks in found.items() if ks}
 
 
 def test_features_from_the_parse_workers_give_the_same_clusters(store: Store, tmp_path: Path):
@@ -469,7 +475,8 @@ def test_features_from_the_parse_workers_give_the_same_clusters(store: Store, tm
     report = dedup.run(store, settings(), site.save(*map(computed, batch)))
     assert report.computed == 0, "nothing left to compute"
     assert site.state() == ref.state() and site.state()["c.md"][1] == "near"
-    assert _bands(store) == _bands(reference) and len(_bands(store)["a.md"]) == BANDS
+    assert _keys(store) == _keys(reference) and len(_bands(store)["a.md"]) == BANDS
+    assert len(_keys(store)["a.md"]) == BANDS + 2  # and its URL key and text key
 
     edit = entry(
         "d.md",
@@ -479,7 +486,7 @@ def test_features_from_the_parse_workers_give_the_same_clusters(store: Store, tm
     )
     dedup.run(reference, settings(), ref.save(edit))
     dedup.run(store, settings(), site.save(computed(edit)))
-    assert _bands(store) == _bands(reference) and site.state() == ref.state()
+    assert _keys(store) == _keys(reference) and site.state() == ref.state()
     reference.close()
 
 
@@ -517,32 +524,33 @@ def test_band_keys_move_down_the_levels_and_match_in_any(site: Site, monkeypatch
     (swapping tables when that one is empty), and keeps a filter of every level below 0; a
     near-duplicate is found whichever level either side's keys are in, and an entry's new
     version takes its keys out of every level."""
-    from aggregator import bandindex
+    from aggregator import keyindex
 
-    def levels() -> dict[int, tuple[int, int, bandindex.BloomFilter | None]]:
+    def levels() -> dict[int, tuple[int, int, keyindex.BloomFilter | None]]:
         """level → (slot, keys, filter)"""
         with site.store.engine.connect() as c:
-            rows = c.execute(select(bandindex.LEVELS)).all()
-        return {r.level: (r.slot, r.size, r.bits and bandindex.BloomFilter.from_bytes(r.bits)) for r in rows}
+            rows = c.execute(select(keyindex.LEVELS)).all()
+        return {r.level: (r.slot, r.size, r.bits and keyindex.BloomFilter.from_bytes(r.bits)) for r in rows}
 
     def at(level: int) -> set[str]:
-        return set(_bands(site.store, [BAND_TABLES[levels()[level][0]]]))
+        return set(_keys(site.store, [KEY_TABLES[levels()[level][0]]]))
 
     def holds_all(level: int) -> bool:
         _, _, f = levels()[level]
-        keys = [k for ks in _bands(site.store, [BAND_TABLES[levels()[level][0]]]).values() for k in ks]
+        keys = [k for ks in _keys(site.store, [KEY_TABLES[levels()[level][0]]]).values() for k in ks]
         return f is not None and bool(f.may_hold(np.array(keys, dtype=np.uint64)).all())
 
-    monkeypatch.setattr(bandindex, "LEVEL0_KEYS", 30)  # more than one entry's 25 keys
-    monkeypatch.setattr(bandindex, "RATIO", 2)  # level 1 holds 60 keys, level 2 120
+    per_entry = BANDS + 1  # these entries have no link: their bands and their text key
+    monkeypatch.setattr(keyindex, "LEVEL0_KEYS", 30)  # more than one entry's keys
+    monkeypatch.setattr(keyindex, "RATIO", 2)  # level 1 holds 60 keys, level 2 120
     dedup.run(site.store, settings(), site.save(entry("a.md", link=None)))
-    assert at(0) == {"a.md"} and levels()[0][1] == BANDS and levels()[1][1] == 0
+    assert at(0) == {"a.md"} and levels()[0][1] == per_entry and levels()[1][1] == 0
 
     # A second entry's keys push level 0 over its size; level 1 is empty, so the two tables
     # trade places instead of moving rows, and level 1 gets its filter.
     slot0 = levels()[0][0]
     dedup.run(site.store, settings(), site.save(entry("b.md", "Harbor Logistics opens terminal", EN, None)))
-    assert levels()[1][0] == slot0 and levels()[1][1] == 2 * BANDS and levels()[0][1] == 0
+    assert levels()[1][0] == slot0 and levels()[1][1] == 2 * per_entry and levels()[0][1] == 0
     assert at(1) == {"a.md", "b.md"} and not at(0) and holds_all(1) and levels()[0][2] is None
 
     # The reprint's keys are in level 0, the original's in level 1, found through its filter.
@@ -554,23 +562,23 @@ def test_band_keys_move_down_the_levels_and_match_in_any(site: Site, monkeypatch
     # 60 keys and trades places with the empty level 2.
     dedup.run(site.store, settings(), site.save(entry("f.md", "Port of Linjiang adds berths", EN[1:], None)))
     assert not at(0) and not at(1) and at(2) == {"a.md", "b.md", "d.md", "f.md"} and holds_all(2)
-    assert levels()[2][1] == 4 * BANDS and levels()[1][2] is None
+    assert levels()[2][1] == 4 * per_entry and levels()[1][2] is None
 
     # Four more: level 1 is merged into level 2, which outgrows the filter it came with (made
     # again, for all its keys) and then its 120 keys: it moves to level 3 as a whole.
     capacity = levels()[2][2].capacity
     for i in range(4):
         dedup.run(site.store, settings(), site.save(entry(f"t{i}.md", f"t{i}", EN[i + 2 :] + PORT[i:], None)))
-    assert not at(0) and not at(1) and not at(2) and len(at(3)) == 8 and levels()[3][1] == 8 * BANDS
-    assert capacity < 8 * BANDS <= levels()[3][2].capacity and holds_all(3)
+    assert not at(0) and not at(1) and not at(2) and len(at(3)) == 8 and levels()[3][1] == 8 * per_entry
+    assert capacity < 8 * per_entry <= levels()[3][2].capacity and holds_all(3)
 
     # A new version of the original: its old keys leave level 2, the new ones are stored, and
     # the reprint is found from it.
-    old = _bands(site.store)["a.md"]
+    old = _keys(site.store)["a.md"]
     touched = site.save(entry("a.md", paras=[*PORT, "补充一句。"], link=None, published=T0 + timedelta(hours=5)))
     dedup.run(site.store, settings(), touched)
-    new = _bands(site.store)["a.md"]
-    assert len(new) == BANDS and new != old
+    new = _keys(site.store)["a.md"]
+    assert len(new) == per_entry and new != old
     assert site.state()["a.md"][:2] == ("d.md", "near")
 
 
@@ -591,7 +599,7 @@ def test_a_band_shared_by_chance_offers_no_candidate(site: Site) -> None:
     """Unrelated texts share an LSH band now and then, the more often the bigger the store: such
     a pair is dropped on the two signatures, before entries are loaded and compared, while a
     reprint (which shares bands because it is alike) stays a candidate."""
-    from aggregator import bandindex
+    from aggregator import keyindex
 
     dedup.run(site.store, settings(), site.save(entry("port.md", link=None)))
     dedup.run(site.store, settings(), site.save(entry("reprint.md", "【转载】" + TITLE, REPRINT, None)))
@@ -602,7 +610,7 @@ def test_a_band_shared_by_chance_offers_no_candidate(site: Site) -> None:
         items: dict[int, dedup.Item] = {}
         dedup._load(c, e, [port], items, {})
         # The accident: one of the port story's band keys stored for the unrelated harbor story too.
-        bandindex.insert(c, [(dedup.band_keys(items[port].signature)[0], harbor)])
+        keyindex.insert(c, [(index_keys(None, None, items[port].signature)[0], harbor)])
         offered = dedup._candidates(c, e, items, set(), near_threshold=0.6)
         unfiltered = dedup._candidates(c, e, items, set(), near_threshold=0.0)
         t.rollback()
@@ -610,9 +618,10 @@ def test_a_band_shared_by_chance_offers_no_candidate(site: Site) -> None:
     assert unfiltered == {port: sorted([reprint, harbor])}  # the shared band did offer it
 
 
-def test_the_band_tables_of_an_older_database_are_dropped_and_its_entries_indexed_again(tmp_path: Path) -> None:
-    """Databases made before 2026-12-04 hold the band keys in two other tables: those go, and
-    the next run computes every entry's features again (ALGORITHM), which fills the new index."""
+def test_the_index_tables_of_an_older_database_are_dropped_and_its_entries_indexed_again(tmp_path: Path) -> None:
+    """Databases made before 2026-12-04 hold the band keys in other tables, and index the URL
+    and text digests on the entries table: those go, and the next run computes every entry's
+    features again (ALGORITHM), which fills the key index, URL and text keys included."""
     from sqlalchemy import inspect
 
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
@@ -621,13 +630,38 @@ def test_the_band_tables_of_an_older_database_are_dropped_and_its_entries_indexe
     dedup.run(store, settings(), site.save(entry("a.md")))
     with store.engine.begin() as c:
         c.exec_driver_sql("CREATE TABLE minhash_bands (key BIGINT, entry_id INTEGER, PRIMARY KEY (key, entry_id))")
+        c.exec_driver_sql("CREATE TABLE lsh_bands_0 (key BIGINT, entry_id INTEGER, PRIMARY KEY (key, entry_id))")
+        c.exec_driver_sql("CREATE INDEX ix_entries_url_key ON entries (url_key)")
+        c.exec_driver_sql("CREATE INDEX ix_entries_fingerprint ON entries (fingerprint)")
+        for t in KEY_TABLES:
+            c.execute(t.delete())  # as if they were new: the keys were in the old tables
         c.exec_driver_sql("UPDATE dedup_state SET value = 'older' WHERE name IN ('features', 'decisions')")
     store.close()
     site.store = store = Store(url)
     try:
-        assert "minhash_bands" not in inspect(store.engine).get_table_names()
+        tables = inspect(store.engine).get_table_names()
+        assert "minhash_bands" not in tables and "lsh_bands_0" not in tables
+        assert {i["name"] for i in inspect(store.engine).get_indexes("entries")}.isdisjoint(
+            {"ix_entries_url_key", "ix_entries_fingerprint"}
+        )
         assert dedup.run(store, settings(), []).computed == 1
-        dedup.run(store, settings(), site.save(entry("b.md", "【转载】" + TITLE, REPRINT, None, source="wire")))
-        assert site.state()["b.md"][:2] == ("a.md", "near")
+        assert len(_keys(store)["a.md"]) == BANDS + 2
+        # Found again by each layer: a copy of it under another URL (text key), the same URL with
+        # tracking parameters and an added paragraph (URL key), a reprint (bands).
+        dedup.run(
+            store,
+            settings(),
+            site.save(
+                entry("copy.md", link="http://other.example.com/copy.html", source="wire"),
+                entry("trk.md", paras=[*PORT, "另一段。"], link=URL + "?utm_source=x", source="wire"),
+                entry("b.md", "【转载】" + TITLE, REPRINT, None, source="wire"),
+            ),
+        )
+        state = site.state()
+        assert [state[k][:2] for k in ("copy.md", "trk.md", "b.md")] == [
+            ("a.md", "content"),
+            ("a.md", "url"),
+            ("a.md", "near"),
+        ]
     finally:
         store.close()

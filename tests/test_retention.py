@@ -83,14 +83,14 @@ def test_prune_by_age_leaves_tombstones_that_keep_entries_out(store: Store):
     assert keys(store, sid) == {f"https://example.org/feed/{i}" for i in (0, 1, 9)}
 
 
-def test_pruned_entries_take_their_band_keys_along(store: Store):
+def test_pruned_entries_take_their_index_keys_along(store: Store):
     from dataclasses import replace
 
     from aggregator import dedup
-    from aggregator.bandindex import TABLES as BAND_TABLES
     from aggregator.config import Settings
+    from aggregator.keyindex import TABLES as KEY_TABLES
 
-    # Long, distinct bodies, so both have a signature and their 25 band keys (dedup stores them).
+    # Long, distinct bodies, so both have a signature: 25 band keys, a URL key and a text key each.
     text = ["".join(chr(0x4E00 + (i * 7919 + n * 104729) % 3000) for n in range(400)) for i in (1, 2)]
     save(
         store,
@@ -100,7 +100,7 @@ def test_pruned_entries_take_their_band_keys_along(store: Store):
     ids = {r.key: r.id for r in store.listing(None, None)}
     old, new = ids["https://example.org/a/1"], ids["https://example.org/a/2"]
     dedup.run(store, Settings(), [old, new])
-    recent, merged = BAND_TABLES[0], BAND_TABLES[3]
+    recent, merged = KEY_TABLES[0], KEY_TABLES[3]
     with store.engine.begin() as c:  # the old entry's keys in a deeper level, the new one's in level 0
         c.execute(merged.insert().from_select(["key", "entry_id"], select(recent).where(recent.c.entry_id == old)))
         c.execute(recent.delete().where(recent.c.entry_id == old))
@@ -108,11 +108,11 @@ def test_pruned_entries_take_their_band_keys_along(store: Store):
             t.name: dict(c.execute(select(t.c.entry_id, func.count()).group_by(t.c.entry_id)).all())
             for t in (merged, recent)
         }
-    assert before == {merged.name: {old: BANDS}, recent.name: {new: BANDS}}
+    assert before == {merged.name: {old: BANDS + 2}, recent.name: {new: BANDS + 2}}
     assert prune(store, RetentionSettings(max_age_days=30), now=NOW).pruned == 1
     with store.engine.connect() as c:
-        left = sorted(r for t in BAND_TABLES for r in c.execute(select(t.c.entry_id)).scalars())
-    assert left == [new] * BANDS
+        left = sorted(r for t in KEY_TABLES for r in c.execute(select(t.c.entry_id)).scalars())
+    assert left == [new] * (BANDS + 2)
 
 
 def test_prune_by_count_keeps_newest_per_source(store: Store):

@@ -1,20 +1,21 @@
-"""The LSH band index: which stored entries hold a band key, built so that adding an entry
-costs as little more as it can as the store grows (figures in docs/benchmarks.md).
+"""The dedup key index: which stored entries hold a key, built so that adding an entry costs
+as little more as it can as the store grows (figures in docs/benchmarks.md).
 
-One row per band key of an entry's MinHash (`lsh.band_keys`), so near-duplicate candidates are
-found by indexed lookups, never by comparing against every entry. A single B-tree of random keys
-made adding an entry cost more as the store grew: each new key dirties its own page once the
-tree is bigger than a batch, so every commit wrote back more pages, and each lookup fell
-through more pages that were not in any cache (measured: 1.26× the cost at 1,000,000 entries).
-So the index is a log-structured merge tree:
+One row per key of an entry's features (`lsh.index_keys`: its LSH band keys, its URL key and
+its text key), so the candidates of every layer but identity are found by indexed lookups,
+never by comparing against every entry. A single B-tree of random keys made adding an entry
+cost more as the store grew: each new key dirties its own page once the tree is bigger than a
+batch, so every commit wrote back more pages, and each lookup fell through more pages that
+were not in any cache (measured: 1.26× the cost at 1,000,000 entries). So the index is a
+log-structured merge tree:
 
 - **Levels.** Keys are inserted into level 0, which stays small (`LEVEL0_KEYS`). When a level
   outgrows its size (each level `RATIO` times the one above), it is merged into the next in
   key order, which writes each page of the next level about once for many keys; into an
   empty level it is not copied at all: the two tables swap places. Every key is in exactly
   one level. Levels live in fixed tables (`SLOTS`); which table is which level is a row in
-  `band_levels`, so a swap is an update of two numbers.
-- **Filters.** Every level below 0 has a Bloom filter of its keys (in `band_levels.bits`), so
+  `key_levels`, so a swap is an update of two numbers.
+- **Filters.** Every level below 0 has a Bloom filter of its keys (in `key_levels.bits`), so
   a lookup reads a level's B-tree only for the keys its filter may hold: those of a real
   match and about 1 % more, instead of every key of the batch. A filter only grows (a
   deleted key leaves its bits, which only costs a wasted lookup); it is rebuilt when its
@@ -38,7 +39,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Table, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from .lsh import BANDS, KEY_BITS
+from .lsh import BAND, KEY_BITS, SPACES, URL_SPACE
+from .lsh import kind as key_kind
 
 if TYPE_CHECKING:  # numpy is imported by the functions that use it: a run with nothing new does not
     import numpy as np
@@ -47,12 +49,14 @@ LEVEL0_KEYS = 50_000  # 2,000 entries: level 0 stays a few hundred pages, mostly
 RATIO = 8  # each level holds up to this many times the keys of the one above
 SLOTS = 6  # tables; the last level has no limit (level 4 holds up to 200 million keys)
 BITS_PER_KEY = 12  # Bloom filter: ≈ 1 % false positives with 5 bits of one 64-bit word per key
-_LEGACY = ("minhash_bands", "minhash_bands_recent")  # the two-level index before 2026-12-04
+# Tables of earlier versions: the two-level band index before 2026-12-04, then this index
+# under names from when it held band keys only.
+_LEGACY = ("minhash_bands", "minhash_bands_recent", "band_levels", *(f"lsh_bands_{n}" for n in range(6)))
 
 metadata = MetaData()  # the store's declarative models use it too: one schema
 TABLES = tuple(
     Table(
-        f"lsh_bands_{n}",
+        f"dedup_keys_{n}",
         metadata,
         Column("key", BigInteger, primary_key=True, autoincrement=False),
         Column("entry_id", Integer, primary_key=True, autoincrement=False),
@@ -61,7 +65,7 @@ TABLES = tuple(
     for n in range(SLOTS)
 )
 LEVELS = Table(
-    "band_levels",
+    "key_levels",
     metadata,
     Column("slot", Integer, primary_key=True, autoincrement=False),  # TABLES[slot]
     Column("level", Integer, nullable=False),
@@ -120,32 +124,31 @@ def clear(c: Connection) -> None:
     _CACHE.pop(c.engine, None)
 
 
-def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int]]:
-    """(entry id, other entry id) → how many band keys they share, for the (band key, entry id)
-    `rows` against every stored key.
+def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int, int]]:
+    """(entry id, other entry id, kind) → how many keys of that `lsh.kind` they share, for the
+    (key, entry id) `rows` against every stored key.
 
     Level 0 is joined in the database with a temporary table of the rows (CROSS JOIN makes it
     lead in SQLite: one primary-key probe per row, in key order), so only pairs come back.
     The other levels are read only for the keys their filter may hold."""
     import numpy as np
 
-    pairs: Counter[tuple[int, int]] = Counter()
+    pairs: Counter[tuple[int, int, int]] = Counter()
     if not rows:
         return pairs
     state = _state(c)
-    c.exec_driver_sql(
-        "CREATE TEMPORARY TABLE IF NOT EXISTS band_probe (key BIGINT NOT NULL, entry_id INTEGER NOT NULL)"
-    )
-    c.exec_driver_sql("DELETE FROM band_probe")
-    _put(c, "band_probe", rows)
+    c.exec_driver_sql("CREATE TEMPORARY TABLE IF NOT EXISTS key_probe (key BIGINT NOT NULL, entry_id INTEGER NOT NULL)")
+    c.exec_driver_sql("DELETE FROM key_probe")
+    _put(c, "key_probe", rows)
     if c.dialect.name == "postgresql":
-        c.exec_driver_sql("ANALYZE band_probe")  # a temporary table has no statistics otherwise
+        c.exec_driver_sql("ANALYZE key_probe")  # a temporary table has no statistics otherwise
     level0 = TABLES[state[0].slot].name
-    for i, j, n in c.exec_driver_sql(
-        f"SELECT p.entry_id, t.entry_id, count(*) FROM band_probe AS p CROSS JOIN {level0} AS t"
-        " WHERE t.key = p.key AND t.entry_id <> p.entry_id GROUP BY p.entry_id, t.entry_id"
+    kind = f"CASE WHEN p.key >= {URL_SPACE << KEY_BITS} THEN p.key >> {KEY_BITS} ELSE {BAND} END"
+    for i, j, k, n in c.exec_driver_sql(
+        f"SELECT p.entry_id, t.entry_id, {kind}, count(*) FROM key_probe AS p CROSS JOIN {level0} AS t"
+        f" WHERE t.key = p.key AND t.entry_id <> p.entry_id GROUP BY p.entry_id, t.entry_id, {kind}"
     ):
-        pairs[i, j] += n
+        pairs[i, j, k] += n
     keys = np.unique(np.fromiter((k for k, _ in rows), dtype=np.uint64, count=len(rows)))
     holders: dict[int, list[int]] = {}  # key → entries of `rows` holding it
     for k, i in rows:
@@ -159,7 +162,7 @@ def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int
             for k, j in c.execute(select(t.c.key, t.c.entry_id).where(t.c.key.in_(maybe[start : start + 2000]))):
                 for i in holders[k]:
                     if i != j:
-                        pairs[i, j] += 1
+                        pairs[i, j, key_kind(k)] += 1
     return pairs
 
 
@@ -253,14 +256,14 @@ def _build(c: Connection, slot: int, size: int, level: int) -> BloomFilter:
 
 def _keys(c: Connection, slot: int) -> np.ndarray:
     """Every key of TABLES[slot], fast: a merge reads a whole level. Fetched as one text per
-    band, parsed by numpy (a Python object per row would cost 3× more)."""
+    key space, parsed by numpy (a Python object per row would cost 3× more)."""
     import numpy as np
 
     name = TABLES[slot].name
     agg = "group_concat(key)" if c.dialect.name == "sqlite" else "string_agg(CAST(key AS TEXT), ',')"
     parts = [np.zeros(0, dtype=np.uint64)]
-    for band in range(BANDS):
-        low, high = band << KEY_BITS, (band + 1) << KEY_BITS
+    for space in range(SPACES):
+        low, high = space << KEY_BITS, (space + 1) << KEY_BITS
         text = c.exec_driver_sql(f"SELECT {agg} FROM {name} WHERE key >= {low} AND key < {high}").scalar()
         if text:
             parts.append(np.fromstring(text, dtype=np.uint64, sep=","))
