@@ -156,15 +156,39 @@ def test_fingerprint_same_for_reformatted_copy_and_none_for_short_text() -> None
     assert fingerprint(a) != fingerprint(normalized_text(html(PORT_RESULTS)))
 
 
-def test_shingles_are_characters_for_chinese_and_latin() -> None:
-    def as_text(grams) -> set[str]:
+def test_shingles_are_4_chinese_characters_or_8_letters() -> None:
+    def wide(grams) -> set[str]:
         return {g.to_bytes(8, "little").decode("utf-16-le") for g in grams}
 
-    assert as_text(shingles("临江港三期码头")) == {"临江港三", "江港三期", "港三期码", "三期码头"}
+    def narrow(grams) -> set[str]:
+        return {g.to_bytes(8, "little").decode() for g in grams}
+
+    assert wide(shingles("临江港三期码头")) == {"临江港三", "江港三期", "港三期码", "三期码头"}
     assert len(shingles("临江港三期码头")) == 4
-    assert as_text(shingles("abcdefghij")) == {"abcdefghij"[i : i + 4] for i in range(7)}
-    assert len(shingles("abc")) == 0 and len(shingles("")) == 0
-    assert "port" in as_text(shingles(normalized_text("<p>the port needs</p>")))
+    assert narrow(shingles("abcdefghij")) == {"abcdefgh", "bcdefghi", "cdefghij"}
+    assert len(shingles("abcdefg")) == 0 and len(shingles("")) == 0
+    assert "portneed" in narrow(shingles(normalized_text("<p>the port needs</p>")))
+    # Mostly Chinese with some Latin: still 4 characters; mostly Latin with some Chinese: 8 bytes.
+    assert wide(shingles("临江港2022年")) == {"临江港2", "江港20", "港202", "2022", "022年"}
+    assert shingles("port临江").tobytes() == b"".join("port临江".encode()[o : o + 8] for o in range(3))
+    # Cyrillic takes 2 bytes a letter in UTF-8: 4 letters a shingle, like Chinese.
+    assert wide(shingles("москва")) == {"моск", "оскв", "сква"}
+
+
+def test_unrelated_english_texts_share_few_shingles() -> None:
+    """4-letter shingles made unrelated English texts look several % alike (common letter
+    groups), which offers false LSH candidates by the thousand in a big store; 8 letters do not."""
+    a = normalized_text(html(EN))
+    b = normalized_text(
+        "<p>The city council approved a new budget for the public library on Tuesday evening, "
+        "after months of debate over the cost of extending its opening hours into the weekend.</p>"
+        "<p>Members of the council said that the plan would be reviewed again in the spring, and "
+        "that the library board had agreed to report on the number of visitors every quarter.</p>"
+    )
+    sa, sb = set(shingles(a)), set(shingles(b))
+    assert len(sa & sb) / len(sa | sb) < 0.005
+    four = [{x[i : i + 4] for i in range(len(x) - 3)} for x in (a, b)]
+    assert len(four[0] & four[1]) / len(four[0] | four[1]) > 0.02  # what 4 letters gave
 
 
 def test_signature_similarity_and_bands() -> None:
