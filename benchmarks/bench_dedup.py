@@ -14,6 +14,7 @@ two sizes at the same moment: the machine's speed drifts by 10 % and more within
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import resource
 import statistics
@@ -29,10 +30,24 @@ from aggregator.store import Store
 
 # 3,000 common-range CJK characters: unrelated synthetic articles share few 5-grams, as real ones do.
 HAN = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
-WORDS = [
+# English: the commonest words of real text, then 5,000 made-up ones, drawn with Zipf's law
+# (the n-th most frequent word 1/n as often), so that unrelated articles share the letter groups
+# of "the", "of the", "and" as real ones do: with made-up words alone they looked unrelated
+# to 4-letter shingles, and hid how many false candidates those gave.
+COMMON = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at which but have an had "
+    "they you were their one all we can her has there been if more when will would who so no its into than them "
+    "only some could new these two may first then do any like my now over such our man me even most made after "
+    "also did many before must through back years where much your way well down should because each just those "
+    "people how too little state good very make world still own see men work long get here between both life "
+    "being under never day same another know while last might us great old year off come since against go came "
+    "right used take three market company government percent said billion million report growth prices"
+).split()
+WORDS = COMMON + [
     "".join(random.Random(i).choices("abcdefghijklmnopqrstuvwxyz", k=random.Random(-i).randint(3, 9)))
     for i in range(5000)
 ]
+ZIPF = list(itertools.accumulate(1 / n for n in range(1, len(WORDS) + 1)))
 
 
 def zh_para(rng: random.Random) -> str:
@@ -40,7 +55,7 @@ def zh_para(rng: random.Random) -> str:
 
 
 def en_para(rng: random.Random) -> str:
-    return " ".join(rng.choices(WORDS, k=rng.randint(45, 70))).capitalize() + "."
+    return " ".join(rng.choices(WORDS, cum_weights=ZIPF, k=rng.randint(45, 70))).capitalize() + "."
 
 
 def make(i: int, rng: random.Random, originals: list[Entry], t0: datetime) -> Entry:
@@ -59,7 +74,7 @@ def make(i: int, rng: random.Random, originals: list[Entry], t0: datetime) -> En
         return Entry("wire", f"re-{i}", "【转载】" + o.title, "</p>".join(paras), "", None, when)
     zh = i % 2 == 0
     paras = [zh_para(rng) if zh else en_para(rng) for _ in range(rng.randint(6, 9))]
-    title = "".join(rng.choices(HAN, k=14)) if zh else " ".join(rng.choices(WORDS, k=8))
+    title = "".join(rng.choices(HAN, k=14)) if zh else " ".join(rng.choices(WORDS, cum_weights=ZIPF, k=8))
     e = Entry(
         "files",
         f"{i:06d}.md",
