@@ -192,10 +192,10 @@ def shingles(text: str) -> memoryview:
     script), 8 bytes of UTF-8 otherwise (8 letters of English).
 
     Latin text needs the longer shingle: its 4-letter groups recur across unrelated texts
-    ("tion", "ofthe"), so two unrelated English articles came out ~7 % alike and shared an LSH
-    band one time in 600, which at a million stored entries would offer every new one some
-    1,700 false candidates. A Chinese character carries more than a letter: 4 of them are as
-    rare. Text is "wide" when its UTF-8 form takes 2 bytes or more per character on average
+    ("tion", "ofthe"), so two unrelated English texts came out ~7 % alike and shared an LSH
+    band about one time in 1,000, which at a million stored entries would offer every new one
+    some 1,000 false candidates (docs/benchmarks.md). A Chinese character carries more than a
+    letter: 4 of them are as rare. Text is "wide" when its UTF-8 form takes 2 bytes or more per character on average
     (more than half of it CJK, or a Cyrillic or Greek script).
 
     Built without a Python loop: the shingles are the 8-byte words of the encoded text (UTF-16,
@@ -675,7 +675,7 @@ def _compute(
 ) -> int:
     """Load the entries to decide, computing features for those whose current version has none
     (once per version: an unchanged entry that is re-decided reuses its stored features).
-    `keys_stored`: whether their old band keys may still be stored, to delete."""
+    `keys_stored`: whether their old index keys may still be stored, to delete."""
     from .store import DedupCategoryRow, delete_keys
 
     computed = 0
