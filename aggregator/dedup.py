@@ -195,8 +195,8 @@ def shingles(text: str) -> memoryview:
     ("tion", "ofthe"), so two unrelated English texts came out ~7 % alike and shared an LSH
     band about one time in 1,000, which at a million stored entries would offer every new one
     some 1,000 false candidates (docs/benchmarks.md). A Chinese character carries more than a
-    letter: 4 of them are as rare. Text is "wide" when its UTF-8 form takes 2 bytes or more per character on average
-    (more than half of it CJK, or a Cyrillic or Greek script).
+    letter: 4 of them are as rare. Text is "wide" when its UTF-8 form takes 2 bytes or more
+    per character on average (more than half of it CJK, or a Cyrillic or Greek script).
 
     Built without a Python loop: the shingles are the 8-byte words of the encoded text (UTF-16,
     2 bytes a character, for wide text) read from each byte offset within the first word.

@@ -75,11 +75,10 @@ LEVELS = Table(
 )
 
 
-def drop_legacy(engine: Engine) -> None:
+def drop_legacy(c: Connection) -> None:
     """Drop the tables this index replaced (the next dedup run indexes every entry again)."""
-    with engine.begin() as c:
-        for name in _LEGACY:
-            c.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    for name in _LEGACY:
+        c.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
 
 def capacity(level: int) -> int | None:

@@ -371,8 +371,8 @@ class Store:
         self.engine = create_engine(url)
         _on_connect(self.engine, cache_mb)
         Base.metadata.create_all(self.engine)
-        keyindex.drop_legacy(self.engine)
         with self.engine.begin() as c:
+            keyindex.drop_legacy(c)
             for name in _LEGACY_INDEXES:
                 c.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
 
