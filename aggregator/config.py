@@ -162,6 +162,25 @@ class SourceSettings(_Strict):
     timeout: Interval | None = None
     user_agent: str | None = None
     max_file_bytes: int = Field(default=5_000_000, ge=1)
+    # article folders: what the site layout takes, and the source's say over it
+    drafts: bool = False  # publish drafts (`_drafts/`, `draft: true`, `published: false`)
+    future: bool = False  # publish posts dated in the future now, instead of when their date comes
+    include: list[str] = []  # gitignore-style patterns, relative to `path`: only matching files
+    exclude: list[str] = []  # gitignore-style patterns: matching files and folders are left out
+    follow_symlinks: bool = False  # follow symbolic links (out of the folder too)
+    link_keys: list[str] = []  # more front-matter keys holding the original URL (tried first)
+    image_keys: list[str] = []  # more front-matter keys holding the image (tried first)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        import pathspec
+
+        try:
+            pathspec.GitIgnoreSpec.from_lines(v)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"not a gitignore-style pattern: {e}") from None
+        return v
 
     @field_validator("path", "opml", mode="before")
     @classmethod
@@ -190,6 +209,10 @@ class SourceSettings(_Strict):
         given = [k for k in ("path", "url", "opml") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("a source needs exactly one of 'path', 'url' or 'opml'")
+        folder_only = ("drafts", "future", "include", "exclude", "follow_symlinks", "link_keys", "image_keys")
+        misplaced = [k for k in folder_only if k in self.model_fields_set] if self.path is None else []
+        if misplaced:
+            raise ValueError(f"{misplaced[0]!r} applies to article folders ('path') only")
         return self
 
     @property

@@ -95,3 +95,16 @@ class Rejected:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An input deliberately not published (yet): a draft, or a post dated in the future."""
+
+    source: str
+    where: str  # file path
+    reason: str
+    until: datetime | None = None  # when it becomes publishable: a future post's date
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"

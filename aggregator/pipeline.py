@@ -11,13 +11,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from . import dedup
 from .config import Settings, SourceSettings
-from .model import Entry, Rejected
+from .model import Entry, Held, Rejected
 from .publish import BuildReport, build, early_pages, render
 from .runtime import paused_gc
-from .sources.articles import ArticleContext, read_articles, scan
+from .sources.articles import ArticleContext, read_articles
+from .sources.sites import Site, detect
+from .sources.walk import ScanOptions, ScanResult, scan
 from .store import Store, now_utc
 
 log = logging.getLogger(__name__)
@@ -35,14 +38,67 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
     withdrawn: int = 0
+    held: int = 0  # drafts and posts dated in the future, not published
     rejected: list[Rejected] = field(default_factory=list)
     touched: list[int] = field(default_factory=list)  # ids of new or changed entries
+    next_release: datetime | None = None  # when the earliest held-back future post is due
 
     def add(self, other: IngestReport) -> None:
-        for name in ("seen", "new", "updated", "unchanged", "withdrawn"):
+        for name in ("seen", "new", "updated", "unchanged", "withdrawn", "held"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected += other.rejected
         self.touched += other.touched
+        if other.next_release and (self.next_release is None or other.next_release < self.next_release):
+            self.next_release = other.next_release
+
+
+def article_context(settings: Settings, source: SourceSettings, site: Site, now: datetime) -> ArticleContext:
+    """How the articles of `source` are read: its options over its site's defaults."""
+    from dataclasses import replace
+
+    from .sources.permalinks import unknown_placeholder
+    from .sources.sites import IMAGE_KEYS, LINK_KEYS
+
+    unknown = unknown_placeholder(site) if site.url else None
+    if unknown:
+        log.warning(
+            "source=%s: the site's permalink pattern uses %s, which is not supported; entries without an "
+            "original URL link to their generated article page",
+            source.name, unknown,
+        )  # fmt: skip
+        site = replace(site, url=None)
+    # A site that declares its zone knows better than the source's default one.
+    zone = source.zone
+    if "timezone" not in source.model_fields_set and site.timezone:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            zone = ZoneInfo(site.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            log.warning("source=%s: the site's timezone %r is unknown; using %s", source.name, site.timezone, zone)
+    return ArticleContext(
+        source=source.name,
+        zone=zone,
+        categories=tuple(settings.canonical_category(c) for c in source.categories),
+        aliases=settings.category_aliases,
+        base_url=settings.output.base_url,
+        dedup_patterns=dedup.tracking_patterns(settings.dedup.tracking_params) if settings.dedup.enabled else None,
+        site=site,
+        link_keys=tuple(dict.fromkeys((*source.link_keys, *LINK_KEYS[site.generator]))),
+        image_keys=tuple(dict.fromkeys((*source.image_keys, *IMAGE_KEYS[site.generator]))),
+        drafts=source.drafts,
+        future=source.future,
+        now=now,
+        follow_symlinks=source.follow_symlinks,
+    )
+
+
+def scan_source(source: SourceSettings, explain: bool = False) -> ScanResult:
+    """Recognize the layout of an article folder and list the files it takes (nothing is read)."""
+    assert source.path is not None
+    site = detect(source.path)
+    options = ScanOptions(tuple(source.include), tuple(source.exclude), source.drafts, source.follow_symlinks)
+    return scan(source.path, site, options, source.name, explain)
 
 
 def ingest_files(
@@ -51,23 +107,22 @@ def ingest_files(
     """Bring one article folder's files into the store.
 
     Unchanged files (same size and mtime as stored) are not even opened; changed ones are
-    re-parsed and updated only if what a reader sees changed; files that disappeared
-    withdraw their entry. A bad file is reported and skipped; its last good version stays.
+    re-parsed and updated only if what a reader sees changed; files that disappeared, or that
+    became drafts, withdraw their entry. A bad file is reported and skipped; its last good
+    version stays. Held-back files (drafts, future posts) are read again on each scan, so a
+    future post comes in on the first scan after its date.
     """
     assert source.path is not None
     report = IngestReport()
     source_id = store.source_id(source.name, "files", str(source.path))
     known = store.stamps(source_id)
-    ctx = ArticleContext(
-        source=source.name,
-        zone=source.zone,
-        categories=tuple(settings.canonical_category(c) for c in source.categories),
-        aliases=settings.category_aliases,
-        base_url=settings.output.base_url,
-        dedup_patterns=dedup.tracking_patterns(settings.dedup.tracking_params) if settings.dedup.enabled else None,
-    )
     now = now_utc()
-    stamps = list(scan(source.path))
+    scanned = scan_source(source)
+    ctx = article_context(settings, source, scanned.site, now)
+    for problem in scanned.rejected:
+        report.rejected.append(problem)
+        log.warning("rejected %s", problem)
+    stamps = scanned.files
     batch: list[Entry] = []
 
     def flush() -> None:
@@ -86,10 +141,18 @@ def ingest_files(
         else:
             todo.append(stamp)
     report.seen = len(stamps)
+    held: set[str] = set()
     for done, item in enumerate(read_articles(source.path, todo, ctx, source.max_file_bytes), 1):
         if isinstance(item, Rejected):
             report.rejected.append(item)
             log.warning("rejected %s", item)
+            continue
+        if isinstance(item, Held):
+            held.add(item.where)
+            report.held += 1
+            log.info("held back %s", item)
+            if item.until and (report.next_release is None or item.until < report.next_release):
+                report.next_release = item.until
             continue
         batch.append(item)
         if len(batch) >= INGEST_BATCH:
@@ -102,7 +165,7 @@ def ingest_files(
     if progress:
         progress(len(stamps), len(stamps))
 
-    present = {s.path for s in stamps}
+    present = {s.path for s in stamps} - held
     gone = [old.id for key, old in known.items() if key not in present and not old.withdrawn]
     store.withdraw(gone, now)
     report.withdrawn = len(gone)
@@ -118,8 +181,8 @@ def ingest(store: Store, settings: Settings, progress: Progress | None = None) -
         with paused_gc():
             r = ingest_files(store, settings, source, progress)
         log.info(
-            "source=%s seen=%d new=%d updated=%d unchanged=%d withdrawn=%d rejected=%d seconds=%.2f",
-            source.name, r.seen, r.new, r.updated, r.unchanged, r.withdrawn, len(r.rejected),
+            "source=%s seen=%d new=%d updated=%d unchanged=%d withdrawn=%d held=%d rejected=%d seconds=%.2f",
+            source.name, r.seen, r.new, r.updated, r.unchanged, r.withdrawn, r.held, len(r.rejected),
             time.monotonic() - started,
         )  # fmt: skip
         total.add(r)

@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aggregator.sources.articles import ArticleContext, parse_article, scan
+from aggregator.sources.articles import ArticleContext, parse_article
+from aggregator.sources.walk import scan
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples" / "articles"
@@ -28,7 +29,7 @@ CONTEXT = ArticleContext(
 
 
 def normalized(path: str) -> dict:
-    stamp = next(s for s in scan(EXAMPLES) if s.path == path)
+    stamp = next(s for s in scan(EXAMPLES).files if s.path == path)
     e = parse_article((EXAMPLES / path).read_bytes(), stamp, CONTEXT)
     return {
         "key": e.key,
@@ -48,7 +49,7 @@ def normalized(path: str) -> dict:
 
 if __name__ == "__main__":
     GOLDEN.mkdir(exist_ok=True)
-    for stamp in scan(EXAMPLES):
+    for stamp in scan(EXAMPLES).files:
         out = GOLDEN / (stamp.path + ".json")
         out.write_text(json.dumps(normalized(stamp.path), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         print("wrote", out.relative_to(HERE.parent))

@@ -20,9 +20,9 @@ from aggregator.sources.articles import (
     parse_date,
     read_article,
     read_articles,
-    scan,
     split_front_matter,
 )
+from aggregator.sources.walk import scan
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SEEDS = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
@@ -37,7 +37,7 @@ def parse(text: str | bytes, name: str = "a.md", ctx: ArticleContext = CONTEXT):
 
 
 def example_files() -> list[str]:
-    return [s.path for s in scan(EXAMPLES)]
+    return [s.path for s in scan(EXAMPLES).files]
 
 
 def test_every_example_has_a_golden_file():
@@ -266,7 +266,7 @@ def test_undecodable_bytes_rejected():
 
 def test_oversize_and_unreadable_files_become_rejections(tmp_path: Path):
     (tmp_path / "big.md").write_text("---\ntitle: T\n---\n" + "x" * 100, encoding="utf-8")
-    stamp = next(scan(tmp_path))
+    stamp = scan(tmp_path).files[0]
     r = read_article(tmp_path, stamp, CONTEXT, max_bytes=10)
     assert isinstance(r, Rejected) and "over the 10-byte limit" in r.reason and r.where.endswith("big.md")
     gone = FileStamp("missing.md", 0, 1)
@@ -275,18 +275,19 @@ def test_oversize_and_unreadable_files_become_rejections(tmp_path: Path):
 
 
 def test_scan_skips_hidden_and_foreign_files(tmp_path: Path):
-    for name in ("a.md", "b.txt", "c.jpg", ".hidden.md", "_draft.md", "x.md~", "sub/d.html", ".git/e.md"):
+    names = ("a.md", "b.txt", "c.jpg", ".hidden.md", "~scratch.md", "x.md~", "sub/d.html", ".git/e.md", "_notes/u.md")
+    for name in (*names, "node_modules/pkg/README.md", "_site/index.md"):
         p = tmp_path / name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("x", encoding="utf-8")
-    assert [s.path for s in scan(tmp_path)] == ["a.md", "b.txt", "sub/d.html"]
+    assert [s.path for s in scan(tmp_path).files] == ["_notes/u.md", "a.md", "b.txt", "sub/d.html"]
 
 
 def test_parallel_reading_keeps_order_and_results(tmp_path: Path):
     for i in range(450):
         (tmp_path / f"{i:04d}.md").write_text(f"---\ntitle: Post {i}\n---\nbody {i}\n", encoding="utf-8")
     (tmp_path / "0100.md").write_text("---\ntitle: [broken\n---\n", encoding="utf-8")
-    stamps = list(scan(tmp_path))
+    stamps = scan(tmp_path).files
     results = list(read_articles(tmp_path, stamps, CONTEXT, 10_000))
     assert len(results) == 450
     assert isinstance(results[100], Rejected)
@@ -304,7 +305,7 @@ def test_parallel_reading_from_a_threaded_process(tmp_path: Path):
     other = threading.Thread(target=stop.wait)
     other.start()
     try:
-        results = list(read_articles(tmp_path, list(scan(tmp_path)), CONTEXT, 10_000))
+        results = list(read_articles(tmp_path, scan(tmp_path).files, CONTEXT, 10_000))
     finally:
         stop.set()
         other.join()

@@ -1,69 +1,40 @@
 """Article files → `Entry`.
 
-Handles the dialects the example site produces: Jekyll and Hexo front matter (YAML between
-`---`, TOML between `+++`, Hexo's front matter without an opening fence), UTF-8 with or
-without BOM and GB18030/GBK files, HTML or Markdown bodies, the trailing `<http…>` line
-that carries the original URL, and site boilerplate (back-links, stock-quote links).
+Handles the dialects real sites produce: Jekyll, Hexo and Hugo front matter and Pelican's
+`Key: value` header (`frontmatter.py`), UTF-8 with or without BOM and GB18030/GBK files, HTML
+or Markdown bodies, the trailing `<http…>` line that carries the original URL, and site
+boilerplate (back-links, stock-quote links). What a site's layout decides (where posts are,
+their permalinks) comes in through `ArticleContext.site`.
 
-Everything here is a pure function of bytes and settings except `scan`, which walks a folder.
+Everything here is a pure function of bytes and settings except `read_article`, which opens
+one file. Every regular expression is linear: possessive quantifiers or bounded repeats
+where an ambiguous pattern could backtrack.
 """
 
 from __future__ import annotations
 
 import email.utils
-import os
+import logging
 import re
-import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo
 
-import yaml
-
-from ..model import Entry, FileStamp, Rejected
+from ..model import Entry, FileStamp, Held, Rejected
 from ..text import absolute_url, is_url, sanitize_html, summarize
+from .frontmatter import FrontMatterError, split_front_matter
+from .sites import DRAFT, IMAGE_KEYS, LINK_KEYS, PLAIN, Site, classify
 
-EXTENSIONS = frozenset({".md", ".markdown", ".html", ".htm", ".txt"})
+log = logging.getLogger(__name__)
+
 MARKDOWN_EXTENSIONS = frozenset({".md", ".markdown"})
+MAX_LIST_ITEMS = 1000  # categories or tags of one article: a flattened YAML list stops here
 
 
 class ArticleError(ValueError):
     """This file cannot become an entry; the message says why."""
-
-
-# ---------------------------------------------------------------- scanning
-
-
-def scan(root: Path) -> Iterator[FileStamp]:
-    """Every article file under `root`, recursively, in a stable order; hidden files skipped."""
-    stack = [root]
-    found: list[FileStamp] = []
-    prefix = os.path.join(str(root), "")  # what every path found starts with
-    while stack:
-        folder = stack.pop()
-        try:
-            items = list(os.scandir(folder))
-        except OSError:
-            continue
-        for item in items:
-            if item.name.startswith((".", "_", "~")) or item.name.endswith("~"):
-                continue
-            if item.is_dir(follow_symlinks=True):
-                stack.append(Path(item.path))
-            elif os.path.splitext(item.name)[1].lower() in EXTENSIONS:
-                try:
-                    st = item.stat()
-                except OSError:
-                    continue
-                # Cut off the prefix: Path.relative_to for every file cost more than the stat.
-                rel = item.path[len(prefix) :] if item.path.startswith(prefix) else os.path.relpath(item.path, root)
-                if os.sep != "/":
-                    rel = rel.replace(os.sep, "/")
-                found.append(FileStamp(rel, st.st_mtime_ns, st.st_size))
-    found.sort(key=lambda s: s.path)
-    yield from found
 
 
 # ---------------------------------------------------------------- decoding
@@ -102,54 +73,11 @@ def decode(data: bytes) -> str:
     return str(best)
 
 
-# ---------------------------------------------------------------- front matter
-
-_FENCED = re.compile(r"\A(---|\+\+\+)[ \t]*\n(.*?)\n\1[ \t]*(?:\n|\Z)", re.S)
-_HEXO_OPEN = re.compile(r"\A(.*?)\n---[ \t]*(?:\n|\Z)", re.S)
-
-
-def _load_yaml(text: str) -> object:
-    return yaml.load(text, Loader=yaml.CSafeLoader)
-
-
-def split_front_matter(text: str) -> tuple[dict, str]:
-    """Text → (metadata, body). No front matter at all gives an empty mapping."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
-    stripped = text.lstrip()
-    m = _FENCED.match(stripped)
-    if m:
-        fence, block = m.group(1), m.group(2)
-        try:
-            meta = tomllib.loads(block) if fence == "+++" else _load_yaml(block)
-        except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
-            kind = "TOML" if fence == "+++" else "YAML"
-            raise ArticleError(f"broken {kind} front matter: {_one_line(e)}") from None
-        if meta is None:
-            meta = {}
-        if not isinstance(meta, dict):
-            raise ArticleError(f"front matter is a {type(meta).__name__}, not a mapping of keys")
-        return meta, stripped[m.end() :]
-    # Hexo accepts front matter with only the closing fence.
-    m = _HEXO_OPEN.match(stripped)
-    if m and re.match(r"^[A-Za-z_][\w-]*:", m.group(1)):
-        try:
-            meta = _load_yaml(m.group(1))
-        except yaml.YAMLError:
-            meta = None
-        if isinstance(meta, dict) and "title" in meta:
-            return meta, stripped[m.end() :]
-    return {}, stripped
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())
-
-
 # ---------------------------------------------------------------- field readers
 
 
-def parse_date(value: object, zone: ZoneInfo) -> datetime | None:
-    """A front-matter date → UTC-aware datetime; naive values are in `zone`.
+def local_date(value: object, zone: ZoneInfo) -> datetime | None:
+    """A front-matter date → aware datetime in its own offset; naive values are in `zone`.
 
     Accepts what YAML already parsed (datetime, date), RFC 822 (`Fri, 02 Sep 2022 20:08:00 GMT`),
     ISO 8601 with or without offset, `2022-02-16 20:47:24 +0800`, and date-only values.
@@ -161,12 +89,16 @@ def parse_date(value: object, zone: ZoneInfo) -> datetime | None:
     elif isinstance(value, date):
         dt = datetime(value.year, value.month, value.day)
     elif isinstance(value, str):
-        dt = _parse_date_text(value.strip())
+        dt = _parse_date_text(value.strip()[:100])
     else:
-        raise ArticleError(f"date: expected a date, got {type(value).__name__} {value!r}")
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=zone)
-    return dt.astimezone(UTC)
+        raise ArticleError(f"date: expected a date, got {type(value).__name__} {str(value)[:80]!r}")
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=zone)
+
+
+def parse_date(value: object, zone: ZoneInfo) -> datetime | None:
+    """`local_date` in UTC."""
+    dt = local_date(value, zone)
+    return dt.astimezone(UTC) if dt is not None else None
 
 
 _RFC822 = re.compile(r"^(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\s")
@@ -192,7 +124,7 @@ def _parse_date_text(text: str) -> datetime:
 
 def _text_field(meta: dict, *keys: str) -> str | None:
     for key in keys:
-        value = meta.get(key)
+        value = _lookup(meta, key)
         if value is None or value == "":
             continue
         if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -201,18 +133,46 @@ def _text_field(meta: dict, *keys: str) -> str | None:
     return None
 
 
+def _lookup(meta: dict, key: str) -> object:
+    """`meta[key]`; a dotted key (`cover.image`) looks into nested tables."""
+    if key in meta or "." not in key:
+        return meta.get(key)
+    value: object = meta
+    for part in key.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _first_url(meta: dict, keys: tuple[str, ...]) -> str | None:
+    """The first of `keys` that holds text (or a list whose first item is text)."""
+    for key in keys:
+        value = _lookup(meta, key)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, dict):  # Hugo/Hexo `cover: {image: …}`
+            value = value.get("image") or value.get("src") or value.get("url")
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
 def _list_field(meta: dict, *keys: str) -> list[str]:
-    """A string (`a, b`) or a list (nested lists, as Hexo writes hierarchies, are flattened)."""
+    """A string (`a, b`) or a list (nested lists, as Hexo writes hierarchies, are flattened).
+    At most MAX_LIST_ITEMS values are visited, whatever YAML anchors made of the list."""
     out: list[str] = []
+    budget = MAX_LIST_ITEMS
     for key in keys:
         value = meta.get(key)
         if value is None:
             continue
         stack = [value]
-        while stack:
-            v = stack.pop(0)
+        while stack and budget > 0:
+            budget -= 1
+            v = stack.pop()
             if isinstance(v, list):
-                stack[:0] = v
+                stack.extend(reversed(v[:MAX_LIST_ITEMS]))
             elif isinstance(v, str):
                 out.extend(p.strip() for p in v.split(",") if p.strip())
             elif isinstance(v, int | float) and not isinstance(v, bool):
@@ -226,7 +186,7 @@ def _authors(meta: dict) -> tuple[str, ...]:
     value = meta.get("author", meta.get("authors"))
     if value is None:
         return ()
-    items = value if isinstance(value, list) else [value]
+    items = value[:MAX_LIST_ITEMS] if isinstance(value, list) else [value]
     names = []
     for item in items:
         if isinstance(item, dict):
@@ -238,29 +198,48 @@ def _authors(meta: dict) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _flag(meta: dict, key: str) -> bool | None:
+    value = meta.get(key)
+    if isinstance(value, str):
+        return {"true": True, "yes": True, "false": False, "no": False}.get(value.strip().lower())
+    return value if isinstance(value, bool) else None
+
+
 # ---------------------------------------------------------------- body clean-up
 
-_NAV_LINE = re.compile(r"^\s*(?:\[返回[^\]]*\]\([^)]*\)\s*[|｜·/]?\s*)+$")
-_URL_LINE = re.compile(r"^\s*<(https?://[^<>\s]+)>\s*$")
-_HOT_WORD = re.compile(r"<a\b[^>]*\bclass\s*=\s*[\"']?trsHotWords\b[^>]*>(.*?)</a\s*>", re.S | re.I)
-_OUTLET = re.compile(r"[（(]\s*文章来源\s*[：:]\s*([^）)<]+?)\s*[）)]")
-_MD_TITLE = re.compile(r"\A\s*#\s+(.+?)\s*#*\s*(?:\n|\Z)")
-_HTML_TITLE = re.compile(r"<h1\b[^>]*>(.*?)</h1>", re.S | re.I)
+# Possessive quantifiers: a line of 25 `[返回](x)` links followed by spaces cannot make these backtrack.
+_NAV_LINE = re.compile(r"\s*+(?:\[返回[^\]]*+\]\([^)]*+\)\s*+[|｜·/]?+\s*+)++")
+_URL_LINE = re.compile(r"\s*<(https?://[^<>\s]++)>\s*")
+# A stock-quote link's text is a name or a code: a bounded repeat keeps an unclosed one linear.
+_HOT_WORD = re.compile(r"<a\b[^>]{0,300}?\bclass\s*=\s*[\"']?trsHotWords\b[^>]{0,300}>([^<]{0,200})</a\s*>", re.I)
+_OUTLET = re.compile(r"[（(]\s*文章来源\s*[：:]\s*([^）)<]{1,100})[）)]")
+_HTML_TITLE = re.compile(r"<h1\b[^>]{0,500}>(.{0,2000}?)</h1>", re.S | re.I)
 
 
 def clean_body(body: str) -> tuple[str, str | None]:
     """Drop navigation lines and take the trailing `<http…>` line as the original URL."""
-    lines = [ln for ln in body.split("\n") if not _NAV_LINE.match(ln)]
+    lines = [ln for ln in body.split("\n") if "返回" not in ln or not _NAV_LINE.fullmatch(ln)]
     link = None
     while lines and not lines[-1].strip():
         lines.pop()
     if lines:
-        m = _URL_LINE.match(lines[-1])
+        m = _URL_LINE.fullmatch(lines[-1])
         if m:
             link = m.group(1)
             lines.pop()
     body = "\n".join(lines).strip()
-    return _HOT_WORD.sub(r"\1", body), link
+    return _HOT_WORD.sub(r"\1", body) if "trsHotWords" in body else body, link
+
+
+def markdown_title(body: str) -> tuple[str, str] | None:
+    """(title, rest) when the body starts with a `# heading` line (ATX closing #s dropped)."""
+    text = body.lstrip("\n")
+    nl = text.find("\n")
+    line = text if nl < 0 else text[:nl]
+    if not line.startswith(("# ", "#\t")):
+        return None
+    title = line[2:].strip().rstrip("#").strip()
+    return (title, "" if nl < 0 else text[nl + 1 :]) if title else None
 
 
 def render_body(body: str, suffix: str) -> str:
@@ -295,41 +274,61 @@ class ArticleContext:
     # Tracking parameters for dedup's features, computed beside the parse in worker
     # processes (in parallel, and without dedup reading the content back); None: dedup off.
     dedup_patterns: tuple[str, ...] | None = None
+    site: Site = field(default_factory=lambda: Site(PLAIN))
+    link_keys: tuple[str, ...] = LINK_KEYS[PLAIN]  # front-matter keys of the original URL, in order
+    image_keys: tuple[str, ...] = IMAGE_KEYS[PLAIN]
+    drafts: bool = False  # publish drafts (`draft: true`, `published: false`)
+    future: bool = False  # publish posts dated in the future now
+    now: datetime | None = None  # what "the future" is measured from; None: never held back by date
+    follow_symlinks: bool = False
 
 
-def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry:
-    """One article file's bytes → an `Entry`, or ArticleError saying why not."""
-    meta, body = split_front_matter(decode(data))
+def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry | Held:
+    """One article file's bytes → an `Entry` (or `Held`: a draft, a post not due yet), or
+    ArticleError saying why not."""
+    try:
+        meta, body = split_front_matter(decode(data), ctx.site.header_metadata)
+    except FrontMatterError as e:
+        raise ArticleError(str(e)) from None
     body, link_from_body = clean_body(body)
     suffix = PurePosixPath(stamp.path).suffix.lower()
 
     title = _text_field(meta, "title")
     if title is None:
-        m = _MD_TITLE.match(body) if suffix != ".html" else None
-        if m:
-            title, body = m.group(1), body[m.end() :]
+        found = markdown_title(body) if suffix != ".html" else None
+        if found:
+            title, body = found
         else:
             h1 = _HTML_TITLE.search(body)
             title = summarize(h1.group(1), 200) if h1 else None
     if not title:
         raise ArticleError("no title: none in the front matter and no heading in the body")
 
-    link = _text_field(meta, "link", "url", "original", "source_url") or link_from_body
+    site_zone = _zone(ctx.site.timezone) or ctx.zone
+    local = local_date(meta.get("date", meta.get("published", meta.get("pubDate"))), ctx.zone)
+    if local is None:
+        local = _date_from_filename(stamp.path, ctx.zone)
+    published = local.astimezone(UTC) if local else None
+    updated = parse_date(meta.get("updated", meta.get("lastmod", meta.get("modified"))), ctx.zone)
+
+    held = _held(meta, stamp, published, ctx)
+    if held is not None:
+        return held
+
+    link = _first_url(meta, ctx.link_keys) or link_from_body
     if link and not is_url(link):
         link = None
+    if link is None and ctx.site.url is not None:
+        link = _site_link(meta, stamp, title, local, site_zone, ctx)
     base = link or ctx.base_url
     html = sanitize_html(render_body(body, suffix), base)
 
-    published = parse_date(meta.get("date", meta.get("published", meta.get("pubDate"))), ctx.zone)
-    if published is None:
-        published = _date_from_filename(stamp.path, ctx.zone)
-    updated = parse_date(meta.get("updated", meta.get("lastmod", meta.get("modified"))), ctx.zone)
-
-    image = _text_field(meta, "headimg", "thumbnail", "image", "cover")
+    image = _first_url(meta, ctx.image_keys)
+    image = absolute_url(image, base) if image else None
     summary = _text_field(meta, "summary", "description", "excerpt")
     outlet = _text_field(meta, "source", "outlet")
     if outlet is None:
-        m = _OUTLET.search(body)
+        m = _OUTLET.search(body) if "文章来源" in body else None
         outlet = m.group(1).strip() if m else None
 
     names = _list_field(meta, "categories", "category") + list(ctx.categories)
@@ -347,24 +346,92 @@ def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry:
         categories=categories,
         tags=tuple(_list_field(meta, "tags", "tag", "keywords")),
         outlet=outlet,
-        image=absolute_url(image, base) if image else None,
+        image=image if image and is_url(image) else None,
         stamp=stamp,
     )
 
 
-def read_article(root: Path, stamp: FileStamp, ctx: ArticleContext, max_bytes: int) -> Entry | Rejected:
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        return None
+
+
+def _held(meta: dict, stamp: FileStamp, published: datetime | None, ctx: ArticleContext) -> Held | None:
+    """Why this article is not published (yet), or None: drafts and, with a clock, future posts."""
+    where = stamp.path
+    if not ctx.drafts:
+        if classify(ctx.site, stamp.path)[0] == DRAFT:
+            return Held(ctx.source, where, "draft (in a drafts folder)")
+        if _flag(meta, "draft") is True:
+            return Held(ctx.source, where, "draft (draft: true)")
+        if _flag(meta, "published") is False:
+            return Held(ctx.source, where, "draft (published: false)")
+    if meta.get("hidden") is True and ctx.site.header_metadata:
+        return Held(ctx.source, where, "hidden (Status: hidden)")
+    if ctx.now is not None and not ctx.future:
+        # Hugo's publishDate says when a page goes out, whatever its date.
+        try:
+            due = parse_date(meta.get("publishDate", meta.get("publishdate")), ctx.zone) or published
+        except ArticleError:
+            due = published
+        if due is not None and due > ctx.now:
+            return Held(ctx.source, where, f"dated in the future ({due.isoformat()})", until=due)
+    return None
+
+
+def _site_link(meta: dict, stamp: FileStamp, title: str, local, site_zone: ZoneInfo, ctx: ArticleContext):
+    """The post's own page on its site (see permalinks.py), or None."""
+    from .permalinks import Post, UnknownPlaceholder, permalink
+
+    if local is not None and not _has_offset(meta) and site_zone is not ctx.zone:
+        local = local.replace(tzinfo=site_zone)
+    own = _text_field(meta, "url" if ctx.site.generator == "hugo" else "permalink")
+    post = Post(
+        path=stamp.path,
+        title=title,
+        date=local,
+        slug=_text_field(meta, "slug"),
+        categories=tuple(_list_field(meta, "categories", "category")),
+        own_permalink=own if own and not is_url(own) else None,
+        lang=_text_field(meta, "lang"),
+    )
+    try:
+        return permalink(ctx.site, post)
+    except UnknownPlaceholder:
+        return None  # the source warned once at the start of the scan
+
+
+def _has_offset(meta: dict) -> bool:
+    value = meta.get("date", meta.get("published", meta.get("pubDate")))
+    return (isinstance(value, datetime) and value.tzinfo is not None) or (
+        isinstance(value, str) and bool(re.search(r"(?:[+-]\d\d:?\d\d|Z|GMT|UTC)\s*$", value.strip()[:100]))
+    )
+
+
+def read_article(root: Path, stamp: FileStamp, ctx: ArticleContext, max_bytes: int) -> Entry | Held | Rejected:
     """Read and parse one file under `root`; a problem becomes a `Rejected` naming the path."""
+    from .walk import read_regular_file
+
     where = str(root / stamp.path)
     try:
         if stamp.size > max_bytes:
             raise ArticleError(f"file is {stamp.size:,} bytes, over the {max_bytes:,}-byte limit")
-        return parse_article((root / stamp.path).read_bytes(), stamp, ctx)
+        data = read_regular_file(root / stamp.path, max_bytes, ctx.follow_symlinks)
+        return parse_article(data, stamp, ctx)
     except (OSError, ArticleError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         return Rejected(ctx.source, where, reason)
+    except RecursionError:
+        return Rejected(ctx.source, where, "nested too deeply to read")
 
 
-def _read_chunk(root: Path, stamps: list[FileStamp], ctx: ArticleContext, max_bytes: int) -> list[Entry | Rejected]:
+def _read_chunk(
+    root: Path, stamps: list[FileStamp], ctx: ArticleContext, max_bytes: int
+) -> list[Entry | Held | Rejected]:
     """A worker's share: parse, and compute dedup's features while the entry is at hand."""
     out = [read_article(root, s, ctx, max_bytes) for s in stamps]
     if ctx.dedup_patterns is None:
@@ -388,7 +455,7 @@ IN_FLIGHT = 8
 
 def read_articles(
     root: Path, stamps: list[FileStamp], ctx: ArticleContext, max_bytes: int
-) -> Iterator[Entry | Rejected]:
+) -> Iterator[Entry | Held | Rejected]:
     """`read_article` for many files, in order. Large batches (a cold start) are parsed in
     worker processes, one per core, with a bounded number of chunks in flight so memory
     stays flat however big the folder is."""
@@ -416,11 +483,11 @@ _FILENAME_DATE = re.compile(r"(?:^|/)(\d{4})-(\d{2})-(\d{2})-[^/]*$")
 
 
 def _date_from_filename(path: str, zone: ZoneInfo) -> datetime | None:
-    """Jekyll names posts `2022-02-16-title.md`."""
+    """Jekyll names posts `2022-02-16-title.md`: the date, in the local zone."""
     m = _FILENAME_DATE.search(path)
     if not m:
         return None
     try:
-        return datetime(*map(int, m.groups()), tzinfo=zone).astimezone(UTC)
+        return datetime(*map(int, m.groups()), tzinfo=zone)
     except ValueError:
         return None
