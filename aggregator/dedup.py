@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 # Bump when anything below changes what features or decisions come out: stored features are
 # then recomputed and every cluster re-evaluated on the next run.
 ALGORITHM = "9"
+# The version of the canonical-choice rule (`rank`, `outranks`): a change re-decides every
+# cluster once, without recomputing features.
+RULES = "2"
 
 # Query keys that say who shared a link, never which page it is. Matched case-insensitively;
 # shell-style patterns (`utm_*`) allowed. `[dedup] tracking_params` adds to this list.
@@ -316,6 +319,7 @@ class Item:
     canonical_id: int | None = None
     dup_reason: str | None = None
     dup_score: float | None = None
+    key: str = ""  # its key within its source: with the source name, a tie-break that survives a rebuild
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -325,13 +329,30 @@ def rank(item: Item, priority: Sequence[str]) -> tuple:
     """Sort key of the canonical-choice rule: the smallest is shown.
 
     1. source priority (`[dedup] source_priority`, listed sources first, in that order);
-    2. earliest published (first seen when the entry has no date);
+    2. earliest published (first seen when the entry has no date): the original, not a reprint;
     3. latest updated, so a newer version of the same story replaces the older one;
-    4. lowest id (the one stored first)."""
+    4. source name and key: never the order things were stored in, so a rebuild from an empty
+       database shows the same entry."""
     prio = priority.index(item.source) if item.source in priority else len(priority)
     published = item.published or item.first_seen
     updated = item.updated or published
-    return (prio, published, -(updated - _EPOCH).total_seconds(), item.id)
+    return (prio, published, -(updated - _EPOCH).total_seconds(), item.source, item.key, item.id)
+
+
+def version_rank(item: Item, priority: Sequence[str]) -> tuple:
+    """Sort key between versions of one page (the same canonical URL): the latest-dated
+    (updated, else published) is the page as it is now, whatever the file names or mtimes."""
+    prio = priority.index(item.source) if item.source in priority else len(priority)
+    latest = item.updated or item.published or item.first_seen
+    return (prio, -(latest - _EPOCH).total_seconds(), item.source, item.key, item.id)
+
+
+def outranks(a: Item, b: Item, priority: Sequence[str]) -> bool:
+    """Is `a` shown rather than `b` when they are in one cluster? Versions of one page by
+    `version_rank`, anything else (reprints, copies) by `rank`."""
+    if a.url_key and a.url_key == b.url_key:
+        return version_rank(a, priority) < version_rank(b, priority)
+    return rank(a, priority) < rank(b, priority)
 
 
 def compare(a: Item, b: Item, near_threshold: float) -> tuple[str, float] | None:
@@ -364,7 +385,7 @@ def _link_contradicted(a: Item, b: Item) -> bool:
 def settings_digest(settings: DedupSettings) -> tuple[str, str]:
     """(features digest, decisions digest): what stored features and clusters were made with."""
     feats = json.dumps([ALGORITHM, sorted(tracking_patterns(settings.tracking_params))])
-    decisions = json.dumps([feats, settings.near_threshold, list(settings.source_priority)])
+    decisions = json.dumps([feats, RULES, settings.near_threshold, list(settings.source_priority)])
     return (
         hashlib.sha256(feats.encode()).hexdigest()[:32],
         hashlib.sha256(decisions.encode()).hexdigest()[:32],
@@ -449,7 +470,7 @@ def decide(
         if best is None:
             continue
         _, root, (reason, score) = best
-        if rank(it, priority) < rank(root, priority):
+        if outranks(it, root, priority):
             # The newcomer outranks the cluster's canonical entry: it takes its place.
             moved = members.pop(root.id, set())
             for m in moved:
@@ -504,6 +525,7 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
         sources = dict(c.execute(select(SourceRow.id, SourceRow.name)).all())
         later = set(ids)
         affected: set[int] = set()  # canonical entries, old and new, whose borrowed categories may change
+        final: dict[int, str | None] = {}  # examined entry → its duplicate reason, None when shown
         for batch in _chunks(_ranked(c, e, ids, sources, priority), RUN_BATCH):
             later.difference_update(batch)
             items: dict[int, Item] = {}
@@ -519,11 +541,12 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
             affected |= {i for pair in decision.repoints for i in pair}
             report.examined += len(batch)
             report.promoted += sum(1 for old, _ in decision.repoints if old in ids)
-            for i in batch:
+            # Counted as things stand at the end: a later batch may demote an entry of this one.
+            for i in decision.changed & ids:
                 it = items[i]
-                if it.canonical_id and not it.withdrawn:
-                    report.duplicates += 1
-                    report.reasons[it.dup_reason] += 1
+                final[i] = it.dup_reason if it.canonical_id and not it.withdrawn else None
+        report.reasons.update(r for r in final.values() if r)
+        report.duplicates = sum(report.reasons.values())
         _sync_categories(c, e, affected)
         updates = {"features": feat_digest, "decisions": decision_digest}
         if ids:  # the ingest or this run may have added index keys
@@ -540,10 +563,11 @@ def _run(store, settings, touched_ids: Iterable[int]) -> DedupReport:
 def _ranked(c, e, ids: set[int], sources: dict[int, str], priority: Sequence[str]) -> list[int]:
     """`ids` in the order of the canonical-choice rule."""
     keyed = []
-    cols = (e.c.id, e.c.source_id, e.c.published, e.c.updated, e.c.first_seen)
+    cols = (e.c.id, e.c.source_id, e.c.published, e.c.updated, e.c.first_seen, e.c.key)
     for chunk in _chunks(sorted(ids)):
-        for i, sid, published, updated, first_seen in c.execute(select(*cols).where(e.c.id.in_(chunk))):
-            keyed.append((rank(Item(i, sources.get(sid, ""), "", published, updated, first_seen), priority), i))
+        for i, sid, published, updated, first_seen, key in c.execute(select(*cols).where(e.c.id.in_(chunk))):
+            it = Item(i, sources.get(sid, ""), "", published, updated, first_seen, key=key)
+            keyed.append((rank(it, priority), i))
     keyed.sort()
     return [i for _, i in keyed]
 
@@ -637,7 +661,7 @@ def _write(c, e, items: dict[int, Item], decision: Decision, before: dict[int, t
         c.execute(update(e).where(e.c.id.in_(chunk)).values(dedup_pending=False))
 
 
-_ITEM_COLUMNS = ("id", "source_id", "title", "published", "updated", "first_seen", "url_key", "fingerprint")
+_ITEM_COLUMNS = ("id", "source_id", "key", "title", "published", "updated", "first_seen", "url_key", "fingerprint")
 
 
 def _item_query(e, *extra):
@@ -649,6 +673,7 @@ def _item(row, sources: dict[int, str]) -> Item:
     return Item(
         id=row.id,
         source=sources.get(row.source_id, ""),
+        key=row.key,
         title=row.title,
         published=row.published,
         updated=row.updated,

@@ -345,11 +345,12 @@ def test_decide_builds_one_cluster_with_the_best_ranked_entry_shown() -> None:
     assert items[1].dup_reason == "content" and items[2].dup_reason == "url"
     assert items[4].canonical_id is None
     assert out.changed == {1, 2, 3, 4} and out.repoints == []
-    # Source priority puts the local file first.
+    # Source priority puts the local files first; of the two versions of the page (one
+    # canonical URL), the later-dated one is shown.
     items = _cluster_items()
     decide(items, [1, 2, 3, 4], cands, 0.6, ["local"])
-    assert (items[1].canonical_id, items[2].canonical_id, items[3].canonical_id) == (None, 1, 1)
-    assert items[2].dup_reason == "url"
+    assert (items[2].canonical_id, items[1].canonical_id, items[3].canonical_id) == (None, 2, 2)
+    assert items[1].dup_reason == "url"
 
 
 def test_decide_newcomer_outranking_the_canonical_takes_its_place() -> None:
@@ -367,8 +368,8 @@ def test_decide_withdrawn_entries_neither_match_nor_stay_shown() -> None:
     items[1].canonical_id, items[1].dup_reason = 3, "content"
     items[2].canonical_id, items[2].dup_reason = 3, "content"
     decide(items, [1, 2, 3], {1: [2, 3], 2: [1, 3], 3: []}, 0.6, [])
-    assert items[1].canonical_id is None  # promoted: next by rank
-    assert items[2].canonical_id == 1 and items[2].dup_reason == "url"
+    assert items[2].canonical_id is None  # promoted: the later version of the page
+    assert items[1].canonical_id == 2 and items[1].dup_reason == "url"
     assert items[3].canonical_id is None and items[3].dup_reason is None
 
 
