@@ -102,7 +102,11 @@ def scan_source(source: SourceSettings, explain: bool = False) -> ScanResult:
 
 
 def ingest_files(
-    store: Store, settings: Settings, source: SourceSettings, progress: Progress | None = None
+    store: Store,
+    settings: Settings,
+    source: SourceSettings,
+    progress: Progress | None = None,
+    now: datetime | None = None,
 ) -> IngestReport:
     """Bring one article folder's files into the store.
 
@@ -116,7 +120,7 @@ def ingest_files(
     report = IngestReport()
     source_id = store.source_id(source.name, "files", str(source.path))
     known = store.stamps(source_id)
-    now = now_utc()
+    now = now or now_utc()
     scanned = scan_source(source)
     ctx = article_context(settings, source, scanned.site, now)
     for problem in scanned.rejected:
@@ -173,13 +177,15 @@ def ingest_files(
     return report
 
 
-def ingest(store: Store, settings: Settings, progress: Progress | None = None) -> IngestReport:
+def ingest(
+    store: Store, settings: Settings, progress: Progress | None = None, now: datetime | None = None
+) -> IngestReport:
     """Every enabled article folder."""
     total = IngestReport()
     for source in settings.file_sources:
         started = time.monotonic()
         with paused_gc():
-            r = ingest_files(store, settings, source, progress)
+            r = ingest_files(store, settings, source, progress, now)
         log.info(
             "source=%s seen=%d new=%d updated=%d unchanged=%d withdrawn=%d held=%d rejected=%d seconds=%.2f",
             source.name, r.seen, r.new, r.updated, r.unchanged, r.withdrawn, r.held, len(r.rejected),
@@ -209,7 +215,7 @@ class UpdateReport:
         )
         return (
             f"{r}{i.seen} files seen: {i.new} new, {i.updated} updated, {i.unchanged} unchanged, "
-            f"{len(i.rejected)} rejected, {i.withdrawn} withdrawn; {d}"
+            f"{len(i.rejected)} rejected, {i.withdrawn} withdrawn{f', {i.held} held back' if i.held else ''}; {d}"
             f"{b.written} files written for {b.rebuilt} of {b.feeds} feeds; {self.seconds:.2f} s"
         )
 

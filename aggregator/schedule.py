@@ -561,6 +561,12 @@ class Daemon:
             report = pipeline.ingest_files(self.store, self.settings, source)
             if report.touched:
                 self.request_build(report.touched)
+            if report.next_release is not None:
+                # A post dated in the future goes out when its date comes, not at the next rescan.
+                job = self.scheduler.get_job(job_id)
+                due = report.next_release + timedelta(seconds=1)
+                if job is not None and (job.next_run_time is None or due < job.next_run_time):
+                    self._move(job_id, due)
             return counts(report)
 
         self._guarded(job_id, "scan", name, body)

@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo
 
 from ..model import Entry, FileStamp, Held, Rejected
 from ..text import absolute_url, is_url, sanitize_html, summarize
-from .frontmatter import FrontMatterError, split_front_matter
-from .sites import DRAFT, IMAGE_KEYS, LINK_KEYS, PLAIN, Site, classify
+from .frontmatter import FrontMatterError, html_head_metadata, split_front_matter
+from .sites import DRAFT, IMAGE_KEYS, JEKYLL, LINK_KEYS, PLAIN, Site, classify
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +158,10 @@ def _first_url(meta: dict, keys: tuple[str, ...]) -> str | None:
     return None
 
 
-def _list_field(meta: dict, *keys: str) -> list[str]:
-    """A string (`a, b`) or a list (nested lists, as Hexo writes hierarchies, are flattened).
-    At most MAX_LIST_ITEMS values are visited, whatever YAML anchors made of the list."""
+def _list_field(meta: dict, *keys: str, spaces: bool = False) -> list[str]:
+    """A string (`a, b`; with `spaces`, `a b` too, as Jekyll reads it) or a list (nested lists,
+    as Hexo writes hierarchies, are flattened). At most MAX_LIST_ITEMS values are visited,
+    whatever YAML anchors made of the list."""
     out: list[str] = []
     budget = MAX_LIST_ITEMS
     for key in keys:
@@ -174,7 +175,7 @@ def _list_field(meta: dict, *keys: str) -> list[str]:
             if isinstance(v, list):
                 stack.extend(reversed(v[:MAX_LIST_ITEMS]))
             elif isinstance(v, str):
-                out.extend(p.strip() for p in v.split(",") if p.strip())
+                out.extend(p.strip() for p in (v.replace(",", " ").split() if spaces else v.split(",")) if p.strip())
             elif isinstance(v, int | float) and not isinstance(v, bool):
                 out.append(str(v))
             elif v is not None:
@@ -213,7 +214,6 @@ _URL_LINE = re.compile(r"\s*<(https?://[^<>\s]++)>\s*")
 # A stock-quote link's text is a name or a code: a bounded repeat keeps an unclosed one linear.
 _HOT_WORD = re.compile(r"<a\b[^>]{0,300}?\bclass\s*=\s*[\"']?trsHotWords\b[^>]{0,300}>([^<]{0,200})</a\s*>", re.I)
 _OUTLET = re.compile(r"[（(]\s*文章来源\s*[：:]\s*([^）)<]{1,100})[）)]")
-_HTML_TITLE = re.compile(r"<h1\b[^>]{0,500}>(.{0,2000}?)</h1>", re.S | re.I)
 
 
 def clean_body(body: str) -> tuple[str, str | None]:
@@ -240,6 +240,19 @@ def markdown_title(body: str) -> tuple[str, str] | None:
         return None
     title = line[2:].strip().rstrip("#").strip()
     return (title, "" if nl < 0 else text[nl + 1 :]) if title else None
+
+
+def html_title(body: str) -> str | None:
+    """The text of the first `<h1>` (found with str.find: one pass, whatever the markup)."""
+    lower = body[:200_000].lower()
+    start = lower.find("<h1")
+    while start >= 0 and lower[start + 3 : start + 4] not in (">", " ", "\t", "\n", "/"):
+        start = lower.find("<h1", start + 3)
+    if start < 0:
+        return None
+    open_end = lower.find(">", start, start + 500)
+    close = lower.find("</h1>", open_end, open_end + 2000) if open_end >= 0 else -1
+    return body[open_end + 1 : close] if close >= 0 else None
 
 
 def render_body(body: str, suffix: str) -> str:
@@ -286,12 +299,14 @@ class ArticleContext:
 def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry | Held:
     """One article file's bytes → an `Entry` (or `Held`: a draft, a post not due yet), or
     ArticleError saying why not."""
+    suffix = PurePosixPath(stamp.path).suffix.lower()
+    text = decode(data)
+    head = html_head_metadata(text) if ctx.site.header_metadata and suffix in (".html", ".htm") else None
     try:
-        meta, body = split_front_matter(decode(data), ctx.site.header_metadata)
+        meta, body = head or split_front_matter(text, ctx.site.header_metadata)
     except FrontMatterError as e:
         raise ArticleError(str(e)) from None
     body, link_from_body = clean_body(body)
-    suffix = PurePosixPath(stamp.path).suffix.lower()
 
     title = _text_field(meta, "title")
     if title is None:
@@ -299,8 +314,8 @@ def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry |
         if found:
             title, body = found
         else:
-            h1 = _HTML_TITLE.search(body)
-            title = summarize(h1.group(1), 200) if h1 else None
+            h1 = html_title(body)
+            title = summarize(h1, 200) if h1 else None
     if not title:
         raise ArticleError("no title: none in the front matter and no heading in the body")
 
@@ -331,7 +346,8 @@ def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry |
         m = _OUTLET.search(body) if "文章来源" in body else None
         outlet = m.group(1).strip() if m else None
 
-    names = _list_field(meta, "categories", "category") + list(ctx.categories)
+    jekyll = ctx.site.generator == JEKYLL
+    names = _list_field(meta, "categories", "category", spaces=jekyll) + list(ctx.categories)
     categories = tuple(dict.fromkeys(ctx.aliases.get(n, n) for n in (" ".join(c.split()) for c in names)))
     return Entry(
         source=ctx.source,
@@ -344,7 +360,7 @@ def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry |
         updated=updated if updated and (published is None or updated > published) else None,
         authors=_authors(meta),
         categories=categories,
-        tags=tuple(_list_field(meta, "tags", "tag", "keywords")),
+        tags=tuple(_list_field(meta, "tags", "tag", "keywords", spaces=jekyll)),
         outlet=outlet,
         image=image if image and is_url(image) else None,
         stamp=stamp,
@@ -395,7 +411,7 @@ def _site_link(meta: dict, stamp: FileStamp, title: str, local, site_zone: ZoneI
         title=title,
         date=local,
         slug=_text_field(meta, "slug"),
-        categories=tuple(_list_field(meta, "categories", "category")),
+        categories=tuple(_list_field(meta, "categories", "category", spaces=ctx.site.generator == JEKYLL)),
         own_permalink=own if own and not is_url(own) else None,
         lang=_text_field(meta, "lang"),
     )

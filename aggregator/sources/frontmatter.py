@@ -157,3 +157,30 @@ def _pelican_values(meta: dict[str, str]) -> dict:
     elif meta.get("status", "").lower() == "hidden":
         out["hidden"] = True
     return out
+
+
+def html_head_metadata(text: str) -> tuple[dict, str] | None:
+    """Pelican's HTML articles: `<title>` and `<meta name=… content=…>` in the head are the
+    metadata, the `<body>` is the article. None when the text has no head to read."""
+    if "<head" not in text[:5000].lower():
+        return None
+    import lxml.html
+    from lxml import etree
+
+    try:
+        doc = lxml.html.document_fromstring(text)
+    except (etree.ParserError, ValueError):
+        return None
+    meta: dict[str, str] = {}
+    title = doc.findtext(".//head/title")
+    if title and title.strip():
+        meta["title"] = " ".join(title.split())
+    for tag in doc.iterfind(".//head/meta"):
+        name, content = tag.get("name"), tag.get("content")
+        if name and content is not None and name.lower() not in meta:
+            meta[name.lower()] = content.strip()
+    body = doc.find("body")
+    inner = "" if body is None else (body.text or "") + "".join(
+        etree.tostring(child, encoding="unicode", method="html") for child in body
+    )
+    return (_pelican_values(meta), inner) if "title" in meta else None
