@@ -364,9 +364,13 @@ def sources(ctx: click.Context) -> None:
     console.print(table)
 
 
-def _rules(counts, what: str) -> str:
+def _rules(counts, what: str, examples: dict[str, list[str]] | None = None) -> str:
     parts = sorted(((n, rule) for (w, rule), n in counts.items() if w == what), key=lambda x: (-x[0], x[1]))
-    return ", ".join(f"{n} {rule}" for n, rule in parts)
+    shown = examples or {}
+    return "; ".join(
+        f"{n} {rule}" + (f" ({', '.join(shown[rule])}{', …' if n > len(shown[rule]) else ''})" if rule in shown else "")
+        for n, rule in parts
+    )
 
 
 def _folder_table(settings: Settings, rows, counts):
@@ -381,7 +385,7 @@ def _folder_table(settings: Settings, rows, counts):
         found = scan_source(s)
         r = rows.get(s.name)
         taken = f"{found.taken()} ({_rules(found.counts, 'taken')})" if found.taken() else "0"
-        skipped = f"{found.skipped()}: {_rules(found.counts, 'skipped')}" if found.skipped() else "0"
+        skipped = f"{found.skipped()}: {_rules(found.counts, 'skipped', found.examples)}" if found.skipped() else "0"
         table.add_row(s.name, str(s.path), describe(found.site), taken, skipped, str(counts.get(r.id, 0) if r else 0))
     return table
 

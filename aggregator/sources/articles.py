@@ -13,19 +13,19 @@ where an ambiguous pattern could backtrack.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo
 
 from ..model import Entry, FileStamp, Held, Rejected
 from ..text import absolute_url, is_url, sanitize_html, summarize
+from .dates import DateError, date_from_filename, local_date, parse_date
 from .frontmatter import FrontMatterError, html_head_metadata, split_front_matter
-from .sites import DRAFT, IMAGE_KEYS, JEKYLL, LINK_KEYS, PLAIN, Site, classify
+from .sites import DRAFT, HUGO, IMAGE_KEYS, JEKYLL, LINK_KEYS, PLAIN, Site, classify, not_rendered
 
 log = logging.getLogger(__name__)
 
@@ -74,52 +74,6 @@ def decode(data: bytes) -> str:
 
 
 # ---------------------------------------------------------------- field readers
-
-
-def local_date(value: object, zone: ZoneInfo) -> datetime | None:
-    """A front-matter date → aware datetime in its own offset; naive values are in `zone`.
-
-    Accepts what YAML already parsed (datetime, date), RFC 822 (`Fri, 02 Sep 2022 20:08:00 GMT`),
-    ISO 8601 with or without offset, `2022-02-16 20:47:24 +0800`, and date-only values.
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, date):
-        dt = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        dt = _parse_date_text(value.strip()[:100])
-    else:
-        raise ArticleError(f"date: expected a date, got {type(value).__name__} {str(value)[:80]!r}")
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=zone)
-
-
-def parse_date(value: object, zone: ZoneInfo) -> datetime | None:
-    """`local_date` in UTC."""
-    dt = local_date(value, zone)
-    return dt.astimezone(UTC) if dt is not None else None
-
-
-_RFC822 = re.compile(r"^(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\s")
-
-
-def _parse_date_text(text: str) -> datetime:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        pass
-    if _RFC822.match(text):
-        try:
-            return email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            pass
-    from dateutil import parser
-
-    try:
-        return parser.parse(text)
-    except (ValueError, OverflowError):
-        raise ArticleError(f"date: cannot understand {text!r}") from None
 
 
 def _text_field(meta: dict, *keys: str) -> str | None:
@@ -299,6 +253,13 @@ class ArticleContext:
 def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry | Held:
     """One article file's bytes → an `Entry` (or `Held`: a draft, a post not due yet), or
     ArticleError saying why not."""
+    try:
+        return _parse(data, stamp, ctx)
+    except DateError as e:
+        raise ArticleError(str(e)) from None
+
+
+def _parse(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry | Held:
     suffix = PurePosixPath(stamp.path).suffix.lower()
     text = decode(data)
     head = html_head_metadata(text) if ctx.site.header_metadata and suffix in (".html", ".htm") else None
@@ -320,9 +281,15 @@ def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry |
         raise ArticleError("no title: none in the front matter and no heading in the body")
 
     site_zone = _zone(ctx.site.timezone) or ctx.zone
-    local = local_date(meta.get("date", meta.get("published", meta.get("pubDate"))), ctx.zone)
+    from_name = date_from_filename(stamp.path, ctx.zone)
+    try:
+        local = local_date(meta.get("date", meta.get("published", meta.get("pubDate"))), ctx.zone)
+    except DateError:
+        if from_name is None:
+            raise
+        local = None  # a Jekyll post's file name carries its date, as Jekyll itself falls back to
     if local is None:
-        local = _date_from_filename(stamp.path, ctx.zone)
+        local = from_name
     published = local.astimezone(UTC) if local else None
     updated = parse_date(meta.get("updated", meta.get("lastmod", meta.get("modified"))), ctx.zone)
 
@@ -386,13 +353,15 @@ def _held(meta: dict, stamp: FileStamp, published: datetime | None, ctx: Article
             return Held(ctx.source, where, "draft (draft: true)")
         if _flag(meta, "published") is False:
             return Held(ctx.source, where, "draft (published: false)")
+    if ctx.site.generator == HUGO and not_rendered(meta):
+        return Held(ctx.source, where, "never rendered (headless or build.render: never)")
     if meta.get("hidden") is True and ctx.site.header_metadata:
         return Held(ctx.source, where, "hidden (Status: hidden)")
     if ctx.now is not None and not ctx.future:
         # Hugo's publishDate says when a page goes out, whatever its date.
         try:
             due = parse_date(meta.get("publishDate", meta.get("publishdate")), ctx.zone) or published
-        except ArticleError:
+        except DateError:
             due = published
         if due is not None and due > ctx.now:
             return Held(ctx.source, where, f"dated in the future ({due.isoformat()})", until=due)
@@ -493,17 +462,3 @@ def read_articles(
                 yield from pending.popleft().result()
         while pending:
             yield from pending.popleft().result()
-
-
-_FILENAME_DATE = re.compile(r"(?:^|/)(\d{4})-(\d{2})-(\d{2})-[^/]*$")
-
-
-def _date_from_filename(path: str, zone: ZoneInfo) -> datetime | None:
-    """Jekyll names posts `2022-02-16-title.md`: the date, in the local zone."""
-    m = _FILENAME_DATE.search(path)
-    if not m:
-        return None
-    try:
-        return datetime(*map(int, m.groups()), tzinfo=zone)
-    except ValueError:
-        return None

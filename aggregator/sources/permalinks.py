@@ -156,7 +156,7 @@ def _hexo(site: Site, post: Post) -> str | None:
         return post.own_permalink
     posts_dir = site.posts[0] if site.posts else ""
     rel = post.path[len(posts_dir) + 1 :] if post.path.startswith(posts_dir + "/") else post.path
-    title = str(PurePosixPath(rel).with_suffix(""))
+    title = _hexo_title(rel, site.post_name) or str(PurePosixPath(rel).with_suffix(""))
     values = {
         "title": title,
         "name": _stem(rel),
@@ -168,14 +168,40 @@ def _hexo(site: Site, post: Post) -> str | None:
     return _fill(site.permalink or ":year/:month/:day/:title/", values, _DATED)
 
 
+_HEXO_NAME_PARTS = {"year": r"\d{4}", "month": r"\d{2}", "i_month": r"\d{1,2}", "day": r"\d{2}", "i_day": r"\d{1,2}"}
+
+
+def _hexo_title(rel: str, post_name: str | None) -> str | None:
+    """`:title` as Hexo reads it back from a file named by `new_post_name` (`:year-:month-:day-:title.md`
+    gives `hexo-3-released` for `2019-06-19-hexo-3-released.md`)."""
+    if not post_name or ":title" not in post_name:
+        return None
+    pattern = ""
+    for piece in re.split(r"(:[a-z_]+)", post_name):
+        if piece.startswith(":"):
+            name = piece[1:]
+            pattern += "(?P<title>.+)" if name == "title" else f"(?:{_HEXO_NAME_PARTS.get(name, '[^/]+?')})"
+        else:
+            pattern += re.escape(piece)
+    m = re.fullmatch(pattern, rel)
+    return m.group("title") if m else None
+
+
 # ---------------------------------------------------------------- Hugo
 
 
 def _hugo(site: Site, post: Post) -> str | None:
-    content = site.posts[0] if site.posts else "content"
-    rel = PurePosixPath(post.path[len(content) + 1 :] if post.path.startswith(content + "/") else post.path)
+    roots = [r for r in site.posts if post.path.startswith(r + "/")]
+    content = max(roots, key=len) if roots else ""
+    lang = site.url_prefixes.get(content, "")
+    rel = PurePosixPath(post.path[len(content) + 1 :] if content else post.path)
     if post.own_permalink:  # front matter `url`: the page's whole path
         return post.own_permalink
+    path = _hugo_path(site, post, rel)
+    return lang + path.lstrip("/") if path is not None else None
+
+
+def _hugo_path(site: Site, post: Post, rel: PurePosixPath) -> str | None:
     folders = list(rel.parts[:-1])
     # A page bundle (`posts/x/index.md`) is named by its folder.
     bundle = rel.stem == "index" and bool(folders)

@@ -23,9 +23,10 @@ JEKYLL, HEXO, HUGO, PELICAN, PLAIN = "jekyll", "hexo", "hugo", "pelican", "plain
 
 # Folders of tooling and build output: never read, whatever the layout.
 TOOLING = frozenset({"node_modules", ".jekyll-cache", ".sass-cache", ".git", ".hg", ".svn", "__pycache__"})
-JEKYLL_SKIP = frozenset({"_site", "_layouts", "_includes", "_data", "_sass", "vendor", "_plugins", "assets"})
-HEXO_SKIP = frozenset({"public", "themes", "scaffolds", ".deploy_git"})
-HUGO_SKIP = frozenset({"public", "resources", "themes"})
+# Jekyll's own folder names mean the same anywhere; the other generators' are folders of the root.
+JEKYLL_SKIP = frozenset({"_site", "_layouts", "_includes", "_data", "_sass", "vendor", "_plugins"})
+HEXO_SKIP = ("public", "themes", "scaffolds", ".deploy_git")
+HUGO_SKIP = ("public", "resources", "themes")
 # In a plain folder these are skipped when present: they are what a generator leaves beside posts.
 PLAIN_SKIP = frozenset({"_site", "_layouts", "_includes", "_sass", "_data", "vendor", "themes", "scaffolds"}) | TOOLING
 # Generic names that hold a generator's build output only when they look like one (an index.html).
@@ -69,6 +70,8 @@ class Site:
     url: str | None = None  # the site's public URL with its base path, no trailing slash
     permalink: str | None = None  # the generator's pattern for a post's path
     permalinks: dict[str, str] = field(default_factory=dict)  # Hugo: section → pattern
+    url_prefixes: dict[str, str] = field(default_factory=dict)  # Hugo: content folder → its language's URL prefix
+    post_name: str | None = None  # Hexo `new_post_name`: how a post's file name is made from its title
     timezone: str | None = None  # zone of naive dates in permalinks (the site's own setting)
     config_file: str | None = None  # the file the layout was recognized by
 
@@ -162,13 +165,20 @@ def _jekyll(root: Path, config: Path, conf: dict) -> Site:
         JEKYLL,
         posts=("_posts",),
         drafts=("_drafts",),
-        skip_dirs=JEKYLL_SKIP | TOOLING | ({dest.strip("/")} if dest and "/" not in dest.strip("/") else set()),
-        skip_paths=tuple(x for x in exclude if x and "*" not in x),
+        skip_dirs=JEKYLL_SKIP | TOOLING,
+        skip_paths=("assets", *([dest.strip("/")] if dest else []), *(x for x in exclude if x and "*" not in x)),
         url=_join_url(_str(conf.get("url")), _str(conf.get("baseurl"))),
-        permalink=_str(conf.get("permalink")) or "date",
+        permalink=_jekyll_posts_permalink(conf) or _str(conf.get("permalink")) or "date",
         timezone=_str(conf.get("timezone")),
         config_file=config.name,
     )
+
+
+def _jekyll_posts_permalink(conf: dict) -> str | None:
+    """`collections: posts: permalink:` overrides the site's `permalink` for posts."""
+    collections = conf.get("collections")
+    posts = collections.get("posts") if isinstance(collections, dict) else None
+    return _str(posts.get("permalink")) if isinstance(posts, dict) else None
 
 
 def _hexo(root: Path, config: Path, conf: dict, source_dir: str) -> Site:
@@ -178,10 +188,11 @@ def _hexo(root: Path, config: Path, conf: dict, source_dir: str) -> Site:
         HEXO,
         posts=(f"{source_dir}/_posts",),
         drafts=(f"{source_dir}/_drafts",),
-        skip_dirs=HEXO_SKIP | TOOLING,
-        skip_paths=(public,),
+        skip_dirs=TOOLING,
+        skip_paths=(*HEXO_SKIP, public),
         url=_join_url(_str(conf.get("url")), None),
         permalink=_str(conf.get("permalink")) or ":year/:month/:day/:title/",
+        post_name=_str(conf.get("new_post_name")),
         timezone=_str(conf.get("timezone")),
         config_file=config.name,
     )
@@ -189,22 +200,85 @@ def _hexo(root: Path, config: Path, conf: dict, source_dir: str) -> Site:
 
 def _hugo(root: Path, config: Path) -> Site:
     conf = {str(k).lower(): v for k, v in _read_mapping(config).items()}
-    content = (_str(conf.get("contentdir")) or "content").strip("/")
     publish = (_str(conf.get("publishdir")) or "public").strip("/")
     raw = conf.get("permalinks") if isinstance(conf.get("permalinks"), dict) else {}
     # Newer Hugo nests the patterns by page kind: [permalinks.page]; the old form is flat.
     flat = raw.get("page") if isinstance(raw.get("page"), dict) else raw
     permalinks = {str(k): v for k, v in flat.items() if isinstance(v, str)}
+    roots = _hugo_content_roots(conf)
     return Site(
         HUGO,
-        posts=(content,),
-        skip_dirs=HUGO_SKIP | TOOLING,
-        skip_paths=(publish,),
+        posts=tuple(roots),
+        skip_dirs=TOOLING,
+        skip_paths=(*HUGO_SKIP, publish),
         url=_join_url(_str(conf.get("baseurl")), None),
         permalinks=permalinks,
+        url_prefixes=roots,
         timezone=_str(conf.get("timezone")),
         config_file=str(config.relative_to(root)),
     )
+
+
+def _hugo_content_roots(conf: dict) -> dict[str, str]:
+    """Content folder → the URL prefix of its language: `contentDir`, each language's own
+    `contentDir`, or module mounts onto `content`. The default language has no prefix unless
+    `defaultContentLanguageInSubdir`."""
+    default = _str(conf.get("defaultcontentlanguage")) or "en"
+    in_subdir = conf.get("defaultcontentlanguageinsubdir") is True
+
+    def prefix(lang: str | None) -> str:
+        return "" if not lang or (lang == default and not in_subdir) else f"{lang}/"
+
+    roots: dict[str, str] = {}
+    languages = conf.get("languages")
+    if isinstance(languages, dict):
+        for lang, options in languages.items():
+            folder = _str(options.get("contentDir") or options.get("contentdir")) if isinstance(options, dict) else None
+            if folder:
+                roots[folder.strip("/")] = prefix(str(lang))
+    module = conf.get("module")
+    mounts = module.get("mounts") if isinstance(module, dict) else None
+    for mount in mounts if isinstance(mounts, list) else ():
+        if not isinstance(mount, dict) or _str(mount.get("target")) != "content" or not _str(mount.get("source")):
+            continue
+        lang = _str(mount.get("lang"))
+        matrix = (mount.get("sites") or {}).get("matrix") if isinstance(mount.get("sites"), dict) else None
+        if lang is None and isinstance(matrix, dict) and _str_list(matrix.get("languages")):
+            lang = _str_list(matrix.get("languages"))[0]
+        roots[str(mount["source"]).strip("/")] = prefix(lang)
+    if not roots:
+        roots[(_str(conf.get("contentdir")) or "content").strip("/")] = ""
+    return roots
+
+
+def hugo_headless(folder: Path) -> bool:
+    """Does the bundle at `folder` say its pages are never rendered (`headless: true`, or
+    `build`/`cascade.build` with `render: never`)? Read from its `_index.md` or `index.md`."""
+    from .frontmatter import FrontMatterError, split_front_matter
+
+    for name in ("_index.md", "index.md"):
+        try:
+            with open(folder / name, "rb") as f:
+                text = f.read(65536).decode("utf-8", "replace")
+        except OSError:
+            continue
+        try:
+            meta, _ = split_front_matter(text)
+        except (FrontMatterError, RecursionError):
+            return False
+        cascade = meta.get("cascade")
+        cascade = cascade[0] if isinstance(cascade, list) and cascade else cascade
+        if not_rendered(meta) or (isinstance(cascade, dict) and not_rendered(cascade)):
+            return True
+    return False
+
+
+def not_rendered(meta: dict) -> bool:
+    """Hugo front matter that keeps a page out of the site: `headless: true` or `build.render: never`."""
+    if meta.get("headless") is True:
+        return True
+    build = meta.get("build", meta.get("_build"))
+    return isinstance(build, dict) and build.get("render") in ("never", False, "false")
 
 
 def _pelican(root: Path) -> Site:
@@ -218,8 +292,8 @@ def _pelican(root: Path) -> Site:
         PELICAN,
         posts=tuple((prefix + a.strip("/")).strip("/") for a in articles),
         pages=tuple((prefix + p.strip("/")).strip("/") for p in pages),
-        skip_dirs=TOOLING | {"__pycache__", "theme", "themes", "plugins"},
-        skip_paths=(output,),
+        skip_dirs=TOOLING,
+        skip_paths=(output, "theme", "themes", "plugins", "pelican-plugins"),
         url=_join_url(_str(conf.get("SITEURL")), None),
         permalink=_str(conf.get("ARTICLE_URL")) or "{slug}.html",
         timezone=_str(conf.get("TIMEZONE")),

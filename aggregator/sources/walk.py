@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model import FileStamp, Rejected
-from .sites import DRAFT, JEKYLL, PAGE, PLAIN, PLAIN_BUILT, SKIP, Site, classify
+from .sites import DRAFT, HUGO, JEKYLL, PAGE, PLAIN, PLAIN_BUILT, SKIP, Site, classify, hugo_headless
 
 EXTENSIONS = frozenset({".md", ".markdown", ".html", ".htm", ".txt"})
 REPORTED_EXTENSIONS = frozenset({".rst", ".rest"})  # articles we have no reader for: counted, not read
@@ -40,6 +40,7 @@ class ScanResult:
     counts: Counter = field(default_factory=Counter)  # (taken | skipped, rule) → files
     rejected: list[Rejected] = field(default_factory=list)  # what could not be looked at, with the reason
     decisions: list[tuple[str, str, str]] | None = None  # (path, taken | skipped, rule), when explained
+    examples: dict[str, list[str]] = field(default_factory=dict)  # rule → the first few paths it skipped
 
     def taken(self) -> int:
         return sum(n for (what, _), n in self.counts.items() if what == "taken")
@@ -90,6 +91,10 @@ def scan(
 
     def note(rel: str, what: str, rule: str) -> None:
         result.counts[(what, rule)] += 1
+        if what == "skipped":
+            shown = result.examples.setdefault(rule, [])
+            if len(shown) < 3:
+                shown.append(display(rel))
         if result.decisions is not None:
             result.decisions.append((display(rel), what, rule))
 
@@ -178,16 +183,18 @@ def scan(
 def _skip_folder(site: Site, rel: str, name: str, path: str) -> str | None:
     """Why the folder at `rel` is never entered, or None."""
     if name in site.skip_dirs:
-        return f"{name}/ ({'build output or tooling' if site.generator != PLAIN else 'generator folder'})"
+        return "build output or tooling folder" if site.generator != PLAIN else "generator or tooling folder"
+    if site.generator == HUGO and hugo_headless(Path(path)):
+        return "headless bundle (its pages are never rendered)"
     if rel in site.skip_paths:
-        return f"{rel}/ (build output or excluded by the site config)"
+        return "build output folder, or excluded by the site config"
     if site.generator == PLAIN and name in PLAIN_BUILT and os.path.isfile(os.path.join(path, "index.html")):
-        return f"{name}/ (a built site: it has an index.html)"
+        return "a built site (has an index.html)"
     # Jekyll keeps posts in any `_posts/` folder, so its tree is walked whole (less the skips).
     if site.generator not in (PLAIN, JEKYLL) and not any(
         not p or p == rel or p.startswith(rel + "/") or rel.startswith(p + "/") for p in (*site.posts, *site.drafts)
     ):
-        return f"{rel}/ (outside the post folders)"
+        return "folder outside the post folders"
     return None
 
 
