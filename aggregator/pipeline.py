@@ -280,6 +280,7 @@ def _parse_pool(n: int):
     def make():
         return process_pool(workers, ["aggregator.sources.feeds"])
 
+    make.workers = workers
     make.first = make()  # started before the event loop and the writer thread exist, so fork when it can
     return make
 
@@ -300,7 +301,8 @@ async def _fetch_all(
     aliases = settings.category_aliases
     writer = ThreadPoolExecutor(1, thread_name_prefix="aggregator-store")  # one writer: SQLite has one anyway
     states: list[dict] = []  # source states not yet written; flushed in batches (a 304 costs one row update)
-    parsers = Parsers(settings.fetch.parse_timeout, _first_then(parser) if parser else None)
+    pools = _first_then(parser) if parser else None
+    parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1))
 
     async def handle(req: FetchRequest, result) -> None:
         src = by_name[req.name]

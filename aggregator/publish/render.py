@@ -193,8 +193,9 @@ def feed_info(
     depth = 1 if page is None else 3  # <slug>/file or <slug>/archive/<n>/file
     return FeedInfo(
         id=f"tag:{host},2024:feeds/{plan.slug}" + (f"/archive/{page.number}" if page else ""),
-        title=plan.title if page is None else f"{plan.title} (archive {page.number})",
-        description=plan.description,
+        # A category's name is its feed's title: cleaned like entry text (see `make_item`).
+        title=xml_text(plan.title if page is None else f"{plan.title} (archive {page.number})"),
+        description=xml_text(plan.description),
         home_url=f"{out.base_url}index.html#{plan.slug}",
         base_url=out.base_url,
         self_urls=current if page is None else {f: archive_url(out.base_url, plan.slug, page, f) for f in plan.formats},

@@ -46,10 +46,13 @@ def _in_daemon_thread(fn: Callable, *args) -> Future:
 class Parsers:
     """`parse_feed` with a time limit, in a process pool from `make_pool` (None: threads)."""
 
-    def __init__(self, limit: float, make_pool: Callable[[], ProcessPoolExecutor] | None = None):
+    def __init__(self, limit: float, make_pool: Callable[[], ProcessPoolExecutor] | None = None, workers: int = 1):
         self.limit = limit
         self._make_pool = make_pool
         self._pool = make_pool() if make_pool else None
+        # A parse is handed to the pool only when a worker is free, so its clock starts when it
+        # runs: one queued behind a stuck parse must not be charged for that one's time.
+        self._free = asyncio.Semaphore(workers)
         self.replaced = 0  # pools replaced because a parse ran over the limit
 
     async def parse(self, body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> ParsedFeed:
@@ -63,18 +66,19 @@ class Parsers:
                 raise FeedError(too_slow) from None
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
-            pool = self._pool
-            try:
-                job = loop.run_in_executor(pool, feeds.parse_feed, body, headers, ctx)
-                return await asyncio.wait_for(job, self.limit)
-            except TimeoutError:
-                self._replace(pool)
-                raise FeedError(too_slow) from None
-            except BrokenProcessPool:
-                # Killed because another parse ran over the limit, or crashed (out of memory…).
-                self._replace(pool)
-                if attempt == 2:
-                    raise FeedError("cannot parse: the parser process died") from None
+            async with self._free:
+                pool = self._pool
+                try:
+                    job = loop.run_in_executor(pool, feeds.parse_feed, body, headers, ctx)
+                    return await asyncio.wait_for(job, self.limit)
+                except TimeoutError:
+                    self._replace(pool)
+                    raise FeedError(too_slow) from None
+                except BrokenProcessPool:
+                    # Killed because another parse ran over the limit, or crashed (out of memory…).
+                    self._replace(pool)
+                    if attempt == 2:
+                        raise FeedError("cannot parse: the parser process died") from None
         raise AssertionError("unreachable")
 
     def _replace(self, pool: ProcessPoolExecutor) -> None:
