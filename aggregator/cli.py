@@ -436,13 +436,15 @@ def import_opml(obj: Context, file: str) -> None:
     import os
     from pathlib import Path
 
-    from .sources.opml import OpmlError, read_opml_file, toml_blocks
+    from .sources.opml import OpmlError, private_warnings, read_opml_file, toml_blocks
 
     settings = obj.settings()
     try:
         subs = read_opml_file(Path(file))
     except OpmlError as e:
         fail(f"{file}: {e}")
+    for warning in private_warnings(subs, settings.fetch.allow_private):
+        click.echo(f"warning: {warning}", err=True)
     try:
         text, added, skipped = toml_blocks(subs, settings)
     except ConfigError as e:

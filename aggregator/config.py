@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -22,6 +22,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from .cleaning import Limits
 
 DEFAULT_CONFIG = "config.toml"
 FORMATS = ("atom", "rss", "json")
@@ -101,6 +104,40 @@ class FetchSettings(_Strict):
     per_host: int = Field(default=2, ge=1, le=100)
     max_bytes: int = Field(default=10_000_000, ge=1024)
     user_agent: str | None = None
+    # Loopback, private, link-local (cloud metadata), CGNAT and ULA addresses are refused unless
+    # allowed: a feed URL or a redirect must not make us fetch from inside the network.
+    allow_private: bool = False
+    parse_timeout: Interval = 30.0  # wall-clock limit of parsing one feed document
+
+
+class LimitsSettings(_Strict):
+    """`[limits]`: what one feed entry or fetch may make us store (see `cleaning.Limits`)."""
+
+    title_chars: int = Field(default=1000, ge=10)
+    author_chars: int = Field(default=200, ge=10)
+    authors_per_entry: int = Field(default=20, ge=1)
+    url_chars: int = Field(default=2048, ge=64)
+    summary_chars: int = Field(default=4000, ge=10)
+    content_bytes: int = Field(default=2_000_000, ge=1024)
+    categories_per_entry: int = Field(default=20, ge=0)
+    category_chars: int = Field(default=64, ge=1)
+    new_categories_per_day: int = Field(default=100, ge=0)
+    entries_per_fetch: int = Field(default=1000, ge=1)
+
+
+class SourceLimits(_Strict):
+    """A source's own `limits = { ... }`: any key of `[limits]`, overriding it for that source."""
+
+    title_chars: int | None = Field(default=None, ge=10)
+    author_chars: int | None = Field(default=None, ge=10)
+    authors_per_entry: int | None = Field(default=None, ge=1)
+    url_chars: int | None = Field(default=None, ge=64)
+    summary_chars: int | None = Field(default=None, ge=10)
+    content_bytes: int | None = Field(default=None, ge=1024)
+    categories_per_entry: int | None = Field(default=None, ge=0)
+    category_chars: int | None = Field(default=None, ge=1)
+    new_categories_per_day: int | None = Field(default=None, ge=0)
+    entries_per_fetch: int | None = Field(default=None, ge=1)
 
 
 class DedupSettings(_Strict):
@@ -162,6 +199,9 @@ class SourceSettings(_Strict):
     timeout: Interval | None = None
     user_agent: str | None = None
     max_file_bytes: int = Field(default=5_000_000, ge=1)
+    allow_private: bool | None = None  # None: [fetch] allow_private
+    feed_categories: bool = True  # false: ignore the feed's own categories, keep only `categories`
+    limits: SourceLimits = SourceLimits()
     # article folders: what the site layout takes, and the source's say over it
     drafts: bool = False  # publish drafts (`_drafts/`, `draft: true`, `published: false`)
     future: bool = False  # publish posts dated in the future now, instead of when their date comes
@@ -244,6 +284,7 @@ class Settings(_Strict):
     websub: WebSubSettings = WebSubSettings()
     serve: ServeSettings = ServeSettings()
     retention: RetentionSettings = RetentionSettings()
+    limits: LimitsSettings = LimitsSettings()
     sources: list[SourceSettings] = []
     # Where the file came from; set by load_config, not by the TOML.
     config_path: Path = Path(DEFAULT_CONFIG)
@@ -270,6 +311,18 @@ class Settings(_Strict):
         """The options of a canonical category (defaults when it has no table)."""
         found = self.categories.get(name)
         return found if found is not None and found.alias_of is None else CategorySettings()
+
+    def limits_for(self, source: SourceSettings | None = None) -> Limits:
+        """`[limits]` with the source's own overrides applied."""
+        from .cleaning import Limits
+
+        values = self.limits.model_dump()
+        if source is not None:
+            values |= {k: v for k, v in source.limits.model_dump().items() if v is not None}
+        return Limits(**values)
+
+    def allow_private(self, source: SourceSettings) -> bool:
+        return self.fetch.allow_private if source.allow_private is None else source.allow_private
 
     @property
     def file_sources(self) -> tuple[SourceSettings, ...]:

@@ -148,7 +148,8 @@ def url_key(canonical: str | None) -> int | None:
 
 # ------------------------------------------------------------------ normalized text
 
-_BLOCK_END = re.compile(r"(?i)<(?:br|/p|/div|/li|/h\d|/tr|/blockquote|/figcaption)\b[^>]*>")
+# `[^<>]*`, not `[^>]*`: stopping at the next `<` keeps `<br<br<br…` (no `>`) linear.
+_BLOCK_END = re.compile(r"(?i)<(?:br|/p|/div|/li|/h\d|/tr|/blockquote|/figcaption)\b[^<>]*>")
 # Whole blocks that are about the page, not the story: attributions, editors, share prompts.
 _BOILERPLATE = re.compile(
     r"""^\W*(?:

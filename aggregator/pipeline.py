@@ -255,6 +255,7 @@ class FetchReport:
     updated: int = 0
     unchanged: int = 0
     errors: list[Rejected] = field(default_factory=list)  # (source, URL, reason) of each failure
+    rejected: list[Rejected] = field(default_factory=list)  # items of fetched feeds that could not be stored
     touched: list[int] = field(default_factory=list)  # ids of new or changed entries
     seconds: float = 0.0
 
@@ -336,8 +337,8 @@ def _feed_state(row):
 
 
 def _parse_pool(n: int):
-    """Worker processes for parsing when there are many feeds (feedparser is pure Python, so
-    threads would not add CPU); None means the event loop's default thread pool."""
+    """A factory of worker processes for parsing when there are many feeds (feedparser is pure
+    Python, so threads would not add CPU); None means threads (see `sources.parsing`)."""
     from .workers import cpu_workers, process_pool
 
     workers = cpu_workers()
@@ -345,8 +346,12 @@ def _parse_pool(n: int):
         return None
     from .sources import feeds  # noqa: F401  (loaded once here, inherited by forked workers)
 
-    # Started before the event loop and the writer thread exist, so fork when it can.
-    return process_pool(workers, ["aggregator.sources.feeds"])
+    def make():
+        return process_pool(workers, ["aggregator.sources.feeds"])
+
+    make.workers = workers
+    make.first = make()  # started before the event loop and the writer thread exist, so fork when it can
+    return make
 
 
 async def _fetch_all(
@@ -356,7 +361,8 @@ async def _fetch_all(
     arrives, and store the results on one writer thread."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .sources.feeds import FeedContext, FeedError, parse_feed
+    from .sources.feeds import FeedContext, FeedError
+    from .sources.parsing import Parsers
     from .sources.remote import USER_AGENT, FetchRequest, fetch_many
 
     loop = asyncio.get_running_loop()
@@ -364,6 +370,8 @@ async def _fetch_all(
     aliases = settings.category_aliases
     writer = ThreadPoolExecutor(1, thread_name_prefix="aggregator-store")  # one writer: SQLite has one anyway
     states: list[dict] = []  # source states not yet written; flushed in batches (a 304 costs one row update)
+    pools = _first_then(parser) if parser else None
+    parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1))
 
     async def handle(req: FetchRequest, result) -> None:
         src = by_name[req.name]
@@ -374,9 +382,11 @@ async def _fetch_all(
                 result.final_url or req.url,
                 tuple(settings.canonical_category(c) for c in src.categories),
                 aliases,
+                settings.limits_for(src),
+                src.feed_categories,
             )
             try:
-                parsed = await loop.run_in_executor(parser, parse_feed, result.body, result.headers or {}, ctx)
+                parsed = await parsers.parse(result.body, result.headers or {}, ctx)
             except FeedError as e:
                 problem = str(e)
             except Exception as e:  # a parser crash is this feed's problem, not the run's
@@ -393,6 +403,7 @@ async def _fetch_all(
             rows[s.name].last_modified,
             s.timeout or settings.fetch.timeout,
             s.user_agent or settings.fetch.user_agent or USER_AGENT,
+            settings.allow_private(s),
         )
         for s in sources
     ]
@@ -402,11 +413,40 @@ async def _fetch_all(
     finally:
         writer.submit(_flush_states, store, states)
         writer.shutdown(wait=True)
-        if parser is not None:
-            parser.shutdown(wait=True)
+        parsers.shutdown()
+
+
+def _first_then(make):
+    """The pool `_parse_pool` started early, then fresh ones from `make`."""
+    first = [make.first]
+    return lambda: first.pop() if first else make()
 
 
 STATE_BATCH = 100
+
+
+def _new_category_budget(store: Store, settings: Settings, src, source_id: int, entries: list[Entry], now):
+    """`entries` with the categories this source may not create today removed (see
+    `cleaning.cap_new_categories`); the source's configured categories always stay."""
+    from datetime import timedelta
+
+    from .cleaning import cap_new_categories
+
+    limit = settings.limits_for(src).new_categories_per_day
+    names = {c for e in entries for c in e.categories}
+    existing = store.existing_categories(names)
+    if names <= existing:
+        return entries
+    created = store.categories_created_since(source_id, now - timedelta(days=1))
+    configured = {settings.canonical_category(c) for c in src.categories}
+    entries, dropped = cap_new_categories(entries, existing | configured, max(0, limit - created))
+    if dropped:
+        shown = ", ".join(repr(d) for d in dropped[:5]) + (" …" if len(dropped) > 5 else "")
+        log.warning(
+            "source=%s limit: %d new categories not created (new_categories_per_day = %d, %d created in the "
+            "last 24 h): %s", src.name, len(dropped), limit, created, shown,
+        )  # fmt: skip
+    return entries
 
 
 def _flush_states(store: Store, states: list[dict]) -> None:
@@ -415,7 +455,31 @@ def _flush_states(store: Store, states: list[dict]) -> None:
 
 
 def _record_fetch(store: Store, settings: Settings, src, row, result, parsed, problem, now, report, states) -> None:
-    """Store one fetch's entries and the source's new state (runs on the single writer thread)."""
+    """Store one fetch's entries and the source's new state (runs on the single writer thread).
+    Storing may fail (a database error, a value it refuses): that is this source's error,
+    recorded with back-off like any other, never the end of the run."""
+    try:
+        _store_fetch(store, settings, src, row, result, parsed, problem, now, report, states)
+    except Exception as e:
+        log.exception("source=%s %s: cannot store the fetched entries", src.name, result.url)
+        reason = f"cannot store entries: {e.__class__.__name__}: {str(e)[:200]}"
+        _store_fetch(store, settings, src, row, result, None, reason, now, report, states)
+
+
+MAX_CUT_LINES = 20  # per fetch; a feed with thousands of oversized items must not flood the log
+
+
+def _report_cuts(src, parsed, report) -> None:
+    for note in parsed.cuts[:MAX_CUT_LINES]:
+        log.warning("source=%s limit: %s", src.name, note)
+    if len(parsed.cuts) > MAX_CUT_LINES:
+        log.warning("source=%s limit: … and %d more cuts", src.name, len(parsed.cuts) - MAX_CUT_LINES)
+    for r in parsed.rejected:
+        log.warning("source=%s rejected %s", src.name, r)
+    report.rejected += parsed.rejected
+
+
+def _store_fetch(store: Store, settings: Settings, src, row, result, parsed, problem, now, report, states) -> None:
     from dataclasses import asdict
 
     from .sources.feeds import assign_keys, choose_identity
@@ -426,6 +490,7 @@ def _record_fetch(store: Store, settings: Settings, src, row, result, parsed, pr
     state, outcome = decide(_feed_state(row), result, interval, now, parse_error=problem, hint=hint)
     extra: dict = {}
     if parsed is not None and outcome == FETCHED:
+        _report_cuts(src, parsed, report)
         known = store.stamps(row.id)
         links = store.entry_links(row.id) if known and row.identity != "link" else {}
         decision = choose_identity(parsed.items, row.identity or "guid", row.identity_reason, links)
@@ -434,7 +499,9 @@ def _record_fetch(store: Store, settings: Settings, src, row, result, parsed, pr
             # Keep what is stored under the new identity, so nothing comes back as a duplicate.
             if store.rekey(row.id, {key: f"link:{link}" for link, key in links.items() if key.startswith("guid:")}):
                 known = store.stamps(row.id)
-        saved, touched = store.save_entries(row.id, assign_keys(parsed.items, decision.mode), known, now)
+        entries = assign_keys(parsed.items, decision.mode)
+        entries = _new_category_budget(store, settings, src, row.id, entries, now)
+        saved, touched = store.save_entries(row.id, entries, known, now)
         report.new += saved.new
         report.updated += saved.updated
         report.unchanged += saved.unchanged

@@ -182,6 +182,19 @@ class CategoryRow(Base):
     slug: Mapped[str] = mapped_column(String(200), unique=True)
 
 
+class CategoryOriginRow(Base):
+    """Which source's entry first brought a category in, and when: a source may create only so
+    many categories a day (`[limits] new_categories_per_day`). A table of its own, so a database
+    made before it needs no column added; categories older than it have no row."""
+
+    __tablename__ = "category_origins"
+    __table_args__ = (Index("ix_category_origins_source", "source_id", "created_at"),)
+
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id", ondelete="CASCADE"), primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class EntryCategoryRow(Base):
     __tablename__ = "entry_categories"
     __table_args__ = (Index("ix_entry_categories_category", "category_id", "entry_id"),)
@@ -423,7 +436,7 @@ class Store:
             return result, touched
         with self.session() as s, s.begin():
             entries = _without_tombstoned(s, source_id, entries, known)  # pruned stays pruned
-            cat_ids = self._category_ids(s, {c for e in entries for c in e.categories})
+            cat_ids = self._category_ids(s, {c for e in entries for c in e.categories}, source_id, now)
             inserts: list[dict] = []
             inserted_cats: list[tuple[str, Sequence[str]]] = []
             inserted_keys: list[tuple[str, tuple[int, ...]]] = []
@@ -544,10 +557,10 @@ class Store:
 
     # ------------------------------------------------------------ categories
 
-    def _category_ids(self, s: Session, names: set[str]) -> dict[str, int]:
+    def _category_ids(self, s: Session, names: set[str], source_id: int, now: datetime) -> dict[str, int]:
         if not names:
             return {}
-        found = dict(s.execute(select(CategoryRow.name, CategoryRow.id).where(CategoryRow.name.in_(names))).all())
+        found = self._existing(s, names)
         missing = sorted(names - found.keys())
         if missing:
             taken = set(s.scalars(select(CategoryRow.slug)))
@@ -558,7 +571,31 @@ class Store:
                 s.add(row)
                 s.flush()
                 found[name] = row.id
+            s.execute(
+                insert(CategoryOriginRow),
+                [{"category_id": found[n], "source_id": source_id, "created_at": now} for n in missing],
+            )
         return found
+
+    @staticmethod
+    def _existing(s: Session, names: set[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        ordered = sorted(names)
+        for i in range(0, len(ordered), BATCH):
+            q = select(CategoryRow.name, CategoryRow.id).where(CategoryRow.name.in_(ordered[i : i + BATCH]))
+            found.update(s.execute(q).all())
+        return found
+
+    def existing_categories(self, names: set[str]) -> set[str]:
+        """Which of `names` are stored categories."""
+        with self.session() as s:
+            return set(self._existing(s, names)) if names else set()
+
+    def categories_created_since(self, source_id: int, since: datetime) -> int:
+        """How many categories entries of this source created after `since`."""
+        q = select(func.count()).where(CategoryOriginRow.source_id == source_id, CategoryOriginRow.created_at > since)
+        with self.engine.connect() as c:
+            return c.scalar(q) or 0
 
     def categories(self) -> list[CategoryRow]:
         with self.session() as s:

@@ -58,14 +58,44 @@ def sanitize_html(fragment: str, base: str | None = None) -> str:
     ).strip()
 
 
-_BLOCK_END = re.compile(r"(?i)<(?:br|/p|/div|/li|/h\d|/tr|/td)\b[^>]*>")
-_DROP = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<!--.*?-->")
+# `[^<>]*`, not `[^>]*`: a tag's attributes cannot hold a bare `<` here, and stopping at the next
+# `<` means no character is scanned from two starting points (`<br<br<br…` without a `>` was
+# quadratic).
+_BLOCK_END = re.compile(r"(?i)<(?:br|/p|/div|/li|/h\d|/tr|/td)\b[^<>]*>")
+# Where a script, style or comment starts; its end is found with str.find (see `drop_scripts`).
+_DROP_START = re.compile(r"(?i)<(script|style)\b|<!--")
+
+
+def drop_scripts(fragment: str) -> str:
+    """`fragment` with every script, style and comment replaced by a space, in linear time.
+
+    A lazy regex (`<script\b.*?</script>`) rescans the rest of the text from every opening tag
+    that has no end: 400 KB of `<script` took 11 s. Here each opening is looked up once and its
+    end found with one `find`; an opening without an end drops the rest, as a browser would."""
+    lower = None
+    out: list[str] = []
+    pos = 0
+    while (m := _DROP_START.search(fragment, pos)) is not None:
+        out.append(fragment[pos : m.start()])
+        out.append(" ")
+        if m.group(1) is None:
+            end = fragment.find("-->", m.end())
+            pos = end + 3 if end >= 0 else len(fragment)
+        else:
+            lower = lower if lower is not None else fragment.lower()
+            end = lower.find("</" + m.group(1).lower(), m.end())
+            close = lower.find(">", end) if end >= 0 else -1
+            pos = close + 1 if close >= 0 else len(fragment)
+        if pos >= len(fragment):
+            break
+    out.append(fragment[pos:])
+    return "".join(out)
 
 
 def plain_text(fragment: str) -> str:
     """HTML → one line of readable text."""
     # Block ends become spaces so paragraphs do not run together.
-    spaced = _BLOCK_END.sub(" ", _DROP.sub(" ", fragment))
+    spaced = _BLOCK_END.sub(" ", drop_scripts(fragment))
     text = nh3.clean(spaced, tags=set(), strip_comments=True)
     # split/join, not a `\s+` regex: the same Unicode whitespace, five times faster on CJK text.
     return " ".join(html.unescape(text).split())

@@ -173,8 +173,9 @@ def test_daemon_end_to_end(tmp_path: Path, feeds: FeedServer):
     (tmp_path / "articles" / "a.txt").write_bytes((EXAMPLES / "000_712fa19a513a8731.txt").read_bytes())
     port = free_port()
     remote = (
-        f'[[sources]]\nname = "remote"\nurl = "{feeds.url}/feed.xml"\nevery = "1s"\ncategories = ["remote news"]\n'
-        f'[[sources]]\nname = "broken"\nurl = "{feeds.url}/broken.xml"\nevery = "1s"\n'
+        f'[[sources]]\nname = "remote"\nurl = "{feeds.url}/feed.xml"\nallow_private = true\n'
+        'every = "1s"\ncategories = ["remote news"]\n'
+        f'[[sources]]\nname = "broken"\nurl = "{feeds.url}/broken.xml"\nallow_private = true\nevery = "1s"\n'
     )
     cfg = config(tmp_path, port, remote)
     out = tmp_path / "out"

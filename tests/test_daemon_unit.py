@@ -144,7 +144,10 @@ def feeds():
 
 @pytest.fixture
 def daemon(site: Path, feeds: FeedServer):
-    extra = f'[[sources]]\nname = "remote"\nurl = "{feeds.url}/feed.xml"\nevery = "1h"\ncategories = ["remote news"]\n'
+    extra = (
+        f'[[sources]]\nname = "remote"\nurl = "{feeds.url}/feed.xml"\nallow_private = true\n'
+        'every = "1h"\ncategories = ["remote news"]\n'
+    )
     write_config(site, extra_sources=extra)
     settings = load_config(site / "config.toml")
     store = Store(settings.database.url)

@@ -105,7 +105,10 @@ def test_a_file_and_a_remote_feed_item_with_the_same_url_collapse(
     httpserver.expect_request("/feed.xml").respond_with_data(
         RSS.format(title="【转载】" + SEED_0_TITLE, link=link, body=body), content_type="application/rss+xml"
     )
-    wire = f'[[sources]]\nname = "wire"\nurl = "{httpserver.url_for("/feed.xml")}"\ncategories = ["wire-news"]\n'
+    wire = (
+        f'[[sources]]\nname = "wire"\nurl = "{httpserver.url_for("/feed.xml")}"\n'
+        'allow_private = true\ncategories = ["wire-news"]\n'
+    )
     prio = f'[dedup]\nsource_priority = ["{priority}"]' if priority else ""
     cfg = write_config(seeds, prio, extra_sources=wire)
 

@@ -143,8 +143,9 @@ def test_fetch_and_sources_table_through_the_cli(tmp_path: Path):
         srv.expect_request("/down.xml").respond_with_data("no", status=503)
         cfg = write(
             tmp_path,
-            f'[[sources]]\nname = "good"\nurl = "{srv.url_for("/rss.xml")}"\ncategories = ["markets"]\n'
-            f'[[sources]]\nname = "down"\nurl = "{srv.url_for("/down.xml")}"\n'
+            f'[[sources]]\nname = "good"\nurl = "{srv.url_for("/rss.xml")}"\n'
+            'allow_private = true\ncategories = ["markets"]\n'
+            f'[[sources]]\nname = "down"\nurl = "{srv.url_for("/down.xml")}"\nallow_private = true\n'
             '[[sources]]\nname = "later"\nurl = "http://later.test/feed"\nenabled = false\n',
         )
         r = run_cli(cfg, "fetch")

@@ -158,7 +158,7 @@ def make_config(tmp_path: Path, sources: dict[str, str], fetch_opts: str = "time
     body = [
         '[database]\nurl = "sqlite:///db/agg.sqlite3"',
         '[output]\ndir = "out"\nbase_url = "http://feeds.example.org/"\ntitle = "T"',
-        f"[fetch]\n{fetch_opts}",
+        f"[fetch]\nallow_private = true\n{fetch_opts}",  # the test server is on 127.0.0.1
         extra,
     ]
     for name, url in sources.items():

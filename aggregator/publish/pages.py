@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import String, delete, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ..cleaning import safe_url
 from ..config import Settings
 from ..store import Base, EntryCategoryRow, EntryRow, Store, loads_list
 
@@ -145,7 +146,7 @@ def _context(row: EntryRow, categories: Sequence, ctx: Context) -> dict:
         "updated": updated.strftime("%Y-%m-%d %H:%M UTC") if updated else None,
         "categories": [{"name": c.name, "url": f"../index.html#{c.slug}", "feed": f"../{c.slug}/"} for c in categories],
         "tags": loads_list(row.tags),
-        "image": row.image,
+        "image": safe_url(row.image, 8192),  # http(s) only: never javascript: or data: in <img src>
         "content": row.content,
         "summary": row.summary,
         "permalink": f"{ctx.base_url}{PAGE_DIR}/{row.uid}.html",

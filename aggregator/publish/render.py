@@ -13,6 +13,7 @@ rendered in this process.
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from ..cleaning import safe_url, xml_text
 from ..config import Settings
 from ..store import CategoryRef, Store, loads_list
 from . import archive, pages
@@ -29,6 +31,8 @@ from .feeds import FILENAMES, RENDERERS, Enclosure, FeedInfo, Item, entry_elemen
 from .files import write_if_changed
 from .plans import FeedPlan, archive_url, feed_url, permalink
 
+log = logging.getLogger(__name__)
+URL_CHARS = 8192  # a stored image or enclosure URL longer than this is not published
 CACHE_ENTRIES = 4000  # entries whose items and elements a renderer keeps (~15 KB each; 2,000 missed 20 %)
 PARALLEL_MIN = 3000  # entries to render (feed items plus article pages) worth starting workers for
 RUNS_PER_WORKER = 1  # runs of consecutive feed jobs per worker (each starts with a cold cache)
@@ -88,6 +92,8 @@ class Renderer:
         out = self.settings.output
         plan, page = job.plan, job.page
         items = [it for it, gone in self.items(job.ids, plan.summary_only, job.also) if page is None or not gone]
+        if self._xml_formats and any(f in self._xml_formats for f in plan.formats):
+            items = [it for it in items if self._renders(it)]
         info = feed_info(self.settings, plan, items, page, job.older)
         folder = out.dir / plan.slug if page is None else out.dir / plan.slug / archive.ARCHIVE_DIR / page.dirname
         done = Written()
@@ -123,12 +129,24 @@ class Renderer:
             base = self.settings.output.base_url
             for r in rows:
                 a = also.get(r.id, ())
-                found[r.id] = (
-                    make_item(r, cats[r.id], self.sources, base, summary_only, a),
-                    r.withdrawn_at is not None,
-                )
+                try:
+                    item = make_item(r, cats[r.id], self.sources, base, summary_only, a)
+                except Exception:  # one entry that cannot be published must not stop the build
+                    log.exception("entry %s (%s): cannot be published, skipped", r.id, r.uid)
+                    continue
+                found[r.id] = (item, r.withdrawn_at is not None)
                 self._remember(self._items, (r.id, summary_only, a), found[r.id], CACHE_ENTRIES)
         return [found[i] for i in ids if i in found]
+
+    def _renders(self, item: Item) -> bool:
+        """Can the item be rendered? Its elements are built (and cached for the documents) now,
+        so an entry that fails is left out of the document instead of failing the build."""
+        try:
+            self.element(item, self._xml_formats[0], self.settings.output.base_url)
+        except Exception:
+            log.exception("entry %s: cannot be rendered, left out of the feed", item.id)
+            return False
+        return True
 
     def element(self, item: Item, fmt: str, scheme: str) -> etree._Element:
         """The item's element. Not a copy: appending it to a document moves it out of the
@@ -175,8 +193,9 @@ def feed_info(
     depth = 1 if page is None else 3  # <slug>/file or <slug>/archive/<n>/file
     return FeedInfo(
         id=f"tag:{host},2024:feeds/{plan.slug}" + (f"/archive/{page.number}" if page else ""),
-        title=plan.title if page is None else f"{plan.title} (archive {page.number})",
-        description=plan.description,
+        # A category's name is its feed's title: cleaned like entry text (see `make_item`).
+        title=xml_text(plan.title if page is None else f"{plan.title} (archive {page.number})"),
+        description=xml_text(plan.description),
         home_url=f"{out.base_url}index.html#{plan.slug}",
         base_url=out.base_url,
         self_urls=current if page is None else {f: archive_url(out.base_url, plan.slug, page, f) for f in plan.formats},
@@ -202,32 +221,42 @@ def make_item(
     summary_only: bool = False,
     also: Also = (),
 ) -> Item:
-    """A stored entry row as a feed item."""
+    """A stored entry row as a feed item.
+
+    The last line of defence: sources clean what they store (`cleaning`), but a row stored by an
+    older version, or by a path that missed it, must still give a well-formed document. So text
+    loses XML-illegal characters here too, and a link, image or enclosure that is not http(s)
+    (`javascript:`, `data:`) is not published."""
     published = row.published or row.first_seen
     updated = max(row.updated or published, published)
-    authors = tuple(loads_list(row.author)) or ((row.outlet,) if row.outlet else (sources[row.source_id],))
+    authors = tuple(x for a in loads_list(row.author) if (x := xml_text(str(a)))) or (
+        (xml_text(row.outlet),) if row.outlet else (xml_text(sources[row.source_id]),)
+    )
     return Item(
         id=f"urn:uuid:{row.uid}",
-        title=row.title,
-        link=row.link or permalink(base_url, row.uid),
+        title=xml_text(row.title),
+        link=safe_url(row.link, URL_CHARS) or permalink(base_url, row.uid),
         published=published,
         updated=updated,
         authors=authors,
-        categories=tuple((c.slug, c.name) for c in categories),
-        summary=row.summary,
-        content_html=None if summary_only else row.content,
-        image=row.image,
+        categories=tuple((c.slug, xml_text(c.name)) for c in categories),
+        summary=xml_text(row.summary),
+        content_html=None if summary_only else xml_text(row.content),
+        image=safe_url(row.image, URL_CHARS),
         enclosure=_enclosure(row.enclosure),
-        also=tuple(also),
+        also=tuple((xml_text(name), url) for name, url in also if safe_url(url, URL_CHARS)),
     )
 
 
 def _enclosure(value: str | None) -> Enclosure | None:
-    """A stored enclosure, when its size is known (RSS requires a length)."""
+    """A stored enclosure, when its size is known (RSS requires a length) and its URL is http(s)."""
     if not value:
         return None
     d = json.loads(value)
-    return Enclosure(d["url"], int(d["length"]), d["type"]) if d.get("length") else None
+    url = safe_url(d.get("url"), URL_CHARS)
+    if not url or not d.get("length"):
+        return None
+    return Enclosure(url, int(d["length"]), xml_text(str(d.get("type") or "application/octet-stream")))
 
 
 @cache

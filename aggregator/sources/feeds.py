@@ -17,14 +17,16 @@ import html
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import feedparser
 import feedparser.mixin
 
-from ..model import Enclosure, Entry
+from ..cleaning import Limits, clean, xml_text
+from ..model import Enclosure, Entry, Rejected
 from ..text import absolute_url, is_url, plain_text, sanitize_html, summarize
+from .identity import IdentityDecision, assign_keys, choose_identity, item_key  # noqa: F401  (their old home)
 
 # A guid is an opaque identifier. feedparser resolves a permalink guid against the URL the feed
 # was fetched from, so a relative one ("r1") would change identity whenever the feed moves and
@@ -63,6 +65,8 @@ class FeedContext:
     url: str  # the URL the document came from: the base of relative links
     categories: tuple[str, ...] = ()  # canonical names added to every entry
     aliases: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    feed_categories: bool = True  # False: the items' own categories are ignored
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +85,28 @@ class ParsedFeed:
     title: str | None = None
     flag: str | None = None  # why feedparser found the document ill-formed, when it still yielded entries
     hint: float | None = None  # seconds between updates the feed itself suggests (ttl, sy:updatePeriod)
+    cuts: list[str] = field(default_factory=list)  # what limits and cleaning removed, for the log
+    rejected: list[Rejected] = field(default_factory=list)  # items that could not become entries
 
 
 # ---------------------------------------------------------------- entry point
 
 
 def parse_feed(body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> ParsedFeed:
-    """A fetched document → entries, or FeedError when nothing usable is in it."""
-    headers = {k.lower(): v for k, v in headers.items()}
+    """A fetched document → entries, or FeedError when nothing usable is in it (and nothing else:
+    a parser crash on a hostile document is this feed's error, reported as a FeedError)."""
+    try:
+        return _parse(body, headers, ctx)
+    except FeedError:
+        raise
+    except RecursionError:
+        raise FeedError("cannot parse: nested too deeply") from None
+    except Exception as e:
+        raise FeedError(f"cannot parse: {e.__class__.__name__}: {xml_text(str(e))[:200]}") from None
+
+
+def _parse(body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> ParsedFeed:
+    headers = {str(k).lower(): str(v) for k, v in headers.items()}
     if _looks_like_json(body, headers.get("content-type", "")):
         return parse_json_feed(body, ctx)
     headers = _charset_override(body, headers)
@@ -105,10 +123,42 @@ def parse_feed(body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> Par
             raise FeedError("not an RSS, Atom or JSON feed" + (f" ({flag})" if flag else ""))
         if flag:
             raise FeedError(f"not a well-formed feed: {flag}")
-    feed_title = _clean_title(d.feed.get("title_detail")) or None
+    feed_title = _clean_title(d.feed.get("title_detail"), ctx.limits.author_chars) or None
     feed_authors = _authors(d.feed)
-    items = [_item(e, feed_title, feed_authors, ctx, doc_base) for e in d.entries]
-    return ParsedFeed(items, feed_title, flag, _hint_seconds(d.feed))
+    parsed = ParsedFeed([], feed_title, flag, _hint_seconds(d.feed))
+    for e in _capped(d.entries, ctx, parsed):
+        _keep(parsed, ctx, e.get("link") or e.get("id"), lambda e=e: _item(e, feed_title, feed_authors, ctx, doc_base))
+    return parsed
+
+
+def _capped(entries: Sequence, ctx: FeedContext, parsed: ParsedFeed) -> Sequence:
+    """The first `entries_per_fetch` items of the document (feeds list the newest first)."""
+    limit = ctx.limits.entries_per_fetch
+    if len(entries) > limit:
+        parsed.cuts.append(f"{len(entries):,} items in the document, only the first {limit:,} kept (entries_per_fetch)")
+        return entries[:limit]
+    return entries
+
+
+def _keep(parsed: ParsedFeed, ctx: FeedContext, where: object, make) -> None:
+    """Build one item and clean its entry; a failure rejects that item alone, with the reason."""
+    where = xml_text(str(where or ctx.url))[:300]
+    try:
+        item = make()
+        done = clean(item.entry, ctx.limits, keep=ctx.categories)
+    except Exception as e:  # one hostile item must not cost the feed its other items
+        parsed.rejected.append(Rejected(ctx.source, where, f"{e.__class__.__name__}: {xml_text(str(e))[:200]}"))
+        return
+    parsed.cuts += [f"{done.entry.link or where}: {c}" for c in done.cuts]
+    parsed.items.append(Item(done.entry, item.guid, done.entry.link, item.fallback))
+
+
+def _guid(value: object, limits: Limits) -> str | None:
+    """A GUID as an identity: XML-legal, and a digest when it is absurdly long (still stable)."""
+    guid = xml_text(str(value or "")).strip()
+    if len(guid) > limits.url_chars:
+        guid = "sha1:" + hashlib.sha1(guid.encode("utf-8", "surrogatepass")).hexdigest()
+    return guid or None
 
 
 def _looks_like_json(body: bytes, content_type: str) -> bool:
@@ -166,14 +216,15 @@ def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedCon
     html_body = sanitize_html(content, content_base) if content else ""
     summary_html = e.get("summary", "") if not from_summary else ""
     summary = summarize(summary_html) if summary_html else summarize(html_body)
-    title = _clean_title(e.get("title_detail")) or summarize(html_body, 80) or link or "(untitled)"
+    title = _clean_title(e.get("title_detail"), ctx.limits.title_chars)
+    title = title or summarize(html_body, 80) or link or "(untitled)"
     # dict.get: FeedParserDict would answer a missing updated_parsed with published_parsed.
     published = _date(dict.get(e, "published_parsed")) or _date(dict.get(e, "created_parsed"))
     updated = _date(dict.get(e, "updated_parsed"))
     if published is None:
         # An Atom entry often has only <updated>: that is the best publication date it gives.
         published, updated = updated, None
-    guid = (e.get("id") or "").strip() or None
+    guid = _guid(e.get("id"), ctx.limits)
     entry = Entry(
         source=ctx.source,
         key="",
@@ -241,10 +292,13 @@ def _as_html(detail) -> str:
     return "".join(f"<p>{html.escape(p.strip())}</p>" for p in re.split(r"\n\s*\n", value) if p.strip())
 
 
-def _clean_title(detail) -> str:
+def _clean_title(detail, limit: int) -> str:
     if not detail:
         return ""
     value = detail.get("value") or ""
+    # Only the head can be kept (cleaning cuts a title at `limit`): do not spend time on the rest.
+    # HTML rarely has more than 8 characters of markup per character of text.
+    value = value[: limit * 8]
     if "html" in (detail.get("type") or ""):
         value = plain_text(value)
     return " ".join(value.split())
@@ -268,7 +322,9 @@ def _authors(e) -> tuple[str, ...]:
 
 
 def _categories(names: Sequence[str], ctx: FeedContext) -> tuple[str, ...]:
-    out = [" ".join(n.split()) for n in names if n and n.strip()] + list(ctx.categories)
+    """The item's own categories (unless the source ignores them), then the source's."""
+    own = names if ctx.feed_categories else ()
+    out = [" ".join(n.split()) for n in own if n and n.strip()] + list(ctx.categories)
     return tuple(dict.fromkeys(ctx.aliases.get(n, n) for n in out))
 
 
@@ -330,8 +386,10 @@ def parse_json_feed(body: bytes, ctx: FeedContext) -> ParsedFeed:
     feed_title = " ".join(str(doc.get("title") or "").split()) or None
     base = doc.get("feed_url") if is_url(str(doc.get("feed_url") or "")) else ctx.url
     feed_authors = _json_authors(doc)
-    out = [_json_item(i, feed_title, feed_authors, base, ctx) for i in items if isinstance(i, dict)]
-    return ParsedFeed(out, feed_title, None, None)
+    parsed = ParsedFeed([], feed_title, None, None)
+    for i in _capped([i for i in items if isinstance(i, dict)], ctx, parsed):
+        _keep(parsed, ctx, i.get("url") or i.get("id"), lambda i=i: _json_item(i, feed_title, feed_authors, base, ctx))
+    return parsed
 
 
 def _json_item(i: dict, feed_title: str | None, feed_authors: tuple[str, ...], base: str, ctx: FeedContext) -> Item:
@@ -348,15 +406,16 @@ def _json_item(i: dict, feed_title: str | None, feed_authors: tuple[str, ...], b
         content = ""
     body = sanitize_html(content, link or base) if content else ""
     summary = summarize(str(i["summary"])) if isinstance(i.get("summary"), str) else summarize(body)
-    title = " ".join(str(i.get("title") or "").split()) or summarize(body, 80) or link or "(untitled)"
+    title = " ".join(str(i.get("title") or "")[: ctx.limits.title_chars * 2].split())
+    title = title or summarize(body, 80) or link or "(untitled)"
     published = _iso_date(i.get("date_published"))
     updated = _iso_date(i.get("date_modified"))
     if published is None:
         published, updated = updated, None
     image = next((str(u) for u in (i.get("image"), i.get("banner_image")) if isinstance(u, str) and u), None)
     image = absolute_url(image, base) if image else None
-    tags = [str(t) for t in i.get("tags") or [] if isinstance(t, str | int)]
-    guid = str(i["id"]).strip() if i.get("id") not in (None, "") else None
+    tags = [str(t) for t in _list(i.get("tags")) if isinstance(t, str | int)]
+    guid = _guid(i["id"], ctx.limits) if i.get("id") not in (None, "") else None
     entry = Entry(
         source=ctx.source,
         key="",
@@ -373,13 +432,17 @@ def _json_item(i: dict, feed_title: str | None, feed_authors: tuple[str, ...], b
         enclosure=_enclosure(
             [
                 (a.get("url"), a.get("mime_type"), a.get("size_in_bytes"))
-                for a in i.get("attachments") or []
+                for a in _list(i.get("attachments"))
                 if isinstance(a, dict)
             ],
             base,
         ),
     )
     return Item(entry, guid, link, _fallback(title, str(i.get("date_published") or "")))
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _json_authors(obj: dict) -> tuple[str, ...]:
@@ -400,64 +463,3 @@ def _iso_date(value: object) -> datetime | None:
     except (ValueError, OverflowError):
         return None
     return (d if d.tzinfo else d.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-# ---------------------------------------------------------------- identity
-
-
-@dataclass(frozen=True, slots=True)
-class IdentityDecision:
-    mode: str  # "guid" or "link"
-    reason: str | None  # why the source uses link identity
-
-
-def choose_identity(
-    items: Sequence[Item], mode: str, reason: str | None, stored: Mapping[str, str]
-) -> IdentityDecision:
-    """Per-source GUID policy. A source starts with guid identity and falls back to links, for
-    good, when its GUIDs cannot be trusted: most are missing, one is repeated for different
-    links within the document, or items seen before come back under a new GUID.
-
-    `stored` maps each stored entry's link to its key."""
-    if mode == "link":
-        return IdentityDecision("link", reason)
-    linked = [i for i in items if i.link]
-    if not linked:
-        return IdentityDecision("guid", None)
-    missing = sum(1 for i in linked if not i.guid)
-    if missing * 2 > len(linked):
-        return IdentityDecision("link", f"{missing} of {len(linked)} items have no GUID")
-    seen: dict[str, str] = {}
-    for i in linked:
-        if i.guid:
-            other = seen.setdefault(i.guid, i.link or "")
-            if other != i.link:
-                return IdentityDecision("link", f"GUID {i.guid!r} is repeated within the feed for different links")
-    matched = [i for i in linked if i.guid and i.link in stored]
-    changed = [i for i in matched if stored[i.link or ""] != f"guid:{i.guid}"]
-    if len(changed) >= 2 and len(changed) * 2 >= len(matched):
-        return IdentityDecision(
-            "link",
-            f"GUIDs change between fetches ({len(changed)} of {len(matched)} known links came back with a new GUID)",
-        )
-    return IdentityDecision("guid", None)
-
-
-def item_key(item: Item, mode: str) -> str:
-    if mode == "link" and item.link:
-        return f"link:{item.link}"
-    if item.guid:
-        return f"guid:{item.guid}"
-    if item.link:
-        return f"link:{item.link}"
-    return f"hash:{item.fallback}"
-
-
-def assign_keys(items: Sequence[Item], mode: str) -> list[Entry]:
-    """Entries with their identity set; a repeated identity within one document keeps the first."""
-    out: dict[str, Entry] = {}
-    for i in items:
-        key = item_key(i, mode)
-        if key not in out:
-            out[key] = replace(i.entry, key=key)
-    return list(out.values())

@@ -139,6 +139,9 @@ def remote_sources(settings: Settings) -> list[SourceSettings]:
                         timeout=s.timeout,
                         user_agent=s.user_agent,
                         timezone=s.timezone,
+                        allow_private=s.allow_private,
+                        feed_categories=s.feed_categories,
+                        limits=s.limits,
                     )
                 )
     return out
@@ -151,6 +154,21 @@ def _unique(name: str, taken: set[str]) -> str:
     while f"{name} ({n})" in taken:
         n += 1
     return f"{name} ({n})"
+
+
+def private_warnings(subs: Iterable[Subscription], allowed: bool = False) -> list[str]:
+    """One warning per subscription whose URL names a private address or this machine: it will
+    not be fetched unless allowed (`allow_private`), and an OPML file from elsewhere should not
+    be able to point the fetcher inside the network unnoticed. Names are not resolved here."""
+    from .netpolicy import url_reason
+
+    out = []
+    for sub in subs:
+        why = url_reason(sub.url)
+        if why is not None and is_url(sub.url):
+            tail = "allowed by [fetch] allow_private" if allowed else "refused unless allow_private = true"
+            out.append(f"{sub.url}: {why}, not a public address ({tail})")
+    return out
 
 
 def subscriptions(sources: Iterable[SourceSettings]) -> list[Subscription]:

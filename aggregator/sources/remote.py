@@ -44,6 +44,7 @@ class FetchRequest:
     last_modified: str | None = None
     timeout: float = 20.0
     user_agent: str = USER_AGENT
+    allow_private: bool = False  # may connect to loopback/private addresses (`netpolicy`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,15 +207,44 @@ class _TooBig(Exception):
     pass
 
 
-def _permanent_target(resp) -> str | None:
-    """The URL reached by the leading run of permanent redirects in `resp.history`."""
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def permanent_target(hops: Sequence[tuple[int, str]]) -> str | None:
+    """The URL reached by the leading run of permanent redirects: `hops` are (status, target)."""
     target = None
-    hops = list(resp.history)
-    for i, hop in enumerate(hops):
-        if hop.status not in (301, 308):
+    for status, url in hops:
+        if status not in (301, 308):
             break
-        target = str(hops[i + 1].url if i + 1 < len(hops) else resp.url)
+        target = url
     return target
+
+
+def redirect_refusal(current: str, target: str) -> str | None:
+    """Why a redirect from `current` to `target` is not followed (a downgrade, a non-HTTP scheme)."""
+    old, new = urlsplit(current).scheme.lower(), urlsplit(target).scheme.lower()
+    if new not in ("http", "https"):
+        return f"refused: redirect to a non-HTTP URL ({new or 'no'} scheme)"
+    if old == "https" and new == "http":
+        return f"refused: redirect from https to http ({target[:200]})"
+    return None
+
+
+def connection_error(e: BaseException, host: str) -> str:
+    """One message per kind of failure to connect. "Connection refused" and "no route" are not
+    told apart: for a private address that would say which ports are open (a port-scan oracle)."""
+    import aiohttp
+
+    from .netpolicy import PrivateAddress
+
+    cause = getattr(e, "os_error", None) or e.__cause__ or e
+    if isinstance(cause, PrivateAddress) or isinstance(e, PrivateAddress):
+        return str(cause if isinstance(cause, PrivateAddress) else e)
+    if isinstance(e, getattr(aiohttp, "ClientConnectorDNSError", ())):  # aiohttp ≥ 3.10
+        return f"cannot resolve host {host}"
+    if isinstance(e, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return f"TLS error with {host}: {e.__class__.__name__}"
+    return f"cannot connect to {host}"
 
 
 async def _read_capped(resp, limit: int) -> bytes:
@@ -232,8 +262,14 @@ async def _read_capped(resp, limit: int) -> bytes:
 
 
 async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
-    """One conditional GET, bounded by `req.timeout` from the moment it starts."""
+    """One conditional GET, bounded by `req.timeout` from the moment it starts. Redirects are
+    followed here, hop by hop (at most MAX_REDIRECTS), so each hop passes `redirect_refusal` and,
+    unless the source allows private addresses, the address policy (`netpolicy`) before it is
+    requested; the session's connector applies that policy again to the address it connects to."""
     import aiohttp
+    from yarl import URL
+
+    from .netpolicy import PrivateAddress, host_reason
 
     headers = {"User-Agent": req.user_agent, "Accept": ACCEPT}
     if req.etag:
@@ -247,23 +283,41 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
 
     status: int | None = None
     meta: dict = {}
+    url = req.url
+    hops: list[tuple[int, str]] = []
     try:
         async with asyncio.timeout(req.timeout):
-            async with session.get(req.url, headers=headers, max_redirects=MAX_REDIRECTS) as resp:
-                status = resp.status
-                meta = {
-                    "headers": {k.lower(): v for k, v in resp.headers.items()},
-                    "final_url": str(resp.url),
-                    "permanent": _permanent_target(resp),
-                }
-                body = await _read_capped(resp, max_bytes) if status == 200 else None
-                return done(status, body=body, **meta)
+            while True:
+                host = urlsplit(url).hostname or ""
+                refused = None if req.allow_private else host_reason(host)
+                if refused is not None:
+                    raise PrivateAddress(host, refused)
+                async with session.get(url, headers=headers, allow_redirects=False) as resp:
+                    status = resp.status
+                    location = resp.headers.get("Location")
+                    if status in REDIRECTS and location:
+                        target = str(resp.url.join(URL(location)))
+                        why = redirect_refusal(url, target)
+                        if why is not None:
+                            return done(None, error=why, final_url=url, permanent=permanent_target(hops))
+                        hops.append((status, target))
+                        if len(hops) > MAX_REDIRECTS:
+                            return done(None, error=f"more than {MAX_REDIRECTS} redirects")
+                        url = target
+                        continue
+                    meta = {
+                        "headers": {k.lower(): v for k, v in resp.headers.items()},
+                        "final_url": url,
+                        "permanent": permanent_target(hops),
+                    }
+                    body = await _read_capped(resp, max_bytes) if status == 200 else None
+                    return done(status, body=body, **meta)
     except TimeoutError:
         return done(status, error=f"timed out after {req.timeout:g} s", **meta)
     except _TooBig as e:
         return done(status, error=str(e), **meta)
-    except aiohttp.TooManyRedirects:
-        return done(None, error=f"more than {MAX_REDIRECTS} redirects")
+    except (PrivateAddress, aiohttp.ClientConnectorError) as e:
+        return done(None, error=connection_error(e, urlsplit(url).hostname or url))
     except (aiohttp.ClientError, OSError, ValueError) as e:
         reason = str(e).strip() or e.__class__.__name__
         return done(None, error=f"{e.__class__.__name__}: {reason}" if reason != e.__class__.__name__ else reason)
@@ -281,19 +335,32 @@ async def fetch_many(
     stalled server delays the others on its host by at most its own timeout."""
     import aiohttp
 
+    from .netpolicy import connector
+
     overall = asyncio.Semaphore(concurrency)
     hosts: dict[str, asyncio.Semaphore] = {}
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=None)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
-    ) as session:
+    # One session per policy: the sources allowed to reach private addresses get a connector
+    # without the guard, the others one that refuses them (see `netpolicy`).
+    sessions = {
+        allow: aiohttp.ClientSession(
+            connector=connector(allow, limit=concurrency, limit_per_host=0, ttl_dns_cache=300),
+            timeout=timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
+        for allow in sorted({r.allow_private for r in requests})
+    }
+    try:
 
         async def one(req: FetchRequest) -> None:
             host = (urlsplit(req.url).hostname or "").lower()
             gate = hosts.setdefault(host, asyncio.Semaphore(per_host))
             async with gate, overall:
-                result = await fetch_one(session, req, max_bytes)
+                result = await fetch_one(sessions[req.allow_private], req, max_bytes)
             await handle(req, result)
 
         await asyncio.gather(*(one(r) for r in requests))
+    finally:
+        for session in sessions.values():
+            await session.close()

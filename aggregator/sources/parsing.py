@@ -1,0 +1,99 @@
+"""Feed parsing off the event loop, under a wall-clock limit.
+
+A document can be crafted to make a parser slow (the regular expressions of a sanitizer, a
+deeply nested structure). Whatever the cause, one feed's parse must not hold up the run: past
+`limit` seconds it is abandoned and the source gets an error.
+
+- With many feeds, parsing runs in worker processes. A worker still busy with an abandoned parse
+  is killed and the pool replaced, so it costs no more CPU; parses that were in flight on the
+  killed pool are retried once on the new one.
+- With few feeds (and in the daemon's per-source jobs), in threads: starting processes would cost
+  more than the parse. A thread cannot be killed, so each parse runs on a daemon thread: an
+  abandoned one finishes (or not) in the background and never keeps the process from exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from . import feeds
+from .feeds import FeedContext, FeedError, ParsedFeed
+
+log = logging.getLogger(__name__)
+
+
+def _in_daemon_thread(fn: Callable, *args) -> Future:
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # handed to the waiting coroutine, which decides
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="aggregator-parse", daemon=True).start()
+    return future
+
+
+class Parsers:
+    """`parse_feed` with a time limit, in a process pool from `make_pool` (None: threads)."""
+
+    def __init__(self, limit: float, make_pool: Callable[[], ProcessPoolExecutor] | None = None, workers: int = 1):
+        self.limit = limit
+        self._make_pool = make_pool
+        self._pool = make_pool() if make_pool else None
+        # A parse is handed to the pool only when a worker is free, so its clock starts when it
+        # runs: one queued behind a stuck parse must not be charged for that one's time.
+        self._free = asyncio.Semaphore(workers)
+        self.replaced = 0  # pools replaced because a parse ran over the limit
+
+    async def parse(self, body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> ParsedFeed:
+        """The parsed feed; FeedError when it is not a feed, crashed its parser or ran over the limit."""
+        too_slow = f"parsing took longer than {self.limit:g} s; abandoned"
+        if self._pool is None:
+            try:
+                thread = _in_daemon_thread(feeds.parse_feed, body, headers, ctx)
+                return await asyncio.wait_for(asyncio.wrap_future(thread), self.limit)
+            except TimeoutError:
+                raise FeedError(too_slow) from None
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            async with self._free:
+                pool = self._pool
+                try:
+                    job = loop.run_in_executor(pool, feeds.parse_feed, body, headers, ctx)
+                    return await asyncio.wait_for(job, self.limit)
+                except TimeoutError:
+                    self._replace(pool)
+                    raise FeedError(too_slow) from None
+                except BrokenProcessPool:
+                    # Killed because another parse ran over the limit, or crashed (out of memory…).
+                    self._replace(pool)
+                    if attempt == 2:
+                        raise FeedError("cannot parse: the parser process died") from None
+        raise AssertionError("unreachable")
+
+    def _replace(self, pool: ProcessPoolExecutor) -> None:
+        if pool is not self._pool or self._make_pool is None:
+            return  # replaced already by another parse that saw it break
+        # ProcessPoolExecutor cannot stop one task; its processes (a private attribute, stable
+        # since Python 3.2) are killed instead. Without it the stuck worker merely runs on.
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        self.replaced += 1
+        log.warning("a feed parse ran over %g s: parser processes replaced", self.limit)
+        self._pool = self._make_pool()
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
