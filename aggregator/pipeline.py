@@ -90,6 +90,7 @@ def article_context(settings: Settings, source: SourceSettings, site: Site, now:
         future=source.future,
         now=now,
         follow_symlinks=source.follow_symlinks,
+        limits=settings.limits_for(source),
     )
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo
 
+from ..cleaning import Limits, clean_entry
 from ..model import Entry, FileStamp, Held, Rejected
 from ..text import absolute_url, is_url, sanitize_html, summarize
 from .dates import DateError, date_from_filename, local_date, parse_date
@@ -248,6 +249,7 @@ class ArticleContext:
     future: bool = False  # publish posts dated in the future now
     now: datetime | None = None  # what "the future" is measured from; None: never held back by date
     follow_symlinks: bool = False
+    limits: Limits | None = None  # cuts applied at the boundary (`cleaning`); None: the defaults
 
 
 def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry | Held:
@@ -406,7 +408,12 @@ def read_article(root: Path, stamp: FileStamp, ctx: ArticleContext, max_bytes: i
         if stamp.size > max_bytes:
             raise ArticleError(f"file is {stamp.size:,} bytes, over the {max_bytes:,}-byte limit")
         data = read_regular_file(root / stamp.path, max_bytes, ctx.follow_symlinks)
-        return parse_article(data, stamp, ctx)
+        found = parse_article(data, stamp, ctx)
+        if isinstance(found, Held):
+            return found
+        # Front matter can carry what XML cannot (control characters) or an attacker's sizes.
+        cleaned = clean_entry(found, ctx.limits or Limits(), keep=ctx.categories)
+        return replace(cleaned, where=where) if isinstance(cleaned, Rejected) else cleaned
     except (OSError, ArticleError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         return Rejected(ctx.source, where, reason)
@@ -421,8 +428,6 @@ def _read_chunk(
     out = [read_article(root, s, ctx, max_bytes) for s in stamps]
     if ctx.dedup_patterns is None:
         return out
-    from dataclasses import replace
-
     from ..dedup import features
 
     return [
