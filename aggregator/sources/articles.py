@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from ..cleaning import Limits, clean_entry
 from ..model import Entry, FileStamp, Held, Rejected
+from ..runtime import TimeLimitExceeded, time_limit
 from ..text import absolute_url, is_url, sanitize_html, summarize
 from .dates import DateError, date_from_filename, local_date, parse_date
 from .frontmatter import FrontMatterError, html_head_metadata, split_front_matter
@@ -31,6 +32,7 @@ from .sites import DRAFT, HUGO, IMAGE_KEYS, JEKYLL, LINK_KEYS, PLAIN, Site, clas
 log = logging.getLogger(__name__)
 
 MARKDOWN_EXTENSIONS = frozenset({".md", ".markdown"})
+PARSE_SECONDS = 20.0  # wall-clock limit of one article's parse (a crafted file must not hold the run)
 MAX_LIST_ITEMS = 1000  # categories or tags of one article: a flattened YAML list stops here
 
 
@@ -408,7 +410,8 @@ def read_article(root: Path, stamp: FileStamp, ctx: ArticleContext, max_bytes: i
         if stamp.size > max_bytes:
             raise ArticleError(f"file is {stamp.size:,} bytes, over the {max_bytes:,}-byte limit")
         data = read_regular_file(root / stamp.path, max_bytes, ctx.follow_symlinks)
-        found = parse_article(data, stamp, ctx)
+        with time_limit(PARSE_SECONDS):
+            found = parse_article(data, stamp, ctx)
         if isinstance(found, Held):
             return found
         # Front matter can carry what XML cannot (control characters) or an attacker's sizes.
@@ -419,6 +422,8 @@ def read_article(root: Path, stamp: FileStamp, ctx: ArticleContext, max_bytes: i
         return Rejected(ctx.source, where, reason)
     except RecursionError:
         return Rejected(ctx.source, where, "nested too deeply to read")
+    except TimeLimitExceeded as e:
+        return Rejected(ctx.source, where, f"parsing {e}")
 
 
 def _read_chunk(
