@@ -36,6 +36,7 @@ TREES: dict[str, dict[str, str]] = {
         "_posts/2024-03-08-not-yet.md": fm("Unpublished", "2024-03-08 09:00:00 +0800", "published: false\n") + "x\n",
         f"_posts/{FUTURE}-later.md": fm("Far future", f"{FUTURE} 09:00:00 +0800") + "Not yet.\n",
         "_drafts/half-done.md": fm("A draft", "2024-03-09 10:00:00 +0800") + "Draft.\n",
+        "_posts/-202205262391921712.md": fm("", " +0800") + "Jekyll skips a post file named without a date.\n",
         "about.md": fm("About page") + "A page, not a post.\n",
         "notes/n.md": fm("Excluded by the site config") + "x\n",
         "_layouts/post.html": "<h1>{{ page.title }}</h1>{{ content }}\n",

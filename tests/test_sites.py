@@ -330,7 +330,9 @@ def test_sources_and_scan_dry_run_name_the_layout(tmp_path: Path):
     lines = [" ".join(x.split()) for x in r.stdout.splitlines()]
     assert "taken _posts/2024-03-05-first-light.md (_posts/)" in lines
     assert "skipped about.md (site page (not in _posts/))" in lines
-    # skipped: the draft, about.md, notes/ (the site config's exclude), and five tooling folders
-    assert lines[-1] == "5 taken, 8 skipped"
+    # skipped: the draft, a post file without a date in its name, about.md, notes/ (the site
+    # config's exclude), and five tooling folders
+    assert "skipped _posts/-202205262391921712.md (in _posts/ but not named YYYY-MM-DD-title)" in lines
+    assert lines[-1] == "5 taken, 9 skipped"
     r = run_cli(cfg, "scan", "j")
     assert r.returncode == 0 and "j: 5 files: 3 new" in r.stdout and "2 held back" in r.stdout

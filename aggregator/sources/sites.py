@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -52,6 +53,8 @@ IMAGE_KEYS = {
     PELICAN: (*_IMAGE_COMMON, "featured_image"),
     PLAIN: _IMAGE_COMMON,
 }
+
+_JEKYLL_POST_NAME = re.compile(r"\d{2,4}-\d{1,2}-\d{1,2}-[^/]*\.[^./]+\Z")
 
 # What a file is, as `classify` sees it.
 POST, DRAFT, PAGE, SKIP = "post", "draft", "page", "skip"
@@ -117,6 +120,9 @@ def classify(site: Site, rel: str) -> tuple[str, str]:
     if site.generator == JEKYLL:
         parts = path.parts[:-1]
         if "_posts" in parts:
+            # Jekyll reads only files named like posts; it skips the others, and so do we.
+            if not _JEKYLL_POST_NAME.match(name):
+                return SKIP, "in _posts/ but not named YYYY-MM-DD-title"
             return POST, "_posts/"
         if "_drafts" in parts:
             return DRAFT, "_drafts/"
