@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Table, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from .lsh import BAND, KEY_BITS, SPACES, URL_SPACE
+from .lsh import KEY_BITS, SPACES
 from .lsh import kind as key_kind
 
 if TYPE_CHECKING:  # numpy is imported by the functions that use it: a run with nothing new does not
@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # numpy is imported by the functions that use it: a run with 
 LEVEL0_KEYS = 50_000  # 2,000 entries: level 0 stays a few hundred pages, mostly in cache
 RATIO = 8  # each level holds up to this many times the keys of the one above
 SLOTS = 6  # tables; the last level has no limit (level 4 holds up to 200 million keys)
+HOLDERS = 12  # entries a key offers at most (the newest holding it): bounds a lookup's work per key
 BITS_PER_KEY = 12  # Bloom filter: ≈ 1 % false positives with 5 bits of one 64-bit word per key
 # Tables of earlier versions: the two-level band index before 2026-12-04, then this index
 # under names from when it held band keys only.
@@ -125,44 +126,60 @@ def clear(c: Connection) -> None:
 
 def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int, int]]:
     """(entry id, other entry id, kind) → how many keys of that `lsh.kind` they share, for the
-    (key, entry id) `rows` against every stored key.
+    (key, entry id) `rows` against the stored keys.
 
-    Level 0 is joined in the database with a temporary table of the rows (CROSS JOIN makes it
-    lead in SQLite: one primary-key probe per row, in key order), so only pairs come back.
-    The other levels are read only for the keys their filter may hold."""
+    Bounded by design: each key offers at most HOLDERS entries, the most recently stored ones
+    holding it, whatever how many hold it. A key many entries share is boilerplate (a template
+    sentence, a fixed footer, a section page every item links to): its holders say little about
+    which story an entry tells, and reading all of them made the cost of a lookup grow with how
+    alike unrelated texts are. A true copy shares most of its keys with the original, and a
+    story reprinted many times is still found through its most recent copies.
+
+    Each level is asked once per distinct key, in the database, for its newest HOLDERS holders
+    (a primary-key range read of at most that many rows); levels below 0 only for the keys
+    their filter may hold."""
     import numpy as np
 
     pairs: Counter[tuple[int, int, int]] = Counter()
     if not rows:
         return pairs
     state = _state(c)
-    c.exec_driver_sql("CREATE TEMPORARY TABLE IF NOT EXISTS key_probe (key BIGINT NOT NULL, entry_id INTEGER NOT NULL)")
-    c.exec_driver_sql("DELETE FROM key_probe")
-    _put(c, "key_probe", rows)
-    if c.dialect.name == "postgresql":
-        c.exec_driver_sql("ANALYZE key_probe")  # a temporary table has no statistics otherwise
-    level0 = TABLES[state[0].slot].name
-    kind = f"CASE WHEN p.key >= {URL_SPACE << KEY_BITS} THEN p.key >> {KEY_BITS} ELSE {BAND} END"
-    for i, j, k, n in c.exec_driver_sql(
-        f"SELECT p.entry_id, t.entry_id, {kind}, count(*) FROM key_probe AS p CROSS JOIN {level0} AS t"
-        f" WHERE t.key = p.key AND t.entry_id <> p.entry_id GROUP BY p.entry_id, t.entry_id, {kind}"
-    ):
-        pairs[i, j, k] += n
     keys = np.unique(np.fromiter((k for k, _ in rows), dtype=np.uint64, count=len(rows)))
-    holders: dict[int, list[int]] = {}  # key → entries of `rows` holding it
-    for k, i in rows:
-        holders.setdefault(k, []).append(i)
-    for lv in state[1:]:
-        if not lv.size:
+    found: dict[int, list[int]] = {}  # key → holders, newest first, from every level
+    for lv in state:
+        if not lv.size and lv.level:
             continue
-        maybe = keys[_filter(c, lv).may_hold(keys)].tolist()
-        t = TABLES[lv.slot]
-        for start in range(0, len(maybe), 2000):
-            for k, j in c.execute(select(t.c.key, t.c.entry_id).where(t.c.key.in_(maybe[start : start + 2000]))):
-                for i in holders[k]:
-                    if i != j:
-                        pairs[i, j, key_kind(k)] += 1
+        wanted = keys if lv.level == 0 else keys[_filter(c, lv).may_hold(keys)]
+        if len(wanted):
+            for k, holders in _newest_holders(c, TABLES[lv.slot].name, wanted.tolist()):
+                found.setdefault(k, []).extend(holders)
+    for holders in found.values():
+        if len(holders) > HOLDERS:
+            holders.sort(reverse=True)
+            del holders[HOLDERS:]
+    for k, i in rows:
+        kind = key_kind(k)
+        for j in found.get(k, ()):
+            if j != i:
+                pairs[i, j, kind] += 1
     return pairs
+
+
+def _newest_holders(c: Connection, table: str, keys: list[int]):
+    """(key, [entry ids]) for each of `keys` held in `table`: at most HOLDERS, newest first."""
+    c.exec_driver_sql("CREATE TEMPORARY TABLE IF NOT EXISTS key_lookup (key BIGINT PRIMARY KEY)")
+    c.exec_driver_sql("DELETE FROM key_lookup")
+    for start in range(0, len(keys), 5000):  # integers from numpy, written inline: no parameter limit
+        values = ",".join(f"({int(k)})" for k in keys[start : start + 5000])
+        c.exec_driver_sql(f"INSERT INTO key_lookup (key) VALUES {values}")
+    newest = f"SELECT entry_id FROM {table} WHERE key = p.key ORDER BY entry_id DESC LIMIT {HOLDERS}"
+    if c.dialect.name == "postgresql":
+        query = f"SELECT p.key, ARRAY({newest}) FROM key_lookup AS p"
+    else:  # a correlated subquery: one short range read of the primary key per probed key
+        query = f"SELECT p.key, (SELECT group_concat(entry_id) FROM ({newest})) FROM key_lookup AS p"
+    for k, held in c.exec_driver_sql(query):
+        if held:
+            yield k, [int(x) for x in held.split(",")] if isinstance(held, str) else list(held)
 
 
 def settle(c: Connection) -> None:

@@ -420,7 +420,7 @@ def evaluate(docs: list[Doc], threshold: float, verbose: bool = False) -> dict:
     per_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     originals = {d.story: ids[(d.source, d.key)] for d in docs if d.kind == "original"}
     for i, d in label.items():
-        if d.kind in ("original", "seed", "daily-template", "same-headline"):
+        if d.kind == "original" or d.story not in originals:  # negatives and seeds: no planted copies
             continue
         per_kind[d.kind][1] += 1
         per_kind[d.kind][0] += cluster_of[i] == cluster_of[originals[d.story]]
