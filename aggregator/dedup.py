@@ -29,6 +29,7 @@ import hashlib
 import html
 import json
 import logging
+import operator
 import re
 import struct
 import time
@@ -225,7 +226,18 @@ def similarity(a: bytes, b: bytes) -> float:
     """Estimated Jaccard similarity of two signatures: the share of equal positions."""
     x, y = struct.unpack(f"<{len(a) // 4}I", a), struct.unpack(f"<{len(b) // 4}I", b)
     n = min(len(x), len(y))
-    return sum(1 for p, q in zip(x[:n], y[:n], strict=True) if p == q) / n if n else 0.0
+    return sum(map(operator.eq, x[:n], y[:n])) / n if n else 0.0
+
+
+def similarities(a: bytes, others: Sequence[bytes]) -> list[float]:
+    """`similarity` of `a` with each of `others`, in one vectorized comparison (an entry's
+    band candidates are checked together: one at a time cost most of a boilerplate-heavy run)."""
+    if not others or any(len(o) != len(a) for o in others):
+        return [similarity(a, o) for o in others]
+    import numpy as np
+
+    x = np.frombuffer(a, dtype="<u4")
+    return (np.frombuffer(b"".join(others), dtype="<u4").reshape(len(others), -1) == x).mean(axis=1).tolist()
 
 
 # ------------------------------------------------------------------ titles
@@ -598,14 +610,15 @@ def _candidates(c, e, items: dict[int, Item], later: set[int], near_threshold: f
     LSH band keys (the MAX_CANDIDATES sharing the most, less those whose signature shows they
     cannot reach `near_threshold`). Entries of `later` batches of this run (whose keys the
     ingest may have stored already) cannot be matches yet, so they take no candidate slot."""
-    # Keys of features computed in this run are stored first, so that entries of the same
-    # batch find each other too.
+    # The lookup finds the entries of this batch too (`shared` adds the probe's own holders);
+    # keys of features computed in this run are stored after it.
     keys = {i: it.keys or lsh.index_keys(it.url_key, it.fingerprint, it.signature) for i, it in items.items()}
-    keyindex.insert(c, [(k, i) for i, ks in keys.items() if items[i].fresh for k in ks])
     probe = [(k, i) for i, ks in keys.items() if not items[i].withdrawn for k in ks]
+    found = keyindex.shared(c, probe)
+    keyindex.insert(c, [(k, i) for i, ks in keys.items() if items[i].fresh for k in ks])
     exact: dict[int, set[int]] = {}  # same URL key or text key
     shared: dict[int, Counter] = {}  # band keys in common
-    for (i, j, kind), n in keyindex.shared(c, probe).items():
+    for (i, j, kind), n in found.items():
         if j in later:
             continue
         if kind == lsh.BAND:
@@ -629,7 +642,9 @@ def _candidates(c, e, items: dict[int, Item], later: set[int], near_threshold: f
         signatures.update((j, m) for j, m in c.execute(select(e.c.id, e.c.minhash).where(e.c.id.in_(chunk))))
     for i, js in by_band.items():
         sig = items[i].signature
-        near = {j for j in js if sig and signatures.get(j) and similarity(sig, signatures[j]) >= near_threshold}
+        held = [j for j in js if signatures.get(j)] if sig else []
+        scores = similarities(sig, [signatures[j] for j in held])
+        near = {j for j, score in zip(held, scores, strict=True) if score >= near_threshold}
         if near:
             out[i] = sorted(set(out[i]) | near)
     return out

@@ -135,9 +135,10 @@ def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int
     alike unrelated texts are. A true copy shares most of its keys with the original, and a
     story reprinted many times is still found through its most recent copies.
 
-    Each level is asked once per distinct key, in the database, for its newest HOLDERS holders
-    (a primary-key range read of at most that many rows); levels below 0 only for the keys
-    their filter may hold."""
+    The `rows` themselves count as holders (the entries of one batch find each other before
+    their keys are stored). Each level is asked once per distinct key, in the database, for its
+    newest HOLDERS holders (a primary-key range read of at most that many rows) and answers only
+    for the keys it holds; levels below 0 only for the keys their filter may hold."""
     import numpy as np
 
     pairs: Counter[tuple[int, int, int]] = Counter()
@@ -146,6 +147,8 @@ def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int
     state = _state(c)
     keys = np.unique(np.fromiter((k for k, _ in rows), dtype=np.uint64, count=len(rows)))
     found: dict[int, list[int]] = {}  # key → holders, newest first, from every level
+    for k, i in rows:
+        found.setdefault(k, []).append(i)
     for lv in state:
         if not lv.size and lv.level:
             continue
@@ -153,10 +156,9 @@ def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int
         if len(wanted):
             for k, holders in _newest_holders(c, TABLES[lv.slot].name, wanted.tolist()):
                 found.setdefault(k, []).extend(holders)
-    for holders in found.values():
-        if len(holders) > HOLDERS:
-            holders.sort(reverse=True)
-            del holders[HOLDERS:]
+    for k, holders in found.items():
+        if len(holders) > 1:
+            found[k] = sorted(set(holders), reverse=True)[:HOLDERS]
     for k, i in rows:
         kind = key_kind(k)
         for j in found.get(k, ()):
@@ -174,12 +176,14 @@ def _newest_holders(c: Connection, table: str, keys: list[int]):
         c.exec_driver_sql(f"INSERT INTO key_lookup (key) VALUES {values}")
     newest = f"SELECT entry_id FROM {table} WHERE key = p.key ORDER BY entry_id DESC LIMIT {HOLDERS}"
     if c.dialect.name == "postgresql":
-        query = f"SELECT p.key, ARRAY({newest}) FROM key_lookup AS p"
+        query = f"SELECT key, h FROM (SELECT p.key, ARRAY({newest}) AS h FROM key_lookup AS p) AS x WHERE h <> '{{}}'"
     else:  # a correlated subquery: one short range read of the primary key per probed key
-        query = f"SELECT p.key, (SELECT group_concat(entry_id) FROM ({newest})) FROM key_lookup AS p"
-    for k, held in c.exec_driver_sql(query):
-        if held:
-            yield k, [int(x) for x in held.split(",")] if isinstance(held, str) else list(held)
+        query = (
+            f"SELECT key, h FROM (SELECT p.key AS key, (SELECT group_concat(entry_id) FROM ({newest})) AS h"
+            " FROM key_lookup AS p) WHERE h IS NOT NULL"
+        )
+    for k, held in c.exec_driver_sql(query).fetchall():
+        yield k, [int(x) for x in held.split(",")] if isinstance(held, str) else list(held)
 
 
 def settle(c: Connection) -> None:

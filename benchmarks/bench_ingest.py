@@ -1,9 +1,16 @@
-"""Article-ingest benchmark: cold, no-change and one-file-changed `aggregator update`.
+"""Update benchmark: cold, no-change and one-file-changed `aggregator update`.
 
 Generates N synthetic articles (~3 KB each, mixed front-matter dialects and body formats,
-50 categories), then runs the real CLI three times and prints files/s and peak memory.
+50 categories) and, with `--feeds`, serves that many RSS feeds on 127.0.0.1 as remote sources
+(`--items` each), then runs the real CLI three times and prints files/s and peak memory.
+`max_items = 100`.
 
-    .venv/bin/python benchmarks/bench_ingest.py [--n 20000] [--keep DIR]
+Two corpora: `diverse` (bodies of words drawn from ~3,000 characters: unrelated articles share
+little) and `boilerplate` (corpora.py: report formats from a shared template pool with the facts
+filled in, a shared disclaimer on a third, mixed Chinese and English; feed items carrying a long
+fixed footer). The cost of dedup must not depend on which.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--n 20000] [--corpus boilerplate] [--feeds 300 --items 50]
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CATEGORIES = [f"类别{i}" if i % 2 else f"Topic {i}" for i in range(50)]
 WORDS = "市场 经济 公司 投资 增长 政策 银行 股票 基金 利率 发布 数据 报告 分析 预期 季度 收入 利润".split()
@@ -58,20 +67,91 @@ def article(i: int, rng: random.Random) -> tuple[str, str]:
     return f"{i:06d}.html", fm + "<div>" + "".join(f"<p>{p}</p>" for p in body_paras) + "</div>\n"
 
 
-def generate(root: Path, n: int, dedup: bool = True) -> None:
+def boilerplate_article(i: int, rng: random.Random) -> tuple[str, str]:
+    from corpora import report_body
+
+    title, body, _ = report_body(i, rng)
+    cats = rng.sample(CATEGORIES, 2)
+    day = 1 + i % 28
+    fm = f'---\ntitle: "{title}"\ndate: 2023-{1 + i % 12:02d}-{day:02d} {i % 24:02d}:{i % 60:02d}:00 +0800\n'
+    return f"{i:06d}.md", fm + f"categories: [{cats[0]}, {cats[1]}]\n---\n{body}\n"
+
+
+def generate(root: Path, n: int, dedup: bool = True, corpus: str = "diverse", feed_urls: list[str] = ()) -> None:
     rng = random.Random(42)
     arts = root / "articles"
+    make = boilerplate_article if corpus == "boilerplate" else article
     for i in range(n):
-        name, text = article(i, rng)
+        name, text = make(i, rng)
         sub = arts / f"{i // 1000:03d}"
         sub.mkdir(parents=True, exist_ok=True)
         (sub / name).write_text(text, encoding="utf-8")
+    remote = "".join(
+        f'[[sources]]\nname = "feed{k}"\nurl = "{url}"\nallow_private = true\ncategories = ["{CATEGORIES[k % 50]}"]\n'
+        for k, url in enumerate(feed_urls)
+    )
     (root / "config.toml").write_text(
-        '[database]\nurl = "sqlite:///db/bench.sqlite3"\n[output]\ndir = "out"\n'
-        f"[dedup]\nenabled = {'true' if dedup else 'false'}\n"
-        '[[sources]]\nname = "bench"\npath = "articles"\n',
+        '[database]\nurl = "sqlite:///db/bench.sqlite3"\n[output]\ndir = "out"\nmax_items = 100\n'
+        f"[dedup]\nenabled = {'true' if dedup else 'false'}\n[fetch]\nper_host = 16\n"
+        '[[sources]]\nname = "bench"\npath = "articles"\n' + remote,
         encoding="utf-8",
     )
+
+
+def serve_feeds(n: int, items: int, corpus: str) -> tuple[list[str], object]:
+    """`n` RSS feeds of `items` items on 127.0.0.1 (ETag and 304), in a thread. → (URLs, server)."""
+    import hashlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from xml.sax.saxutils import escape
+
+    from corpora import footer_item_html
+
+    rng = random.Random(7)
+    docs: dict[str, bytes] = {}
+    for k in range(n):
+        parts = []
+        for j in range(items):
+            lead = paragraph(rng, 40)
+            if corpus == "boilerplate":
+                body = footer_item_html(lead, f"feed {k}")
+            else:
+                body = f"<p>{lead}</p><p>{paragraph(rng, 80)}</p>"
+            parts.append(
+                f"<item><title>Feed {k} item {j} {rng.choice(WORDS)}</title><link>http://news.example.org/{k}/{j}.html</link>"
+                f"<guid>feed-{k}-{j}</guid><pubDate>Mon, 0{1 + j % 9} Jan 2024 {j % 24:02d}:00:00 +0000</pubDate>"
+                f"<description>{escape(body)}</description></item>"
+            )
+        docs[f"/feed/{k}.xml"] = (
+            f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Feed {k}</title>'
+            f"<link>http://news.example.org/{k}/</link><description>d</description>{''.join(parts)}</channel></rss>"
+        ).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = docs.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            tag = '"' + hashlib.md5(body).hexdigest() + '"'
+            if self.headers.get("If-None-Match") == tag:
+                self.send_response(304)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("ETag", tag)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return [f"http://127.0.0.1:{server.server_address[1]}/feed/{k}.xml" for k in range(n)], server
 
 
 def run(root: Path, label: str, n: int) -> None:
@@ -96,6 +176,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--keep", type=Path, help="use (and keep) this folder instead of a temp one")
     ap.add_argument("--no-dedup", action="store_true", help="run with [dedup] enabled = false")
+    ap.add_argument("--corpus", choices=("diverse", "boilerplate"), default="diverse")
+    ap.add_argument("--feeds", type=int, default=0, help="remote RSS feeds served on 127.0.0.1")
+    ap.add_argument("--items", type=int, default=50, help="items per feed")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="agg-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -103,7 +186,8 @@ def main() -> None:
         shutil.rmtree(root / old, ignore_errors=True)
     (root / "db").mkdir()
     t0 = time.perf_counter()
-    generate(root, args.n, dedup=not args.no_dedup)
+    urls, _server = serve_feeds(args.feeds, args.items, args.corpus) if args.feeds else ([], None)
+    generate(root, args.n, dedup=not args.no_dedup, corpus=args.corpus, feed_urls=urls)
     size = sum(p.stat().st_size for p in (root / "articles").rglob("*") if p.is_file())
     print(
         f"generated {args.n} articles, {size / args.n / 1024:.1f} KB each, in {time.perf_counter() - t0:.1f} s: {root}"
