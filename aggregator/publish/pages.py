@@ -75,11 +75,7 @@ def plan(
         for i, cat in c.execute(q):
             by_id[i].append(cat)
         recorded = dict(c.execute(select(PageRow.uid, PageRow.signature)).all()) | (rendered or {})
-    # One listing of the folder instead of a stat per page (a tenth of a no-change cycle).
-    try:
-        on_disk = set(os.listdir(out_dir / PAGE_DIR))
-    except FileNotFoundError:
-        on_disk = set()
+    on_disk = _nonempty_files(out_dir / PAGE_DIR)
     todo = []
     for uid in sorted(wanted):
         i, version, cats = wanted[uid]
@@ -110,19 +106,40 @@ def record(store: Store, todo: Sequence[Todo]) -> None:
             c.execute(insert(PageRow), [{"uid": uid, "signature": sig} for uid, _, sig in chunk])
 
 
-def remove(store: Store, out_dir: Path, gone: Sequence[str]) -> int:
-    """Delete the pages of entries withdrawn or hidden as duplicates; returns files removed."""
+def remove_files(out_dir: Path, gone: Sequence[str]) -> int:
+    """Delete the pages of entries withdrawn or hidden as duplicates; returns files removed.
+    Their records go with `forget`, once the removals are on disk."""
     removed = 0
     for uid in gone:
         path = page_path(out_dir, uid)
         if path.exists():
             path.unlink()
             removed += 1
+    return removed
+
+
+def forget(store: Store, gone: Sequence[str]) -> None:
     if gone:
         with store.engine.begin() as c:
             for i in range(0, len(gone), _CHUNK):
                 c.execute(delete(PageRow).where(PageRow.uid.in_(gone[i : i + _CHUNK])))
-    return removed
+
+
+def _nonempty_files(folder: Path) -> set[str]:
+    """Names of the non-empty files in `folder`: a page that is missing or was left empty (a
+    power loss before its write reached the disk) is written again whatever its record says."""
+    try:
+        with os.scandir(folder) as it:
+            return {e.name for e in it if _size(e) > 0}
+    except FileNotFoundError:
+        return set()
+
+
+def _size(e: os.DirEntry) -> int:
+    try:
+        return e.stat(follow_symlinks=False).st_size
+    except OSError:
+        return 0
 
 
 def _signature(settings_digest: str, version: str, categories: Sequence[int]) -> str:
