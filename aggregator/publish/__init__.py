@@ -80,6 +80,7 @@ def early_pages(store: Store, settings: Settings, touched: Sequence[int]) -> Ite
     if len(todo) < render.PARALLEL_MIN:
         yield None
         return
+    remove_stale_temps(settings.output.dir)  # now: once workers write, temp files are theirs
     with render.Work(store, settings, store.source_names()) as work:
         work.pages(todo, hold=EARLY_HOLD)
         yield Early(work, todo) if work.parallel else None
@@ -91,7 +92,8 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
     Raises PublishError when a file cannot be written; nothing is recorded then."""
     out = settings.output
     report = BuildReport()
-    remove_stale_temps(out.dir)
+    if early is None:  # else early_pages removed them, before its workers began writing theirs
+        remove_stale_temps(out.dir)
     archive.ensure_table(store)
     pages.ensure_table(store)
     plans = feed_plans(settings, store.categories())
