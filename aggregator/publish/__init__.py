@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +47,11 @@ class BuildReport:
     pages: int = 0  # article pages written or removed
     pinged: int = 0  # WebSub pings the hub accepted
 
+
+# Article pages are checked for emptiness (a stat each) once per process, not every build:
+# their records are committed only after the files are flushed, so only a crash, which
+# starts a new process, can leave a recorded page empty (or damage from outside).
+_pages_checked = False
 
 # Page tasks kept back when pages are handed over before dedup: they fill in at the end of
 # the build, after the feed documents (see render.Work).
@@ -90,6 +96,7 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
     """Publish what the store holds: the feeds and article pages whose content changed (all
     with `force`), index.html and index.opml. `early`: pages handed to workers already.
     Raises PublishError when a file cannot be written; nothing is recorded then."""
+    global _pages_checked
     out = settings.output
     report = BuildReport()
     if early is None:  # else early_pages removed them, before its workers began writing theirs
@@ -106,7 +113,7 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
     sources = store.source_names()
     with early.work if early else render.Work(store, settings, sources) as work:
         rendered = {uid: signature for uid, _, signature in early.todo} if early else {}
-        todo, gone = pages.plan(store, settings, settings_digest, force, rendered)
+        todo, gone = pages.plan(store, settings, settings_digest, force, rendered, sizes=not _pages_checked)
         work.pages(todo)  # workers start on these while the feeds are planned
         jobs: list[render.FeedJob] = []
         for plan in plans:
@@ -138,9 +145,12 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
     removed = pages.remove_files(out.dir, gone)
     report.written += done.files + removed
     if report.written or new_signatures or todo or gone:
+        started = time.perf_counter()
         sync(out.dir)  # before anything that trusts these files is recorded
+        log.debug("output flushed to disk in %.3f s", time.perf_counter() - started)
     pages.record(store, todo)
     pages.forget(store, gone)
+    _pages_checked = True
     report.archive_pages = done.archive_pages
     report.pages = done.pages + removed
     report.changed = sorted(done.changed)
