@@ -28,6 +28,7 @@ import mimetypes
 import posixpath
 import queue
 import socket
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -422,7 +423,10 @@ class FeedServer(ThreadingHTTPServer):
                 _shut(conn)  # under the lock, so a head that just arrived is not cut off
 
     def handle_error(self, request, client_address) -> None:
-        log.debug("connection from %s ended", client_address, exc_info=True)  # resets, broken pipes
+        if isinstance(sys.exc_info()[1], OSError):  # a reset, a broken pipe, a timeout: the client's doing
+            log.debug("connection from %s ended", client_address, exc_info=True)
+        else:
+            log.exception("error answering %s", client_address)
 
     def server_close(self) -> None:
         super().server_close()
