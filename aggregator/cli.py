@@ -93,7 +93,12 @@ def update(obj: Context, wait: float) -> None:
     from .pipeline import update as run_update
 
     settings = obj.settings()
-    with obj.store(settings) as store, _writer(store, "update", wait), _progress(obj.verbosity >= 0) as progress:
+    with (
+        obj.store(settings) as store,
+        _writer(store, "update", wait),
+        _progress(obj.verbosity >= 0) as progress,
+        _publishing(),
+    ):
         try:
             report = run_update(store, settings, progress)
         except ConfigError as e:  # e.g. an unusable `opml` file
@@ -130,7 +135,7 @@ def build(obj: Context, force: bool) -> None:
 
     settings = obj.settings()
     started = time.monotonic()
-    with obj.store(settings) as store, _writer(store, "build"):
+    with obj.store(settings) as store, _writer(store, "build"), _publishing():
         b = run_build(store, settings, force=force)
     click.echo(f"{b.written} files written for {b.rebuilt} of {b.feeds} feeds; {time.monotonic() - started:.2f} s")
 
@@ -174,6 +179,22 @@ def duplicates(obj: Context) -> None:
             click.echo(f"  {m.describe()}")
     n = sum(len(c.members) for c in found)
     click.echo(f"{len(found)} clusters, {n} duplicates hidden")
+
+
+EXIT_FAILED = 1
+
+
+@contextmanager
+def _publishing() -> Iterator:
+    """An output file that cannot be written (a full disk, say) ends the command with one line
+    naming it, not a traceback; the build has recorded nothing, so the next one retries."""
+    from .publish.files import PublishError
+
+    try:
+        yield
+    except PublishError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 # ---- the daemon: the writer lock, `run`, `serve`, `status`

@@ -11,6 +11,13 @@ category creation, so `run`, `update`, `ingest` and `build` hold a writer lock:
 
 A second writer is refused with `LockHeld` (naming the holder's pid), or waits up to
 `wait` seconds first when asked to.
+
+A lease is only safe while its holder knows it still holds it. A renewal that finds the row
+taken (this process was stalled past the expiry and another writer moved in), or that cannot
+get through (the database is unreachable or hangs) until the lease is nearly due to lapse,
+means another writer may be writing now or soon: the holder exits at once (status
+`EXIT_LEASE_LOST`) with a message saying why, rather than write on beside it. Its open
+transaction rolls back with the connection and published files are only ever replaced whole.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "writer"
 LEASE_SECONDS = 60.0
+EXIT_LEASE_LOST = 4
 
 
 class LockHeld(Exception):
@@ -128,8 +136,9 @@ class FileWriterLock:
         probe.release()
         return False
 
-    def renew(self) -> None:
+    def renew(self) -> bool:
         """Nothing to renew: the operating system holds a file lock as long as the process lives."""
+        return True
 
 
 # ------------------------------------------------------------------ server database: a lease row
@@ -183,17 +192,22 @@ class LeaseWriterLock:
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         self._held = True
 
-    def renew(self) -> None:
-        """Push the expiry forward; the daemon calls this well within `seconds`."""
+    def renew(self) -> bool:
+        """Push the expiry forward (called well within `seconds`). False if the lease is no
+        longer ours: it lapsed and another process took it, or its row was removed."""
         if not self._held:
-            return
+            return True
         t = DaemonStateRow.__table__
         with self.engine.begin() as c:
-            c.execute(
+            done = c.execute(
                 update(t)
                 .where(t.c.name == LEASE_NAME, t.c.holder == self.token)
                 .values(expires_at=now_utc() + timedelta(seconds=self.seconds))
             )
+        if done.rowcount != 1:
+            self._held = False  # so that release() cannot touch another holder's row
+            return False
+        return True
 
     def release(self) -> None:
         if not self._held:
@@ -225,30 +239,111 @@ def writer_lock_for(engine: Engine) -> WriterLock:
     return LeaseWriterLock(engine)
 
 
+# ------------------------------------------------------------------ keeping a lease
+
+
+def renewal_verdict(renewed: bool | None, now: float, valid_until: float, margin: float) -> str:
+    """After a renewal attempt: "ok", "retry" (it failed, but the lease has time left) or
+    "lost". `renewed`: True, False (the row is another's) or None (the attempt failed or hung).
+    `valid_until`: when the lease lapses by our own clock (from the start of the last renewal
+    that got through); `margin`: how long before that to give up, for clock skew between hosts."""
+    if renewed:
+        return "ok"
+    if renewed is False or now >= valid_until - margin:
+        return "lost"
+    return "retry"
+
+
+class LeaseKeeper:
+    """Renews a lease from a background thread until stopped; calls `on_lost(reason)` when the
+    lease is lost. Each attempt runs in its own thread, waited for only as long as the lease has
+    left, so a database that hangs cannot hold the verdict back."""
+
+    RETRY_SECONDS = 2.0
+
+    def __init__(self, lock: LeaseWriterLock, on_lost):
+        self.lock = lock
+        self.on_lost = on_lost
+        self.interval = lock.seconds / 3
+        self.margin = lock.seconds / 4
+        self.valid_until = time.monotonic() + lock.seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        wait = self.interval
+        while not self._stop.wait(wait):
+            started = time.monotonic()
+            renewed, error = self._attempt(self.valid_until - self.margin - started)
+            if self._stop.is_set():
+                return
+            verdict = renewal_verdict(renewed, time.monotonic(), self.valid_until, self.margin)
+            if verdict == "ok":
+                self.valid_until = started + self.lock.seconds
+                wait = self.interval
+            elif verdict == "retry":
+                log.warning("cannot renew the writer lease (retrying): %s", error)
+                wait = min(self.RETRY_SECONDS, max(0.1, self.valid_until - self.margin - time.monotonic()))
+            else:
+                self.on_lost(error or "unknown")
+                return
+
+    def _attempt(self, limit: float) -> tuple[bool | None, str | None]:
+        """(renewed, why not): renewed is None when the attempt failed or did not end in `limit` s."""
+        result: list = [None, None]
+
+        def renew() -> None:
+            try:
+                result[0] = self.lock.renew()
+            except Exception as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                result[1] = f"{e.__class__.__name__}: {first}"
+
+        t = threading.Thread(target=renew, name="lease-renew", daemon=True)
+        t.start()
+        t.join(max(0.0, limit))
+        if t.is_alive():
+            return None, "the database did not answer the renewal in time"
+        if result[0] is False:
+            return False, "another process holds it now"
+        return result[0], result[1]
+
+
+def exit_lease_lost(database: str, reason: str) -> None:
+    """Stop this process now: another writer may already be writing. A clean shutdown would
+    let the running jobs go on writing for seconds, which is what must not happen."""
+    message = (
+        f"{database}: lost the writer lease ({reason}); stopping now so that two writers never "
+        "write at once; restart to take the lease again"
+    )
+    log.critical(message)  # shown at any verbosity, as a JSON line with --json-logs
+    logging.shutdown()
+    os._exit(EXIT_LEASE_LOST)
+
+
 @contextmanager
 def writer(engine: Engine, command: str, wait: float = 0.0) -> Iterator[WriterLock]:
     """Hold the database's writer lock for the block; raise LockHeld if another process has it.
 
-    A lease is renewed from a background thread, so a long `update` keeps it too."""
+    A lease is renewed from a background thread, so a long `update` keeps it too; losing it
+    ends the process (`exit_lease_lost`)."""
     lock = writer_lock_for(engine)
     lock.acquire(command, wait)
-    stop = threading.Event()
-    renewer = None
+    keeper = None
     if isinstance(lock, LeaseWriterLock):
-
-        def renew_loop() -> None:
-            while not stop.wait(lock.seconds / 3):
-                try:
-                    lock.renew()
-                except Exception as e:  # a missed renewal is retried; the expiry is still far off
-                    log.warning("cannot renew the writer lease: %s", e)
-
-        renewer = threading.Thread(target=renew_loop, name="lease-renewer", daemon=True)
-        renewer.start()
+        database = engine.url.render_as_string(hide_password=True)
+        keeper = LeaseKeeper(lock, lambda reason: exit_lease_lost(database, reason))
+        keeper.start()
     try:
         yield lock
     finally:
-        stop.set()
-        if renewer is not None:
-            renewer.join(timeout=5)
+        if keeper is not None:
+            keeper.stop()
         lock.release()

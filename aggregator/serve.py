@@ -8,17 +8,31 @@ decides what to answer (pure functions below) and sends the bytes.
 Published files are replaced atomically and only when their bytes change, so a file's
 (mtime, size, inode) identifies its content: the ETag and the gzip body are computed once
 per version and cached.
+
+Hostile or merely slow clients must not starve the others. Connections are answered by a
+fixed pool of threads (a burst of connects waits in a deep listen queue, then in the pool's
+queue, instead of each getting a thread); the number of open connections is capped; a
+request's head must arrive within `request_timeout` of the connect (or of the previous
+answer on a kept-alive connection), however slowly it trickles in; and a GET or HEAD that
+carries a body is refused with 400 and a close, so the body can never be read as a second
+request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import logging
 import mimetypes
 import posixpath
+import queue
+import socket
+import sys
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -51,6 +65,13 @@ _TEXTUAL = ("text/", "application/atom+xml", "application/rss+xml", "application
 _TEXTUAL_EXTRA = ("application/xslt+xml", "application/json", "image/svg+xml")
 GZIP_MIN_BYTES = 256
 CACHE_ENTRIES = 256
+
+WORKERS = 64  # threads answering requests; connections beyond them wait their turn in a queue
+MAX_CONNECTIONS = 1024  # open connections, answered or waiting; one more is closed at once
+BACKLOG = 1024  # listen queue (the kernel caps it at net.core.somaxconn); the default 5 dropped bursts
+REQUEST_TIMEOUT = 15.0  # seconds for a request's head to arrive in full (Apache allows 20-40)
+SEND_TIMEOUT = 30.0  # seconds for one answer to be sent in full to a slow reader
+LINGER_SECONDS = 2.0  # after refusing a request whose body is unread, drain it this long before closing
 
 
 def content_type(path: Path) -> str:
@@ -143,6 +164,21 @@ def not_modified(if_none_match: str | None, if_modified_since: str | None, etags
     return False
 
 
+def carries_body(command: str, transfer_encoding: str | None, content_lengths: list[str]) -> bool:
+    """Does a GET or HEAD announce a body? Such a request is refused: the body has no meaning
+    here, and reading on past it would answer whatever it holds as a second request."""
+    if command not in ("GET", "HEAD"):
+        return False
+    return transfer_encoding is not None or any(v.strip() != "0" for v in content_lengths)
+
+
+def to_close(deadlines: Mapping[object, float | None], idle: Set[object], now: float, crowded: bool) -> list:
+    """The connections to end: those whose request head is late (a deadline of None: not
+    waiting for one), and, while others wait for a thread, the kept-alive ones idling between
+    requests, as nginx does with its reusable connections when it runs short."""
+    return [c for c, d in deadlines.items() if d is not None and (d <= now or (crowded and c in idle))]
+
+
 @dataclass(frozen=True, slots=True)
 class Representation:
     body: bytes
@@ -190,6 +226,40 @@ class FeedHandler(BaseHTTPRequestHandler):
     server: FeedServer
     server_version = "aggregator"
     protocol_version = "HTTP/1.1"
+    # The socket's timeout bounds each send in full (sendall counts the total since 3.5); reads
+    # are bounded by the server's deadlines, which a client trickling bytes cannot stretch.
+    timeout = SEND_TIMEOUT
+    _linger = False
+
+    def version_string(self) -> str:
+        return self.server_version  # not "Python/3.x": which bugs apply is nobody's business
+
+    def handle_one_request(self) -> None:
+        self.server.expect_head(self.connection)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        self.server.head_received(self.connection)
+        h = self.headers
+        if carries_body(self.command, h.get("Transfer-Encoding"), h.get_all("Content-Length") or []):
+            self._linger = True
+            self.send_error(HTTPStatus.BAD_REQUEST, "A GET or HEAD request has no body")  # and closes
+            return False
+        return True
+
+    def end_headers(self) -> None:
+        # Others are waiting for a thread: this connection gives its thread up after this
+        # answer instead of holding it while the client thinks about its next request.
+        if not self.close_connection and self.server.crowded():
+            self.send_header("Connection", "close")
+        super().end_headers()
+
+    def finish(self) -> None:
+        super().finish()
+        if self._linger:
+            _drain(self.connection)
 
     def do_GET(self) -> None:
         self._answer(send_body=True)
@@ -246,14 +316,126 @@ class FeedHandler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-class FeedServer(ThreadingHTTPServer):
-    daemon_threads = True  # a slow reader never holds up shutdown
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed by the client
+        sock.shutdown(socket.SHUT_RDWR)
 
-    def __init__(self, root: Path, host: str, port: int, max_age: float):
+
+def _drain(sock: socket.socket) -> None:
+    """Close our side, then read what the client still sends for a moment: closing a socket
+    with unread bytes sends a reset, which can destroy the answer before the client reads it."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + LINGER_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass
+
+
+class FeedServer(ThreadingHTTPServer):
+    """An HTTP server whose threads are a fixed pool and whose connections are capped and timed."""
+
+    daemon_threads = True  # a slow reader never holds up shutdown
+    request_queue_size = BACKLOG
+
+    def __init__(
+        self,
+        root: Path,
+        host: str,
+        port: int,
+        max_age: float,
+        *,
+        workers: int = WORKERS,
+        max_connections: int = MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ):
         self.root = Path(root).resolve()
         self.max_age = int(max_age)
         self.cache = FileCache()
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        # Each open connection → when its request head is due (None while answering it).
+        self._deadlines: dict[socket.socket, float | None] = {}
+        self._idle: set[socket.socket] = set()  # kept alive, waiting for a next request
+        self._lock = threading.Lock()
+        self._waiting: queue.SimpleQueue = queue.SimpleQueue()
         super().__init__((host, port), FeedHandler)
+        self._pool = [threading.Thread(target=self._work, name=f"http-{n}", daemon=True) for n in range(workers)]
+        for t in self._pool:
+            t.start()
+
+    # -- connections: admitted up to the cap, queued for the pool, timed until their head arrives
+
+    def verify_request(self, request, client_address) -> bool:
+        with self._lock:
+            if len(self._deadlines) >= self.max_connections:
+                return False  # socketserver closes it
+            self._deadlines[request] = time.monotonic() + self.request_timeout
+        return True
+
+    def process_request(self, request, client_address) -> None:
+        self._waiting.put((request, client_address))
+
+    def _work(self) -> None:
+        while (item := self._waiting.get()) is not None:
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+
+    def shutdown_request(self, request) -> None:
+        with self._lock:
+            self._deadlines.pop(request, None)
+            self._idle.discard(request)
+        super().shutdown_request(request)
+
+    def expect_head(self, conn: socket.socket) -> None:
+        """A request head is awaited: due `request_timeout` from now, unless already due (the
+        first one is due from the connect, however long the connection waited for a thread)."""
+        with self._lock:
+            if conn in self._deadlines and self._deadlines[conn] is None:
+                self._deadlines[conn] = time.monotonic() + self.request_timeout
+                self._idle.add(conn)
+
+    def head_received(self, conn: socket.socket) -> None:
+        with self._lock:
+            if conn in self._deadlines:
+                self._deadlines[conn] = None
+                self._idle.discard(conn)
+
+    def crowded(self) -> bool:
+        return not self._waiting.empty()
+
+    def service_actions(self) -> None:
+        """Called by serve_forever's loop about every poll interval: end the late connections,
+        and the idle ones when others wait. A shutdown, unlike a close, is safe while another
+        thread reads the socket: it wakes the reader with end-of-file."""
+        with self._lock:
+            for conn in to_close(self._deadlines, self._idle, time.monotonic(), self.crowded()):
+                self._deadlines[conn] = None  # shut once; its thread removes it
+                self._idle.discard(conn)
+                _shut(conn)  # under the lock, so a head that just arrived is not cut off
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], OSError):  # a reset, a broken pipe, a timeout: the client's doing
+            log.debug("connection from %s ended", client_address, exc_info=True)
+        else:
+            log.exception("error answering %s", client_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        for _ in self._pool:
+            self._waiting.put(None)
+        with self._lock:
+            conns = list(self._deadlines)
+        for conn in conns:
+            _shut(conn)
 
     @property
     def url(self) -> str:
@@ -261,11 +443,13 @@ class FeedServer(ThreadingHTTPServer):
         return f"http://{host}:{port}/"
 
 
-def start(root: Path, host: str, port: int, max_age: float) -> tuple[FeedServer, threading.Thread]:
-    """Bind and serve from a background thread; stop with `server.shutdown()`."""
+def start(root: Path, host: str, port: int, max_age: float, **limits) -> tuple[FeedServer, threading.Thread]:
+    """Bind and serve from a background thread; stop with `server.shutdown()`. `limits`:
+    FeedServer's `workers`, `max_connections`, `request_timeout`."""
     root.mkdir(parents=True, exist_ok=True)
-    server = FeedServer(root, host, port, max_age)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 1.0}, name="http", daemon=True)
+    server = FeedServer(root, host, port, max_age, **limits)
+    # The poll interval is also how often late connections are looked for.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="http", daemon=True)
     thread.start()
     log.info("serving %s at %s", root, server.url)
     return server, thread

@@ -122,7 +122,7 @@ def test_lapsed_lease_is_taken_over(tmp_path: Path):
     heir = LeaseWriterLock(engine, seconds=30)
     heir.acquire("run", wait=10)
     assert heir.holder().command == "run" and not heir.is_held_elsewhere()
-    dead.renew()  # the old holder's renewal no longer touches the row
+    assert dead.renew() is False  # the old holder's renewal no longer touches the row
     assert dead.is_held_elsewhere()
     engine.dispose()
 

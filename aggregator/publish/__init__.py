@@ -1,10 +1,11 @@
 """Publish: the store's visible entries → per-category feeds, archives, article pages, index.html, index.opml.
 
 A feed is rebuilt only when its signature (what it would contain, plus the settings that
-shape it) differs from the one recorded at its last build, so a no-change cycle costs one
-small query per category and writes nothing. Files are written atomically and only when
-their bytes change, so readers keep getting 304s; after a build that changed a feed the
-WebSub hub, when configured, is pinged for it.
+shape it) differs from the one recorded at its last build, or when one of its files is
+missing, empty or cut off, so a no-change cycle costs one small query per category and
+writes nothing. Files are written atomically and only when their bytes change, so readers
+keep getting 304s, and flushed to disk before the signatures that trust them are committed
+(`files`); after a build that changed a feed the WebSub hub, when configured, is pinged for it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,11 +25,11 @@ from ..config import Settings
 from ..store import Store
 from . import archive, pages, render, websub
 from .feeds import CONTENT_TYPES, EMPTY_FEED_DATE, FILENAMES
-from .files import write_if_changed
+from .files import PublishError, is_whole, remove_stale_temps, sync, write_if_changed
 from .plans import ALL, FeedPlan, also_reported, eligible, feed_plans, feed_url, keep, permalink
 from .render import STATIC_DIR, STYLESHEET, templates
 
-__all__ = ["ALL", "BuildReport", "Early", "FeedPlan", "build", "early_pages", "feed_plans", "keep"]
+__all__ = ["ALL", "BuildReport", "Early", "FeedPlan", "PublishError", "build", "early_pages", "feed_plans", "keep"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,11 @@ class BuildReport:
     pages: int = 0  # article pages written or removed
     pinged: int = 0  # WebSub pings the hub accepted
 
+
+# Article pages are checked for emptiness (a stat each) once per process, not every build:
+# their records are committed only after the files are flushed, so only a crash, which
+# starts a new process, can leave a recorded page empty (or damage from outside).
+_pages_checked = False
 
 # Page tasks kept back when pages are handed over before dedup: they fill in at the end of
 # the build, after the feed documents (see render.Work).
@@ -79,6 +86,7 @@ def early_pages(store: Store, settings: Settings, touched: Sequence[int]) -> Ite
     if len(todo) < render.PARALLEL_MIN:
         yield None
         return
+    remove_stale_temps(settings.output.dir)  # now: once workers write, temp files are theirs
     with render.Work(store, settings, store.source_names()) as work:
         work.pages(todo, hold=EARLY_HOLD)
         yield Early(work, todo) if work.parallel else None
@@ -86,9 +94,13 @@ def early_pages(store: Store, settings: Settings, touched: Sequence[int]) -> Ite
 
 def build(store: Store, settings: Settings, force: bool = False, early: Early | None = None) -> BuildReport:
     """Publish what the store holds: the feeds and article pages whose content changed (all
-    with `force`), index.html and index.opml. `early`: pages handed to workers already."""
+    with `force`), index.html and index.opml. `early`: pages handed to workers already.
+    Raises PublishError when a file cannot be written; nothing is recorded then."""
+    global _pages_checked
     out = settings.output
     report = BuildReport()
+    if early is None:  # else early_pages removed them, before its workers began writing theirs
+        remove_stale_temps(out.dir)
     archive.ensure_table(store)
     pages.ensure_table(store)
     plans = feed_plans(settings, store.categories())
@@ -101,7 +113,7 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
     sources = store.source_names()
     with early.work if early else render.Work(store, settings, sources) as work:
         rendered = {uid: signature for uid, _, signature in early.todo} if early else {}
-        todo, gone = pages.plan(store, settings, settings_digest, force, rendered)
+        todo, gone = pages.plan(store, settings, settings_digest, force, rendered, sizes=not _pages_checked)
         work.pages(todo)  # workers start on these while the feeds are planned
         jobs: list[render.FeedJob] = []
         for plan in plans:
@@ -113,7 +125,8 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
                 json.dumps([settings_digest, _plan_digest(plan), window, sorted(also.items())], default=str).encode()
             ).hexdigest()
             paths = [out.dir / plan.slug / FILENAMES[fmt] for fmt in plan.formats]
-            if not force and recorded.get(plan.slug) == signature and all(p.exists() for p in paths):
+            whole = all(is_whole(p, fmt) for p, fmt in zip(paths, plan.formats, strict=True))
+            if not force and recorded.get(plan.slug) == signature and whole:
                 continue
             report.rebuilt += 1
             # A format dropped from the config: its file would go on being served, frozen.
@@ -129,9 +142,15 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
         done = work.wait()
     if early:  # recorded once each (those of entries dedup hid are removed below)
         todo = list({t[0]: t for t in [*early.todo, *todo]}.values())
-    pages.record(store, todo)
-    removed = pages.remove(store, out.dir, gone)
+    removed = pages.remove_files(out.dir, gone)
     report.written += done.files + removed
+    if report.written or new_signatures or todo or gone:
+        started = time.perf_counter()
+        sync(out.dir)  # before anything that trusts these files is recorded
+        log.debug("output flushed to disk in %.3f s", time.perf_counter() - started)
+    pages.record(store, todo)
+    pages.forget(store, gone)
+    _pages_checked = True
     report.archive_pages = done.archive_pages
     report.pages = done.pages + removed
     report.changed = sorted(done.changed)
@@ -175,7 +194,7 @@ def _plan_archive(store: Store, settings: Settings, plan: FeedPlan, jobs: list[r
     root = out.dir / plan.slug / archive.ARCHIVE_DIR
     for page in feed_pages:
         folder = root / page.dirname
-        if page.full and all((folder / FILENAMES[f]).exists() for f in plan.formats):
+        if page.full and all(is_whole(folder / FILENAMES[f], f) for f in plan.formats):
             continue
         older = feed_pages[page.number - 2] if page.number > 1 else None
         jobs.append(render.FeedJob(plan, tuple(reversed(page.entry_ids)), page, older))
