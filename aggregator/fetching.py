@@ -43,7 +43,8 @@ class FetchReport:
         )
 
 
-PARSE_PROCESSES_MIN = 24  # below this many feeds, parse in a thread: starting processes costs more
+# Below this many documents to parse, parse in threads: starting processes costs more.
+PARSE_PROCESSES_MIN = 24
 
 
 def fetch(
@@ -75,7 +76,11 @@ def fetch(
             chosen = [s for s in chosen if wanted(rows[s.name])]
         if chosen:
             report.sources = len(chosen)
-            asyncio.run(_fetch_all(store, settings, chosen, rows, now, report, _parse_pool(len(chosen))))
+            # Worker processes only when documents are coming: a source without validators
+            # (never fetched, or a server that sends none) will answer with one; the others
+            # mostly answer 304, and a cycle of those must not fork parsers or import feedparser.
+            expected = sum(1 for s in chosen if not (rows[s.name].etag or rows[s.name].last_modified))
+            asyncio.run(_fetch_all(store, settings, chosen, rows, now, report, _parse_pool(expected)))
     report.seconds = time.monotonic() - started
     return report
 
@@ -113,8 +118,8 @@ def _feed_state(row):
 
 
 def _parse_pool(n: int):
-    """A factory of worker processes for parsing when there are many feeds (feedparser is pure
-    Python, so threads would not add CPU); None means threads (see `sources.parsing`)."""
+    """A factory of worker processes for parsing when `n` documents are expected (feedparser is
+    pure Python, so threads would not add CPU); None means threads (see `sources.parsing`)."""
     from .workers import cpu_workers, process_pool
 
     workers = cpu_workers()
@@ -137,8 +142,6 @@ async def _fetch_all(
     arrives, and store the results on one writer thread."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .sources.feeds import FeedContext, FeedError
-    from .sources.parsing import Parsers
     from .sources.remote import USER_AGENT, FetchRequest, fetch_many
 
     loop = asyncio.get_running_loop()
@@ -146,13 +149,19 @@ async def _fetch_all(
     aliases = settings.category_aliases
     writer = ThreadPoolExecutor(1, thread_name_prefix="aggregator-store")  # one writer: SQLite has one anyway
     states: list[dict] = []  # source states not yet written; flushed in batches (a 304 costs one row update)
-    pools = _first_then(parser) if parser else None
-    parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1))
+    parsers = None  # made when the first document arrives: a cycle of 304s never loads the parser
 
     async def handle(req: FetchRequest, result) -> None:
+        nonlocal parsers
         src = by_name[req.name]
         parsed, problem = None, None
         if result.status == 200 and result.body is not None and result.error is None:
+            from .sources.feeds import FeedContext, FeedError
+            from .sources.parsing import Parsers
+
+            if parsers is None:
+                pools = _first_then(parser) if parser else None
+                parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1))
             ctx = FeedContext(
                 src.name,
                 result.final_url or req.url,
@@ -189,7 +198,10 @@ async def _fetch_all(
     finally:
         writer.submit(_flush_states, store, states)
         writer.shutdown(wait=True)
-        parsers.shutdown()
+        if parsers is not None:
+            parsers.shutdown()
+        elif parser is not None:
+            parser.first.shutdown(wait=True)
 
 
 def _first_then(make):
@@ -258,7 +270,6 @@ def _report_cuts(src, parsed, report) -> None:
 def _store_fetch(store: Store, settings: Settings, src, row, result, parsed, problem, now, report, states) -> None:
     from dataclasses import asdict
 
-    from .sources.feeds import assign_keys, choose_identity
     from .sources.remote import FAILED, FETCHED, GONE, decide
 
     interval = src.every or settings.fetch.every
@@ -266,6 +277,8 @@ def _store_fetch(store: Store, settings: Settings, src, row, result, parsed, pro
     state, outcome = decide(_feed_state(row), result, interval, now, parse_error=problem, hint=hint)
     extra: dict = {}
     if parsed is not None and outcome == FETCHED:
+        from .sources.identity import assign_keys, choose_identity
+
         _report_cuts(src, parsed, report)
         known = store.stamps(row.id)
         links = store.entry_links(row.id) if known and row.identity != "link" else {}
