@@ -356,6 +356,7 @@ def sources(ctx: click.Context) -> None:
     with obj.store(settings) as store:
         rows = {r.name: r for r in store.source_rows()}
         counts = store.entries_per_source()
+        found = store.discoveries()
     console = Console(width=250 if not sys.stdout.isatty() else None)
     if settings.file_sources:
         console.print(_folder_table(settings, rows, counts))
@@ -371,6 +372,8 @@ def sources(ctx: click.Context) -> None:
             continue
         due = "disabled" if r.disabled or not s.enabled else _ago(r.next_due, now) if r.next_due else "now"
         url = r.location + (f" (moving to {r.moved_to})" if r.moved_to else "")
+        if r.id in found and found[r.id][1] == r.location:
+            url = f"{found[r.id][0]} → {url}"  # the page configured, and the feed found on it
         error = r.disabled or r.last_error or (f"ill-formed: {r.feed_flags}" if r.feed_flags else "")
         table.add_row(
             s.name,
@@ -501,3 +504,13 @@ def export_opml(obj: Context, output: str | None) -> None:
             f.write(data)
     else:
         sys.stdout.buffer.write(data)
+
+
+def _register() -> None:
+    # Commands kept in their own module so this one stays readable.
+    from .cli_ops import discover
+
+    main.add_command(discover)
+
+
+_register()

@@ -30,6 +30,9 @@ DEFAULT_CONFIG = "config.toml"
 FORMATS = ("atom", "rss", "json")
 
 
+SECRET_KEYS = ("auth", "headers", "cookies", "proxy")  # values never echoed in error messages
+
+
 class ConfigError(Exception):
     """The config cannot be used; the message names the file and the key."""
 
@@ -210,6 +213,39 @@ class SourceSettings(_Strict):
     follow_symlinks: bool = False  # follow symbolic links (out of the folder too)
     link_keys: list[str] = []  # more front-matter keys holding the original URL (tried first)
     image_keys: list[str] = []  # more front-matter keys holding the image (tried first)
+    # remote sources: what some servers need to answer (see `sources.httpopts`)
+    headers: dict[str, str] = {}
+    cookies: dict[str, str] = {}
+    auth: str | None = None  # "user:password", sent as basic auth; never logged
+    auth_env: str | None = None  # name of an environment variable holding "user:password"
+    proxy: str | None = None  # http://, https:// or socks5:// proxy; None: HTTP(S)_PROXY / NO_PROXY
+    verify_tls: bool = True
+    prefer: Literal["atom", "rss", "json"] | None = None  # which feed a page's discovery picks
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, v: dict[str, str]) -> dict[str, str]:
+        from .sources.httpopts import header_problem
+
+        for name, value in v.items():
+            why = header_problem(name, value)
+            if why:
+                raise ValueError(why)
+        return v
+
+    @field_validator("auth")
+    @classmethod
+    def _user_password(cls, v: str | None) -> str | None:
+        if v is not None and ":" not in v:
+            raise ValueError("must be 'user:password'")  # the value is not echoed: it is a secret
+        return v
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(https?|socks5h?|socks4)://[^/\s]+", v.strip()):
+            raise ValueError("must be an http://, https:// or socks5:// URL")
+        return v.strip() if v is not None else v
 
     @field_validator("include", "exclude")
     @classmethod
@@ -253,6 +289,12 @@ class SourceSettings(_Strict):
         misplaced = [k for k in folder_only if k in self.model_fields_set] if self.path is None else []
         if misplaced:
             raise ValueError(f"{misplaced[0]!r} applies to article folders ('path') only")
+        remote_only = ("headers", "cookies", "auth", "auth_env", "proxy", "verify_tls", "prefer")
+        misplaced = [k for k in remote_only if k in self.model_fields_set] if self.path is not None else []
+        if misplaced:
+            raise ValueError(f"{misplaced[0]!r} applies to remote sources ('url' or 'opml') only")
+        if self.auth is not None and self.auth_env is not None:
+            raise ValueError("give 'auth' or 'auth_env', not both")
         return self
 
     @property
@@ -267,6 +309,23 @@ class ServeSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_age: Interval = 300.0  # Cache-Control max-age of served files, seconds
+    metrics: bool = True  # answer /metrics (Prometheus text format)
+    healthz: bool = True  # answer /healthz
+    # Serve /metrics and /healthz on this "host:port" instead of beside the feeds (e.g. an
+    # address only the monitoring network reaches); the feed server then answers 404 on them.
+    ops_listen: str | None = None
+
+    @field_validator("ops_listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$", v):
+            raise ValueError("must be 'host:port', e.g. '0.0.0.0:9108'")
+        return v
+
+
+class AlertSettings(_Strict):
+    urls: list[str] = []  # Apprise URLs: mailto://, json://, tgram://, …
+    source_failing_after: Interval = 86400.0  # a source failing this long raises an alert
 
 
 class RetentionSettings(_Strict):
@@ -285,6 +344,7 @@ class Settings(_Strict):
     serve: ServeSettings = ServeSettings()
     retention: RetentionSettings = RetentionSettings()
     limits: LimitsSettings = LimitsSettings()
+    alerts: AlertSettings = AlertSettings()
     sources: list[SourceSettings] = []
     # Where the file came from; set by load_config, not by the TOML.
     config_path: Path = Path(DEFAULT_CONFIG)
@@ -377,6 +437,8 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Settings:
         key = _loc(first["loc"])
         value = first.get("input")
         shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
+        if any(part in SECRET_KEYS for part in first["loc"]) or "alerts" in first["loc"]:
+            shown = ""  # a password or a token must not land in a log through an error message
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         raise ConfigError(f"{path}: {key}: {first['msg']}{shown}{more}") from None
 

@@ -180,18 +180,7 @@ async def _fetch_all(
             writer, _record_fetch, store, settings, src, rows[src.name], result, parsed, problem, now, report, states
         )
 
-    requests = [
-        FetchRequest(
-            s.name,
-            rows[s.name].location,
-            rows[s.name].etag,
-            rows[s.name].last_modified,
-            s.timeout or settings.fetch.timeout,
-            s.user_agent or settings.fetch.user_agent or USER_AGENT,
-            settings.allow_private(s),
-        )
-        for s in sources
-    ]
+    requests = [_request(settings, s, rows[s.name], USER_AGENT, FetchRequest) for s in sources]
     try:
         f = settings.fetch
         await fetch_many(requests, f.concurrency, f.per_host, f.max_bytes, handle)
@@ -202,6 +191,39 @@ async def _fetch_all(
             parsers.shutdown()
         elif parser is not None:
             parser.first.shutdown(wait=True)
+
+
+_warned_tls: set[str] = set()
+
+
+def _request(settings: Settings, src: SourceSettings, row, user_agent: str, request_type):
+    """The fetch of one source, its HTTP options (`sources.httpopts`) included."""
+    from urllib.parse import urlsplit
+
+    from .sources.httpopts import cookie_header, credentials
+
+    headers = dict(src.headers)
+    cookie = cookie_header(src.cookies)
+    if cookie:
+        headers["Cookie"] = cookie
+    if not src.verify_tls and src.name not in _warned_tls:
+        _warned_tls.add(src.name)
+        log.warning("source=%s verify_tls = false: its TLS certificate is not checked", src.name)
+    return request_type(
+        src.name,
+        row.location,
+        row.etag,
+        row.last_modified,
+        src.timeout or settings.fetch.timeout,
+        src.user_agent or settings.fetch.user_agent or user_agent,
+        settings.allow_private(src),
+        headers=tuple(headers.items()),
+        auth=credentials(src.auth, src.auth_env),
+        proxy=src.proxy,
+        verify_tls=src.verify_tls,
+        trusted_host=(urlsplit(src.url or row.location).hostname or "").lower() or None,
+        prefer=src.prefer,
+    )
 
 
 def _first_then(make):
@@ -240,6 +262,26 @@ def _new_category_budget(
             "last 24 h): %s", src.name, len(dropped), limit, created, shown,
         )  # fmt: skip
     return entries
+
+
+def _rediscover_if_gone(store: Store, src, row, result, state, outcome):
+    """A feed found on a page that answers 404 or 410 is forgotten: the next fetch reads the
+    page again (sites move their feeds), instead of the source being disabled."""
+    from dataclasses import replace
+
+    from .sources.remote import FAILED, GONE
+
+    if outcome not in (FAILED, GONE) or result.status not in (404, 410) or not row.config_url:
+        return state
+    if row.location == row.config_url or result.page is not None:
+        return state
+    found = store.discoveries().get(row.id)
+    if found is None or found[1] != row.location:
+        return state
+    store.forget_discovery(row.id)
+    log.warning("source=%s the feed found on %s is gone (%s); the page is read again next time",
+                src.name, found[0], result.status)  # fmt: skip
+    return replace(state, location=found[0], disabled=None, etag=None, last_modified=None)
 
 
 class _Pending(list):
@@ -314,8 +356,12 @@ def _store_fetch(store: Store, settings: Settings, src, row, result, parsed, pro
         extra = {"identity": decision.mode, "identity_reason": decision.reason, "feed_flags": parsed.flag}
         if parsed.flag:
             log.warning("source=%s %s: ill-formed feed, entries kept: %s", src.name, result.url, parsed.flag)
-    if state.location != row.location:
+    if result.page is not None and outcome == FETCHED:
+        store.save_discovery(row.id, result.page, state.location, now)
+        log.info("source=%s %s is a page; its feed is %s", src.name, result.page, state.location)
+    elif state.location != row.location:
         log.warning("source=%s moved permanently: %s → %s", src.name, row.location, state.location)
+    state = _rediscover_if_gone(store, src, row, result, state, outcome)
     # Entries are already committed; if the run dies before this batch is written, the next run
     # fetches those feeds again without validators and finds their entries unchanged.
     if not extra:

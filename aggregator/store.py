@@ -279,6 +279,21 @@ class DaemonStateRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class DiscoveredFeedRow(Base):
+    """A remote source whose configured URL is a web page: the feed found on it (the source's
+    `location` is then the feed), so the page is fetched again only when the feed goes away."""
+
+    __tablename__ = "discovered_feeds"
+
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
+    page: Mapped[str] = mapped_column(Text)
+    feed: Mapped[str] = mapped_column(Text)
+    found_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+ALERTS = "alerts"  # the daemon_state record of open alerts and when each source started failing
+
+
 # What publishing reads of an entry (everything but bookkeeping and dedup features).
 _PUBLISHED_COLUMNS = (
     "id", "source_id", "uid", "version", "title", "link", "author", "tags", "outlet", "image", "enclosure",
@@ -721,6 +736,60 @@ class Store:
         q = update(t).where(t.c.id == bindparam("b_id")).values({k: bindparam(f"b_{k}") for k in columns})
         with self.engine.begin() as c:
             c.execute(q, [{"b_id": st["id"], **{f"b_{k}": st[k] for k in columns}} for st in states])
+
+    # ---- feed discovery and alerts (issue 20)
+
+    def save_discovery(self, source_id: int, page: str, feed: str, now: datetime) -> None:
+        t = DiscoveredFeedRow.__table__
+        with self.engine.begin() as c:
+            c.execute(t.delete().where(t.c.source_id == source_id))
+            c.execute(t.insert().values(source_id=source_id, page=page, feed=feed, found_at=now))
+
+    def forget_discovery(self, source_id: int) -> None:
+        t = DiscoveredFeedRow.__table__
+        with self.engine.begin() as c:
+            c.execute(t.delete().where(t.c.source_id == source_id))
+
+    def discoveries(self) -> dict[int, tuple[str, str]]:
+        """source id → (page, feed found on it)."""
+        t = DiscoveredFeedRow.__table__
+        with self.engine.connect() as c:
+            return {sid: (page, feed) for sid, page, feed in c.execute(select(t.c.source_id, t.c.page, t.c.feed))}
+
+    def alert_state(self) -> dict:
+        """{"open": [alert keys already sent], "failing": {source name: ISO time it began failing}}."""
+        t = DaemonStateRow.__table__
+        with self.engine.connect() as c:
+            value = c.execute(select(t.c.value).where(t.c.name == ALERTS)).scalar()
+        state = json.loads(value) if value else {}
+        return {"open": list(state.get("open", [])), "failing": dict(state.get("failing", {}))}
+
+    def save_alert_state(self, state: dict) -> None:
+        t = DaemonStateRow.__table__
+        value = json.dumps(state, sort_keys=True)
+        with self.engine.begin() as c:
+            if not c.execute(t.update().where(t.c.name == ALERTS).values(value=value)).rowcount:
+                c.execute(t.insert().values(name=ALERTS, value=value))
+
+    def failing_sources(self) -> dict[str, str]:
+        """name → last error of every remote source whose last fetch failed (back-off)."""
+        q = select(SourceRow.name, SourceRow.last_error, SourceRow.disabled).where(
+            SourceRow.kind == "feed", (SourceRow.error_count > 0) | SourceRow.disabled.is_not(None)
+        )
+        with self.engine.connect() as c:
+            return {name: (disabled or error or "failing") for name, error, disabled in c.execute(q)}
+
+    def answers(self) -> bool:
+        """Does the database answer a trivial query (for /healthz)?"""
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self.engine.connect() as c:
+                c.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
 
     def entry_links(self, source_id: int) -> dict[str, str]:
         """link → key of a source's stored entries (to notice GUIDs that change between fetches)."""

@@ -67,3 +67,17 @@ def choose(links: list[FeedLink], prefer: str | None = None) -> FeedLink | None:
             if link.kind == prefer:
                 return link
     return links[0] if links else None
+
+
+_HTML_START = (b"<!doctype html", b"<html", b"<head", b"<meta", b"<title", b"<link")
+
+
+def looks_like_html(content_type: str | None, body: bytes) -> bool:
+    """Is a fetched document a web page rather than a feed? By its Content-Type when it says
+    HTML, else by how it starts (servers label feeds text/html too, so an XML or JSON document
+    is never taken for a page)."""
+    head = body[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<?xml", b"<rss", b"<feed", b"<rdf", b"{")):
+        return False
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    return ctype in ("text/html", "application/xhtml+xml") or head.startswith(_HTML_START)

@@ -107,3 +107,27 @@ def connector(allow_private: bool, **kwargs):
             return allowed
 
     return aiohttp.TCPConnector(**kwargs) if allow_private else GuardedConnector(**kwargs)
+
+
+async def check_resolved(host: str, port: int) -> None:
+    """Raise PrivateAddress unless every address `host` resolves to is public.
+
+    For a request sent through a proxy: the connection is made to the proxy (which the operator
+    configured, so it may sit on a private address), and the proxy resolves the target again.
+    Refusing when any address is private (where the guard for direct connections drops just
+    those) leaves a rebinding name nothing public to hide behind; what the proxy's own lookup
+    returns a moment later is the proxy's to police."""
+    import asyncio
+    import socket
+
+    named = host_reason(host)
+    if named is not None:
+        raise PrivateAddress(host, named)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # unresolvable here: the proxy may know the name (a split-horizon DNS); it answers
+    for info in infos:
+        why = address_reason(str(info[4][0]))
+        if why is not None:
+            raise PrivateAddress(host, why)

@@ -152,9 +152,14 @@ def remote_sources(settings: Settings) -> list[SourceSettings]:
                         allow_private=s.allow_private,
                         feed_categories=s.feed_categories,
                         limits=s.limits,
+                        # the OPML entry's HTTP options apply to each of its feeds
+                        **{k: getattr(s, k) for k in HTTP_OPTIONS if k in s.model_fields_set},
                     )
                 )
     return out
+
+
+HTTP_OPTIONS = ("headers", "cookies", "auth", "auth_env", "proxy", "verify_tls", "prefer")
 
 
 def _unique(name: str, taken: set[str]) -> str:

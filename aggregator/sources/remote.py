@@ -14,7 +14,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -45,6 +45,14 @@ class FetchRequest:
     timeout: float = 20.0
     user_agent: str = USER_AGENT
     allow_private: bool = False  # may connect to loopback/private addresses (`netpolicy`)
+    # Per-source options (`httpopts`); left out of the repr, as they may carry secrets.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    auth: object = field(default=None, repr=False)  # httpopts.Credentials
+    proxy: str | None = field(default=None, repr=False)  # the source's own; None: the environment's
+    verify_tls: bool = True
+    trusted_host: str | None = None  # headers, cookies and auth go to this host only
+    discover: bool = True  # an HTML page is searched for the feed it links to
+    prefer: str | None = None  # atom | rss | json, for discovery
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,7 @@ class FetchResult:
     permanent: str | None = None  # where a leading run of permanent redirects (301/308) leads
     error: str | None = None
     seconds: float = 0.0
+    page: str | None = None  # the HTML page this feed's URL was discovered on
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +171,9 @@ def decide(
     headers = result.headers or {}
     if result.status is not None:
         state = redirect_step(state, result.permanent)
+    if result.page is not None and result.status == 200 and result.error is None:
+        # The configured URL is a page; from now on its feed is fetched directly.
+        state = replace(state, location=result.url, moved_to=None, moved_count=0)
     state = replace(state, last_fetch=now, last_status=result.status)
 
     if result.status == 410:
@@ -269,18 +281,24 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
     import aiohttp
     from yarl import URL
 
-    from .netpolicy import PrivateAddress, host_reason
+    from .httpopts import is_socks, proxy_for
+    from .netpolicy import PrivateAddress, check_resolved, host_reason
 
-    headers = {"User-Agent": req.user_agent, "Accept": ACCEPT}
+    plain = {"User-Agent": req.user_agent, "Accept": ACCEPT}
     if req.etag:
-        headers["If-None-Match"] = req.etag
+        plain["If-None-Match"] = req.etag
     if req.last_modified:
-        headers["If-Modified-Since"] = req.last_modified
+        plain["If-Modified-Since"] = req.last_modified
+    trusted = {**plain, **dict(req.headers)}
+    auth = req.auth
     started = time.monotonic()
 
     def done(status: int | None, **kw) -> FetchResult:
         return FetchResult(req.name, req.url, status, seconds=time.monotonic() - started, **kw)
 
+    if auth is not None and auth.problem:
+        return done(None, error=auth.problem)
+    basic = aiohttp.BasicAuth(auth.user, auth.password) if auth is not None else None
     status: int | None = None
     meta: dict = {}
     url = req.url
@@ -292,7 +310,21 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
                 refused = None if req.allow_private else host_reason(host)
                 if refused is not None:
                     raise PrivateAddress(host, refused)
-                async with session.get(url, headers=headers, allow_redirects=False) as resp:
+                proxy = proxy_for(url, req.proxy)
+                if proxy and not req.allow_private:
+                    # The connection goes to the proxy, which the operator chose; the policy is
+                    # about the target, so judge what its name resolves to here (see netpolicy).
+                    await check_resolved(host, urlsplit(url).port or 443)
+                # Secrets go only to the configured host, never to where a redirect points.
+                own = req.trusted_host is None or host.lower() == req.trusted_host
+                async with session.get(
+                    url,
+                    headers=trusted if own else plain,
+                    auth=basic if own else None,
+                    proxy=None if is_socks(proxy) else proxy,
+                    ssl=None if req.verify_tls else False,
+                    allow_redirects=False,
+                ) as resp:
                     status = resp.status
                     location = resp.headers.get("Location")
                     if status in REDIRECTS and location:
@@ -374,17 +406,24 @@ async def fetch_many(
     overall = asyncio.Semaphore(concurrency)
     hosts: dict[str, HostSlots] = {}
     timeout = aiohttp.ClientTimeout(total=None)
-    # One session per policy: the sources allowed to reach private addresses get a connector
-    # without the guard, the others one that refuses them (see `netpolicy`).
-    sessions = {
-        allow: aiohttp.ClientSession(
-            connector=connector(allow, limit=concurrency, limit_per_host=0, ttl_dns_cache=300),
-            timeout=timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
-        )
-        for allow in sorted({r.allow_private for r in requests})
-    }
+    # One session per policy (see `session_kind`): sources allowed to reach private addresses,
+    # and proxied ones (whose connections go to the proxy), get a connector without the
+    # guard, the others one that refuses them (see `netpolicy`); a SOCKS proxy is a connector.
+    sessions: dict[tuple[str, str], object] = {}
+
+    def session_for(req: FetchRequest):
+        kind = session_kind(req)
+        if kind not in sessions:
+            if kind[0] == "socks":
+                conn = socks_connector(kind[1], limit=concurrency)
+            else:
+                conn = connector(kind[0] == "open", limit=concurrency, limit_per_host=0, ttl_dns_cache=300)
+            # No cookie jar: a fetch sends the configured cookies only, never what a server set.
+            sessions[kind] = aiohttp.ClientSession(
+                connector=conn, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
+            )
+        return sessions[kind]
+
     try:
 
         async def one(req: FetchRequest) -> None:
@@ -396,7 +435,13 @@ async def fetch_many(
             took = 0.0
             try:
                 async with overall:
-                    result = await fetch_one(sessions[req.allow_private], req, max_bytes)
+                    try:
+                        session = session_for(req)
+                    except ProxyUnavailable as e:
+                        result = FetchResult(req.name, req.url, None, error=str(e))
+                    else:
+                        result = await fetch_one(session, req, max_bytes)
+                        result = await follow_discovery(session_for, req, result, max_bytes)
                 took = result.seconds
             finally:
                 await slots.release(took)
@@ -406,3 +451,51 @@ async def fetch_many(
     finally:
         for session in sessions.values():
             await session.close()
+
+
+class ProxyUnavailable(Exception):
+    pass
+
+
+def session_kind(req: FetchRequest) -> tuple[str, str]:
+    """Which session a request goes through: ("socks", proxy URL), ("open", "") for sources
+    allowed private addresses or sent through an HTTP proxy, ("guarded", "") otherwise."""
+    from .httpopts import is_socks, proxy_for
+
+    proxy = proxy_for(req.url, req.proxy)
+    if is_socks(proxy):
+        return ("socks", proxy or "")
+    return ("open", "") if req.allow_private or proxy else ("guarded", "")
+
+
+def socks_connector(proxy: str, **kwargs):
+    try:
+        from aiohttp_socks import ProxyConnector
+    except ImportError:
+        need = "a socks proxy needs the aiohttp-socks package: pip install 'aggregator[socks]'"
+        raise ProxyUnavailable(need) from None
+    # socks5h: the proxy resolves names, as curl does; socks5: resolved here.
+    return ProxyConnector.from_url(proxy.replace("socks5h://", "socks5://"), rdns=proxy.startswith("socks5h"), **kwargs)
+
+
+async def follow_discovery(session_for, req: FetchRequest, result: FetchResult, max_bytes: int) -> FetchResult:
+    """When a source's URL answers with an HTML page, fetch the feed the page links to instead
+    (see `discovery`); the result then names the page it was found on."""
+    from .discovery import choose, discover, looks_like_html
+
+    if not (req.discover and result.status == 200 and result.body and result.error is None):
+        return result
+    if not looks_like_html((result.headers or {}).get("content-type"), result.body):
+        return result
+    page = result.final_url or req.url
+    link = choose(discover(result.body, page), req.prefer)
+    if link is None:
+        return replace(result, body=None, error="an HTML page, not an RSS, Atom or JSON feed, and it links to none "
+                       '(no <link rel="alternate">)')
+    feed_req = replace(req, url=link.url, etag=None, last_modified=None, discover=False)
+    try:
+        session = session_for(feed_req)
+    except ProxyUnavailable as e:
+        return FetchResult(req.name, link.url, None, error=str(e), page=page)
+    found = await fetch_one(session, feed_req, max_bytes)
+    return replace(found, page=page, seconds=found.seconds + result.seconds)
