@@ -249,22 +249,24 @@ def serve(obj: Context, host: str | None, port: int | None) -> None:
     import signal
     import threading
 
-    from .serve import start
+    from .ops import Ops, start_servers
 
     settings = obj.settings()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    try:
-        server, _ = start(settings.output.dir, host or settings.serve.host,
-                          settings.serve.port if port is None else port, settings.serve.max_age)  # fmt: skip
-    except OSError as e:
-        fail(f"cannot listen: {e}")
-    click.echo(f"serving {settings.output.dir} at {server.url}", err=True)
-    while not stop.wait(3600):
-        pass
-    server.shutdown()
-    server.server_close()
+    listen = (host or settings.serve.host, settings.serve.port if port is None else port)
+    with obj.store(settings) as store:  # /healthz asks it, /metrics reads the sources' state
+        try:
+            servers = start_servers(Ops(settings, store), listen)
+        except OSError as e:
+            fail(f"cannot listen: {e}")
+        click.echo(f"serving {settings.output.dir} at {servers[0].url}", err=True)
+        while not stop.wait(3600):
+            pass
+        for server in servers:
+            server.shutdown()
+            server.server_close()
 
 
 @main.command()

@@ -34,6 +34,7 @@ class FetchReport:
     rejected: list[Rejected] = field(default_factory=list)  # items of fetched feeds that could not be stored
     touched: list[int] = field(default_factory=list)  # ids of new or changed entries
     seconds: float = 0.0
+    http_seconds: float = 0.0  # time spent waiting on HTTP, summed over the sources
 
     def summary(self) -> str:
         return (
@@ -372,6 +373,7 @@ def _store_fetch(store: Store, settings: Settings, src, row, result, parsed, pro
     states.append({"id": row.id, **{f.name: getattr(state, f.name) for f in fields(state)}, **extra})
     if len(states) >= STATE_BATCH:
         _flush_states(store, states)
+    report.http_seconds += result.seconds
     if outcome == FETCHED:
         report.fetched += 1
     elif outcome in (FAILED, GONE):

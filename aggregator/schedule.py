@@ -281,6 +281,8 @@ class Daemon:
     _warned_no_fetch: bool = False
     _remote: dict[str, SourceSettings] = field(default_factory=dict)
     server: Any = None
+    servers: list = field(default_factory=list)
+    ops: Any = None  # metrics, health and alerts (`ops.Ops`)
     observer: Any = None
     scheduler: BackgroundScheduler = field(init=False)
 
@@ -296,17 +298,24 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
         self.scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
+        from .ops import Ops
+
+        self.ops = Ops(self.settings, self.store, sources=lambda: set(self._remote), jobs=self._job_times)
+
+    def _job_times(self) -> list[tuple[str, datetime | None, float]]:
+        """(id, next run, interval) of the interval jobs, for `/healthz`."""
+        return [(j.id, j.next_run_time, self._intervals[j.id]) for j in self.scheduler.get_jobs()
+                if j.id in self._intervals]  # fmt: skip
 
     # -------------------------------------------------------------- life cycle
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit status."""
         self._install_signals()
-        if self.serve is not None:
-            from . import serve
+        from .ops import start_servers
 
-            host, port = self.serve
-            self.server, _ = serve.start(self.settings.output.dir, host, port, self.settings.serve.max_age)
+        self.servers = start_servers(self.ops, self.serve)
+        self.server = self.servers[0] if self.serve is not None else None
         self._start_observer()
         self.scheduler.start()
         self.sync_jobs()
@@ -325,9 +334,9 @@ class Daemon:
         log.info("stopping: waiting up to %.0f s for running jobs", SHUTDOWN_GRACE)
         if self.observer is not None:
             self.observer.stop()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
         done = threading.Event()
 
         def stop_scheduler() -> None:
@@ -394,6 +403,7 @@ class Daemon:
             log.warning("%s: [serve], output.dir and database.cache_mb changes take effect at the next restart", path)
         with self._lock:
             self.settings = new
+            self.ops.settings = new
         self.sync_jobs()
         self._sync_watches()
         self.request_build()
@@ -528,6 +538,7 @@ class Daemon:
             job_log(logging.WARNING, kind, source, "database-error", time.monotonic() - started,
                     error=_first_line(e), retry_in=delay)  # fmt: skip
             self._retry(job_id, delay)
+            self.ops.job_done(kind, time.monotonic() - started, None, f"database error: {_first_line(e)}")
         except Exception as e:
             state.failures += 1
             delay = retry_delay(state.failures)
@@ -535,8 +546,10 @@ class Daemon:
                     error=f"{e.__class__.__name__}: {_first_line(e)}", retry_in=delay)  # fmt: skip
             log.debug("traceback of job %s", job_id, exc_info=True)
             self._retry(job_id, delay)
+            self.ops.job_done(kind, time.monotonic() - started, None, f"{e.__class__.__name__}: {_first_line(e)}")
         else:
             state.failures = 0
+            self.ops.job_done(kind, time.monotonic() - started, dict(result), None)
             job_log(logging.INFO, kind, source, result.pop("outcome", "ok"), time.monotonic() - started, **result)
 
     def _retry(self, job_id: str, delay: float) -> None:
@@ -596,6 +609,7 @@ class Daemon:
                 self._move(job_id, when)
             out = counts(report)
             out.pop("seconds", None)
+            out["http_seconds"] = round(getattr(report, "http_seconds", 0.0), 3)
             out["next_due"] = _iso(when)
             return out
 

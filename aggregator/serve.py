@@ -268,7 +268,18 @@ class FeedHandler(BaseHTTPRequestHandler):
         self._answer(send_body=False)
 
     def _answer(self, send_body: bool) -> None:
-        path = resolve(self.server.root, self.path)
+        ops = self.server.ops.answer(self.path) if self.server.ops is not None else None
+        if ops is not None:
+            status, ctype, body = ops
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+            return
+        path = resolve(self.server.root, self.path) if self.server.files else None
         if path is None:
             self._plain(HTTPStatus.NOT_FOUND, b"not found\n", send_body)
             return
@@ -351,7 +362,11 @@ class FeedServer(ThreadingHTTPServer):
         workers: int = WORKERS,
         max_connections: int = MAX_CONNECTIONS,
         request_timeout: float = REQUEST_TIMEOUT,
+        ops=None,
+        files: bool = True,
     ):
+        self.ops = ops  # answers /metrics and /healthz (`ops.Ops`), or None
+        self.files = files  # False: a listener for /metrics and /healthz only
         self.root = Path(root).resolve()
         self.max_age = int(max_age)
         self.cache = FileCache()

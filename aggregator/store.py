@@ -757,12 +757,17 @@ class Store:
             return {sid: (page, feed) for sid, page, feed in c.execute(select(t.c.source_id, t.c.page, t.c.feed))}
 
     def alert_state(self) -> dict:
-        """{"open": [alert keys already sent], "failing": {source name: ISO time it began failing}}."""
+        """{"open": [alert keys already sent], "failing": {source name: ISO time it began failing},
+        "build": the last build's error or None}."""
         t = DaemonStateRow.__table__
         with self.engine.connect() as c:
             value = c.execute(select(t.c.value).where(t.c.name == ALERTS)).scalar()
         state = json.loads(value) if value else {}
-        return {"open": list(state.get("open", [])), "failing": dict(state.get("failing", {}))}
+        return {
+            "open": list(state.get("open", [])),
+            "failing": dict(state.get("failing", {})),
+            "build": state.get("build"),
+        }
 
     def save_alert_state(self, state: dict) -> None:
         t = DaemonStateRow.__table__
