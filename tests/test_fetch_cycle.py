@@ -99,7 +99,8 @@ def test_hostile_markup_is_cleaned_when_parsed_in_worker_processes(server, store
 
 # ---------------------------------------------------------------- a cycle of 304s loads only what it uses
 
-HEAVY = ("feedparser", "numpy", "feedgen", "jinja2", "rich", "lxml", "pypinyin", "rensa", "yaml", "cmarkgfm")
+HEAVY = ("feedparser", "numpy", "feedgen", "jinja2", "rich", "lxml", "pypinyin", "rensa", "yaml", "cmarkgfm",
+         "prometheus_client", "apprise", "aiohttp_socks")  # fmt: skip
 
 
 def test_a_cycle_of_304s_imports_nothing_it_does_not_use(server, tmp_path):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 # Headers the fetcher owns: a source overriding them would break conditional GET or framing.
 RESERVED = frozenset(
@@ -73,9 +73,9 @@ def proxy_for(url: str, configured: str | None, environ: Mapping[str, str] | Non
     if configured:
         return configured
     env = os.environ if environ is None else environ
-    # urllib reads os.environ itself; give it the mapping we were handed, lower- and upper-case.
+    # Both spellings are in use (curl reads lower case, most tools either); lower case wins.
     proxies = {}
-    for key, value in env.items():
+    for key, value in sorted(env.items(), key=lambda kv: kv[0].islower()):
         k = key.lower()
         if value and k.endswith("_proxy") and k != "no_proxy":
             proxies[k[: -len("_proxy")]] = value
@@ -84,7 +84,7 @@ def proxy_for(url: str, configured: str | None, environ: Mapping[str, str] | Non
     if not chosen:
         return None
     no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
-    host = urllib.request.urlparse(url).hostname or ""
+    host = urlsplit(url).hostname or ""
     if no_proxy and _bypassed(host, no_proxy):
         return None
     return chosen
