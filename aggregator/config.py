@@ -85,6 +85,7 @@ class OutputSettings(_Strict):
     logo: str | None = None  # 2:1 image URL (Atom logo, RSS image); defaults to icon
     ttl: int = Field(default=60, ge=1, le=100_000)  # RSS <ttl>, minutes
     summary_only: bool = False  # publish summaries, not full content
+    summary_chars: int | None = Field(default=None, ge=20, le=4000)  # cut published summaries to this length
     stylesheet: bool = True  # ship feed.xsl and reference it from Atom/RSS feeds
 
     @field_validator("base_url")
@@ -164,6 +165,7 @@ class CategorySettings(_Strict):
     max_items: int | None = Field(default=None, ge=1, le=10_000)
     formats: list[Literal["atom", "rss", "json"]] | None = None
     summary_only: bool | None = None  # None: [output] summary_only
+    summary_chars: int | None = Field(default=None, ge=20, le=4000)  # None: [output] summary_chars
     include: list[str] = []  # publish only entries whose title, summary or tags hold one of these
     exclude: list[str] = []  # never publish entries whose title, summary or tags hold one of these
 

@@ -129,6 +129,22 @@ def canonical_url(url: str | None, patterns: Sequence[str] = TRACKING_PARAMS) ->
     return urlunsplit((scheme, netloc, path or "/", urlencode(sorted(query), quote_via=quote), ""))
 
 
+def without_tracking(url: str, patterns: Sequence[str] = TRACKING_PARAMS) -> str:
+    """`url` less its tracking query parameters, otherwise exactly as written (the published
+    link: readers follow it, so nothing else is normalized)."""
+    if "?" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    pairs = parts.query.split("&")
+    kept = [p for p in pairs if not _is_tracking(unquote(p.split("=", 1)[0]), patterns)]
+    if len(kept) == len(pairs):
+        return url
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(kept), parts.fragment))
+
+
 def _digest(data: str) -> int:
     """A 64-bit digest as a signed integer: an index entry a third the size of a hex string's,
     and a collision among a million entries about one chance in 3·10⁷."""

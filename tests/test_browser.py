@@ -63,7 +63,7 @@ def screenshot(driver, path: Path) -> None:
 def test_index_feed_archive_and_article_pages(site: Path, browser, tmp_path: Path):
     from selenium.webdriver.common.by import By
 
-    with serving(site, 'max_items = 4\nformats = ["atom", "rss", "json"]\n') as base:
+    with serving(site, 'max_items = 4\nformats = ["atom", "rss", "json"]\nlanguage = "en"\n') as base:
         want = expected_titles(site / "config.toml")
 
         # The index: every category with its count, newest titles and subscribe links.

@@ -407,7 +407,7 @@ def test_article_pages_options_and_filters(tmp_path: Path):
     html = page.read_text(encoding="utf-8")
     assert "<h1>Note 5</h1>" in html and "Body 5 about banks." in html and 'href="../index.html#notes"' in html
     index = (out / "index.html").read_text(encoding="utf-8")
-    assert 'id="notes"' in index and "6 entries" in index and "Note 5" in index
+    assert 'id="notes"' in index and "6 篇" in index and "Note 5" in index  # [output] language is zh-CN
     assert '<p class="description">Jottings</p>' in index
     assert (out / "static" / "feed.xsl").read_bytes().startswith(b'<?xml version="1.0"')
 
@@ -439,7 +439,8 @@ def test_also_reported_by_from_dedup_clusters(tmp_path: Path):
         store.close()
     d = feedparser.parse((tmp_path / "out" / "notes" / "atom.xml").read_bytes())
     assert [e.title for e in d.entries] == ["Note 1", "Note 0"]
-    assert 'Also reported by: <a href="https://other.example/story">local</a>' in d.entries[0].content[0].value
+    # In the site's language (zh-CN by default).
+    assert '其他报道来源： <a href="https://other.example/story">local</a>' in d.entries[0].content[0].value
 
 
 def test_feed_plans_fall_back_to_output_settings(tmp_path: Path):

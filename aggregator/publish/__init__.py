@@ -170,6 +170,7 @@ def _settings_digest(settings: Settings) -> str:
     shaping = {
         "output": settings.output.model_dump(mode="json", exclude={"dir"}),
         "hub": settings.websub.hub,
+        "tracking": sorted(settings.dedup.tracking_params),  # published links drop these
         "version": __version__,
     }
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()

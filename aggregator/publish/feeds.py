@@ -53,6 +53,7 @@ class Item:
     image: str | None = None
     enclosure: Enclosure | None = None
     also: tuple[tuple[str, str], ...] = ()  # (name, URL) of other reports of the same story
+    also_label: str = "Also reported by:"  # in the site's language
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,7 @@ def entry_elements(item: Item, formats: Sequence[str], category_scheme: str) -> 
     if item.summary:
         fe.summary(item.summary)
     if item.content_html is not None:
-        fe.content(_with_also(item.content_html, item.also), type="html")
+        fe.content(_with_also(item), type="html")
     elif not item.summary:
         fe.summary(item.title)
     out = {}
@@ -181,14 +182,15 @@ def _finish_rss_item(el: etree._Element, item: Item) -> etree._Element:
 ElementSource = Callable[[Item, str, str], etree._Element]
 
 
-def _with_also(content: str, also: tuple[tuple[str, str], ...]) -> str:
+def _with_also(item: Item) -> str:
     """The content, followed by links to the other reports of the same story (dedup clusters)."""
-    if not also:
+    content = item.content_html or ""
+    if not item.also:
         return content
     from html import escape
 
-    links = ", ".join(f'<a href="{escape(url)}">{escape(name)}</a>' for name, url in also)
-    return f"{content}\n<p>Also reported by: {links}</p>"
+    links = ", ".join(f'<a href="{escape(url)}">{escape(name)}</a>' for name, url in item.also)
+    return f"{content}\n<p>{escape(item.also_label)} {links}</p>"
 
 
 def _serialize(root: etree._Element, info: FeedInfo) -> bytes:
@@ -267,7 +269,7 @@ def render_json(info: FeedInfo, element: ElementSource | None = None) -> bytes:
 def _json_item(item: Item) -> dict:
     out: dict = {"id": item.id, "url": item.link, "title": item.title}
     if item.content_html is not None:
-        out["content_html"] = _with_also(item.content_html, item.also)
+        out["content_html"] = _with_also(item)
     else:
         out["content_text"] = item.summary or item.title
     out["summary"] = item.summary

@@ -35,6 +35,7 @@ class FeedPlan:
     max_items: int
     formats: tuple[str, ...]
     summary_only: bool
+    summary_chars: int | None = None  # summaries cut to this length
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
 
@@ -61,7 +62,7 @@ def feed_plans(settings: Settings, categories: Sequence[CategoryRow]) -> list[Fe
     plans = [
         FeedPlan(
             ALL, "All", None, out.title, out.description, out.icon, out.logo or out.icon,
-            out.max_items, tuple(out.formats), out.summary_only,
+            out.max_items, tuple(out.formats), out.summary_only, out.summary_chars,
         )
     ]  # fmt: skip
     for c in categories:
@@ -78,6 +79,7 @@ def feed_plans(settings: Settings, categories: Sequence[CategoryRow]) -> list[Fe
                 max_items=o.max_items or out.max_items,
                 formats=tuple(o.formats if o.formats is not None else out.formats),
                 summary_only=out.summary_only if o.summary_only is None else o.summary_only,
+                summary_chars=o.summary_chars or out.summary_chars,
                 include=tuple(o.include),
                 exclude=tuple(o.exclude),
             )

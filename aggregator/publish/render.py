@@ -25,10 +25,13 @@ from lxml import etree
 
 from ..cleaning import safe_url, xml_text
 from ..config import Settings
+from ..dedup import tracking_patterns, without_tracking
 from ..store import CategoryRef, Store, loads_list
+from ..text import summarize
 from . import archive, pages
 from .feeds import FILENAMES, RENDERERS, Enclosure, FeedInfo, Item, entry_elements
 from .files import write_if_changed
+from .i18n import text
 from .plans import FeedPlan, archive_url, feed_url, permalink
 
 log = logging.getLogger(__name__)
@@ -87,11 +90,16 @@ class Renderer:
         self._elements: OrderedDict[tuple, dict[str, etree._Element]] = OrderedDict()
         formats = set(settings.output.formats).union(*(c.formats or () for c in settings.categories.values()))
         self._xml_formats = tuple(f for f in ("atom", "rss") if f in formats)
+        self._tracking = tracking_patterns(settings.dedup.tracking_params)
 
     def feed(self, job: FeedJob) -> Written:
         out = self.settings.output
         plan, page = job.plan, job.page
-        items = [it for it, gone in self.items(job.ids, plan.summary_only, job.also) if page is None or not gone]
+        items = [
+            it
+            for it, gone in self.items(job.ids, plan.summary_only, job.also, plan.summary_chars)
+            if page is None or not gone
+        ]
         if self._xml_formats and any(f in self._xml_formats for f in plan.formats):
             items = [it for it in items if self._renders(it)]
         info = feed_info(self.settings, plan, items, page, job.older)
@@ -113,11 +121,13 @@ class Renderer:
         n = pages.render(self.store, Path(self.settings.output.dir), todo, ctx)
         return Written(files=n, pages=n)
 
-    def items(self, ids: Sequence[int], summary_only: bool, also: dict[int, Also]) -> list[tuple[Item, bool]]:
+    def items(
+        self, ids: Sequence[int], summary_only: bool, also: dict[int, Also], summary_chars: int | None = None
+    ) -> list[tuple[Item, bool]]:
         """(item, withdrawn) of each entry of `ids` still stored, in order, from the cache or the store."""
         found: dict[int, tuple[Item, bool]] = {}
         for i in ids:
-            key = (i, summary_only, also.get(i, ()))
+            key = (i, summary_only, also.get(i, ()), summary_chars)
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
@@ -126,16 +136,22 @@ class Renderer:
         if missing:
             rows = self.store.entries_by_id(missing)
             cats = self.store.entry_categories([r.id for r in rows])
-            base = self.settings.output.base_url
+            shape = Shape(
+                self.settings.output.base_url,
+                summary_only,
+                summary_chars,
+                text(self.settings.output.language, "also_reported_by"),
+                self._tracking,
+            )
             for r in rows:
                 a = also.get(r.id, ())
                 try:
-                    item = make_item(r, cats[r.id], self.sources, base, summary_only, a)
+                    item = make_item(r, cats[r.id], self.sources, shape, a)
                 except Exception:  # one entry that cannot be published must not stop the build
                     log.exception("entry %s (%s): cannot be published, skipped", r.id, r.uid)
                     continue
                 found[r.id] = (item, r.withdrawn_at is not None)
-                self._remember(self._items, (r.id, summary_only, a), found[r.id], CACHE_ENTRIES)
+                self._remember(self._items, (r.id, summary_only, a, summary_chars), found[r.id], CACHE_ENTRIES)
         return [found[i] for i in ids if i in found]
 
     def _renders(self, item: Item) -> bool:
@@ -152,7 +168,7 @@ class Renderer:
         """The item's element. Not a copy: appending it to a document moves it out of the
         previous one, which was serialized already (a document lists an entry once)."""
         # Within a build, an entry's item differs only by these (the rest is the same row).
-        key = (item.id, item.content_html is None, item.also)
+        key = (item.id, item.content_html is None, item.also, item.summary)
         els = self._elements.get(key)
         if els is None or fmt not in els:
             # Every XML format at once: the documents listing an entry come in both formats.
@@ -213,14 +229,18 @@ def feed_info(
     )
 
 
-def make_item(
-    row,
-    categories: list[CategoryRef],
-    sources: dict[int, str],
-    base_url: str,
-    summary_only: bool = False,
-    also: Also = (),
-) -> Item:
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How a feed presents its items: options of the feed and of the site."""
+
+    base_url: str
+    summary_only: bool = False
+    summary_chars: int | None = None  # summaries cut to this length (never lengthened)
+    also_label: str = "Also reported by:"
+    tracking: tuple[str, ...] = ()  # query parameters dropped from published links
+
+
+def make_item(row, categories: list[CategoryRef], sources: dict[int, str], shape: Shape, also: Also = ()) -> Item:
     """A stored entry row as a feed item.
 
     The last line of defence: sources clean what they store (`cleaning`), but a row stored by an
@@ -232,19 +252,25 @@ def make_item(
     authors = tuple(x for a in loads_list(row.author) if (x := xml_text(str(a)))) or (
         (xml_text(row.outlet),) if row.outlet else (xml_text(sources[row.source_id]),)
     )
+    link = safe_url(row.link, URL_CHARS)
+    summary = xml_text(row.summary)
+    if shape.summary_chars and len(summary) > shape.summary_chars:
+        summary = summarize(summary, shape.summary_chars)
     return Item(
         id=f"urn:uuid:{row.uid}",
         title=xml_text(row.title),
-        link=safe_url(row.link, URL_CHARS) or permalink(base_url, row.uid),
+        # Ids aside, links lose the tracking parameters dedup ignores: readers need not carry them.
+        link=without_tracking(link, shape.tracking) if link else permalink(shape.base_url, row.uid),
         published=published,
         updated=updated,
         authors=authors,
         categories=tuple((c.slug, xml_text(c.name)) for c in categories),
-        summary=xml_text(row.summary),
-        content_html=None if summary_only else xml_text(row.content),
+        summary=summary,
+        content_html=None if shape.summary_only else xml_text(row.content),
         image=safe_url(row.image, URL_CHARS),
         enclosure=_enclosure(row.enclosure),
         also=tuple((xml_text(name), url) for name, url in also if safe_url(url, URL_CHARS)),
+        also_label=shape.also_label,
     )
 
 
@@ -261,15 +287,20 @@ def _enclosure(value: str | None) -> Enclosure | None:
 
 @cache
 def templates():
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, PackageLoader, pass_context, select_autoescape
 
-    return Environment(
+    from .i18n import text
+
+    env = Environment(
         loader=PackageLoader("aggregator.publish", "templates"),
         autoescape=select_autoescape(["html", "opml", "xsl"]),
         keep_trailing_newline=True,
         # The templates ship with the package: no stat of the file on every page rendered.
         auto_reload=False,
     )
+    # `t("key")` / `t("entries", n=3)`: the site's own words in its language (i18n.py).
+    env.globals["t"] = pass_context(lambda ctx, key, n=None: text(ctx.get("language"), key, n))
+    return env
 
 
 def page_context(settings: Settings, sources: dict[int, str]) -> pages.Context:

@@ -15,33 +15,33 @@
   <head>
     <meta charset="utf-8"/>
     <meta name="viewport" content="width=device-width, initial-scale=1"/>
-    <title><xsl:value-of select="$title"/> (feed)</title>
+    <title><xsl:value-of select="$title"/> ({{ t("feed") }})</title>
     <style>
 {% include "style.css" %}    </style>
   </head>
   <body>
     <header class="site">
-      <p><a href="{atom:feed/atom:link[@rel='alternate']/@href | rss/channel/link}">← All feeds</a></p>
+      <p><a href="{atom:feed/atom:link[@rel='alternate']/@href | rss/channel/link}">{{ t("all_feeds") }}</a></p>
       <h1><xsl:value-of select="$title"/></h1>
       <p><xsl:value-of select="atom:feed/atom:subtitle | rss/channel/description"/></p>
     </header>
     <p class="note">
-      This is a web feed<xsl:if test="*/fh:archive | */*/fh:archive"> archive page</xsl:if>.
-      To subscribe, copy its address into your feed reader:
+      {{ t("this_is_a_feed") }}<xsl:if test="*/fh:archive | */*/fh:archive">{{ t("archive_page") }}</xsl:if>.
+      {{ t("to_subscribe") }}
       <span class="feed-url"><xsl:value-of select="atom:feed/atom:link[@rel='self']/@href | rss/channel/atom:link[@rel='self']/@href"/></span>
     </p>
     <xsl:variable name="n" select="count(atom:feed/atom:entry | rss/channel/item)"/>
     <p class="meta"><span class="count"><xsl:value-of select="$n"/>
-      <xsl:choose><xsl:when test="$n = 1"> entry</xsl:when><xsl:otherwise> entries</xsl:otherwise></xsl:choose>
+      <xsl:choose><xsl:when test="$n = 1">{{ t("entries", n=1)[1:] }}</xsl:when><xsl:otherwise>{{ t("entries", n=2)[1:] }}</xsl:otherwise></xsl:choose>
     </span></p>
     <xsl:apply-templates select="atom:feed/atom:entry | rss/channel/item"/>
     <nav class="pager">
       <xsl:for-each select="atom:feed/atom:link[@rel='current'] | rss/channel/atom:link[@rel='current']">
-        <a href="{@href}">Newest entries</a>
+        <a href="{@href}">{{ t("newest_entries") }}</a>
         <xsl:text> · </xsl:text>
       </xsl:for-each>
       <xsl:for-each select="atom:feed/atom:link[@rel='prev-archive'] | rss/channel/atom:link[@rel='prev-archive']">
-        <a href="{@href}" rel="prev">Older entries →</a>
+        <a href="{@href}" rel="prev">{{ t("older_entries") }}</a>
       </xsl:for-each>
     </nav>
   </body>
