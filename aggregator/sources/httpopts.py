@@ -44,6 +44,12 @@ class Credentials:
     password: str = field(default="", repr=False)
     problem: str | None = None
 
+    def header(self) -> str:
+        """The `Authorization` value (RFC 7617; UTF-8, as browsers send non-ASCII passwords)."""
+        import base64
+
+        return "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode("ascii")
+
 
 def credentials(auth: str | None, auth_env: str | None, environ: Mapping[str, str] | None = None) -> Credentials | None:
     """The basic-auth credentials of a source: `auth` as written, or the value of the environment

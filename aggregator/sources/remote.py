@@ -290,15 +290,15 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
     if req.last_modified:
         plain["If-Modified-Since"] = req.last_modified
     trusted = {**plain, **dict(req.headers)}
-    auth = req.auth
     started = time.monotonic()
 
     def done(status: int | None, **kw) -> FetchResult:
         return FetchResult(req.name, req.url, status, seconds=time.monotonic() - started, **kw)
 
-    if auth is not None and auth.problem:
-        return done(None, error=auth.problem)
-    basic = aiohttp.BasicAuth(auth.user, auth.password) if auth is not None else None
+    if req.auth is not None:
+        if req.auth.problem:
+            return done(None, error=req.auth.problem)
+        trusted["Authorization"] = req.auth.header()
     status: int | None = None
     meta: dict = {}
     url = req.url
@@ -320,7 +320,6 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
                 async with session.get(
                     url,
                     headers=trusted if own else plain,
-                    auth=basic if own else None,
                     proxy=None if is_socks(proxy) else proxy,
                     ssl=None if req.verify_tls else False,
                     allow_redirects=False,
