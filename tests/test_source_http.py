@@ -4,6 +4,7 @@ that logs every request's headers, and a forward proxy."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import logging
 import threading
@@ -63,10 +64,12 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     """A plain-HTTP forward proxy: takes absolute-form requests and relays them directly."""
 
     log: list[str]
+    auth: list[str | None]
 
     def do_GET(self) -> None:
         self.log.append(self.path)
-        hop = {"proxy-connection", "connection", "keep-alive", "host"}
+        self.auth.append(self.headers.get("Proxy-Authorization"))
+        hop = {"proxy-connection", "connection", "keep-alive", "host", "proxy-authorization"}
         headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
@@ -109,7 +112,7 @@ def site():
 @pytest.fixture
 def proxy():
     log: list[str] = []
-    srv, url = _start(Proxy, log=log)
+    srv, url = _start(Proxy, log=log, auth=[])
     yield url, log
     srv.shutdown()
 
@@ -318,6 +321,21 @@ def titles_of(settings) -> set[str]:
         store.close()
 
 
+def test_proxy_credentials_go_to_the_proxy_only(tmp_path, site, proxy):
+    url, log, _ = site
+    purl, plog = proxy
+    with_user = purl.replace("http://", "http://pu:p%40ss@")
+    settings = load_config(config(tmp_path, f'name = "s"\nurl = "{url}/feed.atom"\nproxy = "{with_user}"'))
+    store = Store(settings.database.url)
+    try:
+        assert fetch(store, settings).fetched == 1
+    finally:
+        store.close()
+    handler = next(c for c in Proxy.__subclasses__() if c.log is plog)
+    assert handler.auth == ["Basic " + base64.b64encode(b"pu:p@ss").decode()]
+    assert "proxy-authorization" not in log[-1]["headers"]
+
+
 def test_http_proxy_from_the_environment_and_no_proxy(tmp_path, site, proxy, monkeypatch):
     url, _, _ = site
     purl, plog = proxy
@@ -367,3 +385,153 @@ def test_options_that_cannot_be_sent_are_config_errors(tmp_path):
     for line in ('headers = { "Authorization" = "x" }', 'proxy = "ftp://p"', 'auth = "a:b"\nauth_env = "X"'):
         with pytest.raises(ConfigError):
             load_config(config(tmp_path, f'name = "p"\nurl = "http://example.com/"\n{line}'))
+
+
+# ---------------------------------------------------------------- SOCKS and TLS
+
+
+class Socks5:
+    """A SOCKS5 server (no authentication, CONNECT only) relaying to what the client names."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.targets: list[tuple[str, int]] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"socks5://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        import socket
+        import struct
+
+        def exact(n: int) -> bytes:
+            data = b""
+            while len(data) < n:
+                more = conn.recv(n - len(data))
+                if not more:
+                    raise OSError("closed")
+                data += more
+            return data
+
+        with conn:
+            try:
+                _, methods = exact(2)
+                exact(methods)
+                conn.sendall(b"\x05\x00")  # no authentication
+                _, _, _, atyp = exact(4)  # CONNECT assumed: the only command aiohttp-socks sends here
+                if atyp == 1:
+                    host = socket.inet_ntoa(exact(4))
+                elif atyp == 3:
+                    host = exact(exact(1)[0]).decode()
+                else:
+                    return
+                (port,) = struct.unpack("!H", exact(2))
+                self.targets.append((host, port))
+                upstream = socket.create_connection((host, port), timeout=5)
+                conn.sendall(b"\x05\x00\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack("!H", port))
+            except OSError:
+                return
+            with upstream:
+                def pump(a, b) -> None:
+                    try:
+                        while data := a.recv(65536):
+                            b.sendall(data)
+                    except OSError:
+                        pass
+                    finally:
+                        with contextlib.suppress(OSError):
+                            b.shutdown(socket.SHUT_WR)
+
+                t = threading.Thread(target=pump, args=(upstream, conn), daemon=True)
+                t.start()
+                pump(conn, upstream)
+                t.join(5)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_socks5_proxy_carries_the_request(tmp_path, site):
+    pytest.importorskip("aiohttp_socks")
+    url, log, _ = site
+    socks = Socks5()
+    try:
+        settings = load_config(config(tmp_path, f'name = "s"\nurl = "{url}/feed.atom"\nproxy = "{socks.url}"'))
+        store = Store(settings.database.url)
+        try:
+            assert fetch(store, settings).fetched == 1
+        finally:
+            store.close()
+    finally:
+        socks.close()
+    port = int(url.rsplit(":", 1)[1])
+    assert socks.targets == [("127.0.0.1", port)] and [x["path"] for x in log] == ["/feed.atom"]
+
+
+@pytest.fixture
+def tls_site(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    log: list[dict] = []
+    srv, url = _start(Feeds, log=log, feeds={"/f.atom": (200, atom("t", ["Over TLS"]), "application/atom+xml")})
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    yield url.replace("http://", "https://"), log
+    srv.shutdown()
+
+
+def test_verify_tls_false_accepts_a_self_signed_certificate_with_a_warning(tmp_path, tls_site, caplog):
+    url, log = tls_site
+    settings = load_config(config(tmp_path, f'name = "strict"\nurl = "{url}/f.atom"'))
+    store = Store(settings.database.url)
+    try:
+        report = fetch(store, settings)
+        assert report.failed == 1 and "TLS error" in report.errors[0].reason and log == []
+    finally:
+        store.close()
+    settings = load_config(config(tmp_path, f'name = "lax"\nurl = "{url}/f.atom"\nverify_tls = false'))
+    store = Store(settings.database.url)
+    caplog.set_level(logging.WARNING)
+    try:
+        assert fetch(store, settings, names=["lax"]).fetched == 1
+    finally:
+        store.close()
+    assert "source=lax verify_tls = false" in caplog.text
+
+
+def test_an_opml_outline_pointing_at_a_page_gets_its_feed_with_the_entrys_options(tmp_path, site):
+    url, log, _ = site
+    (tmp_path / "subs.opml").write_text(
+        f'<?xml version="1.0"?><opml version="2.0"><head><title>s</title></head><body>'
+        f'<outline text="News"><outline text="A site" type="rss" xmlUrl="{url}/"/></outline></body></opml>',
+        encoding="utf-8",
+    )
+    src = 'name = "subs"\nopml = "subs.opml"\nprefer = "atom"\nheaders = { "X-Token" = "abc" }'
+    settings = load_config(config(tmp_path, src))
+    store = Store(settings.database.url)
+    try:
+        assert fetch(store, settings).fetched == 1 and titles(store) == {"Atom one", "Atom two"}
+        assert list(store.discoveries().values()) == [(f"{url}/", f"{url}/feed.atom")]
+    finally:
+        store.close()
+    assert [x["path"] for x in log] == ["/", "/feed.atom"] and all(x["headers"]["x-token"] == "abc" for x in log)

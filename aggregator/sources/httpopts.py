@@ -115,7 +115,17 @@ def is_socks(proxy: str | None) -> bool:
     return bool(proxy) and proxy.lower().startswith("socks")
 
 
-def redact_proxy(proxy: str) -> str:
-    """A proxy URL without its user:password, for logs and `sources`."""
-    scheme, sep, rest = proxy.partition("://")
-    return f"{scheme}{sep}…@{rest.split('@', 1)[1]}" if "@" in rest else proxy
+def split_proxy(proxy: str) -> tuple[str, str | None]:
+    """(the proxy URL without user:password, its `Proxy-Authorization` value or None): the
+    credentials travel as a header, so the URL that aiohttp keeps (and may put in an error
+    message) holds none."""
+    import base64
+    from urllib.parse import unquote
+
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return proxy, None
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return parts._replace(netloc=netloc).geturl(), "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+

@@ -281,7 +281,7 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
     import aiohttp
     from yarl import URL
 
-    from .httpopts import is_socks, proxy_for
+    from .httpopts import is_socks, proxy_for, split_proxy
     from .netpolicy import PrivateAddress, check_resolved, host_reason
 
     plain = {"User-Agent": req.user_agent, "Accept": ACCEPT}
@@ -311,16 +311,26 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
                 if refused is not None:
                     raise PrivateAddress(host, refused)
                 proxy = proxy_for(url, req.proxy)
+                proxy_auth = None
+                if proxy and not is_socks(proxy):
+                    proxy, proxy_auth = split_proxy(proxy)
                 if proxy and not req.allow_private:
                     # The connection goes to the proxy, which the operator chose; the policy is
                     # about the target, so judge what its name resolves to here (see netpolicy).
                     await check_resolved(host, urlsplit(url).port or 443)
                 # Secrets go only to the configured host, never to where a redirect points.
                 own = req.trusted_host is None or host.lower() == req.trusted_host
+                sent = trusted if own else plain
+                # aiohttp sends `proxy_headers` only on a CONNECT (https); a plain-http request
+                # through the proxy carries Proxy-Authorization itself.
+                tunnel = url.lower().startswith("https:")
+                if proxy_auth and not tunnel:
+                    sent = {**sent, "Proxy-Authorization": proxy_auth}
                 async with session.get(
                     url,
-                    headers=trusted if own else plain,
+                    headers=sent,
                     proxy=None if is_socks(proxy) else proxy,
+                    proxy_headers={"Proxy-Authorization": proxy_auth} if proxy_auth and tunnel else None,
                     ssl=None if req.verify_tls else False,
                     allow_redirects=False,
                 ) as resp:
@@ -401,6 +411,7 @@ async def fetch_many(
     import aiohttp
 
     from .netpolicy import connector
+    from .sessions import ProxyUnavailable, follow_discovery, session_kind, socks_connector
 
     overall = asyncio.Semaphore(concurrency)
     hosts: dict[str, HostSlots] = {}
@@ -451,50 +462,3 @@ async def fetch_many(
         for session in sessions.values():
             await session.close()
 
-
-class ProxyUnavailable(Exception):
-    pass
-
-
-def session_kind(req: FetchRequest) -> tuple[str, str]:
-    """Which session a request goes through: ("socks", proxy URL), ("open", "") for sources
-    allowed private addresses or sent through an HTTP proxy, ("guarded", "") otherwise."""
-    from .httpopts import is_socks, proxy_for
-
-    proxy = proxy_for(req.url, req.proxy)
-    if is_socks(proxy):
-        return ("socks", proxy or "")
-    return ("open", "") if req.allow_private or proxy else ("guarded", "")
-
-
-def socks_connector(proxy: str, **kwargs):
-    try:
-        from aiohttp_socks import ProxyConnector
-    except ImportError:
-        need = "a socks proxy needs the aiohttp-socks package: pip install 'aggregator[socks]'"
-        raise ProxyUnavailable(need) from None
-    # socks5h: the proxy resolves names, as curl does; socks5: resolved here.
-    return ProxyConnector.from_url(proxy.replace("socks5h://", "socks5://"), rdns=proxy.startswith("socks5h"), **kwargs)
-
-
-async def follow_discovery(session_for, req: FetchRequest, result: FetchResult, max_bytes: int) -> FetchResult:
-    """When a source's URL answers with an HTML page, fetch the feed the page links to instead
-    (see `discovery`); the result then names the page it was found on."""
-    from .discovery import choose, discover, looks_like_html
-
-    if not (req.discover and result.status == 200 and result.body and result.error is None):
-        return result
-    if not looks_like_html((result.headers or {}).get("content-type"), result.body):
-        return result
-    page = result.final_url or req.url
-    link = choose(discover(result.body, page), req.prefer)
-    if link is None:
-        return replace(result, body=None, error="an HTML page, not an RSS, Atom or JSON feed, and it links to none "
-                       '(no <link rel="alternate">)')
-    feed_req = replace(req, url=link.url, etag=None, last_modified=None, discover=False)
-    try:
-        session = session_for(feed_req)
-    except ProxyUnavailable as e:
-        return FetchResult(req.name, link.url, None, error=str(e), page=page)
-    found = await fetch_one(session, feed_req, max_bytes)
-    return replace(found, page=page, seconds=found.seconds + result.seconds)
