@@ -241,35 +241,6 @@ def run(obj: Context, serve_too: bool, host: str | None, port: int | None, json_
 
 
 @main.command()
-@click.option("--host", default=None, help="Address to listen on (default: [serve] host).")
-@click.option("--port", type=int, default=None, help="Port to listen on (default: [serve] port).")
-@click.pass_obj
-def serve(obj: Context, host: str | None, port: int | None) -> None:
-    """Serve the output folder over HTTP (ETag/304, gzip, feed content types) until SIGTERM."""
-    import signal
-    import threading
-
-    from .ops import Ops, start_servers
-
-    settings = obj.settings()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    listen = (host or settings.serve.host, settings.serve.port if port is None else port)
-    with obj.store(settings) as store:  # /healthz asks it, /metrics reads the sources' state
-        try:
-            servers = start_servers(Ops(settings, store), listen)
-        except OSError as e:
-            fail(f"cannot listen: {e}")
-        click.echo(f"serving {settings.output.dir} at {servers[0].url}", err=True)
-        while not stop.wait(3600):
-            pass
-        for server in servers:
-            server.shutdown()
-            server.server_close()
-
-
-@main.command()
 @click.pass_obj
 def status(obj: Context) -> None:
     """Is the daemon running; its last cycle; each source's health; entries per category; database size."""
@@ -510,8 +481,9 @@ def export_opml(obj: Context, output: str | None) -> None:
 
 def _register() -> None:
     # Commands kept in their own module so this one stays readable.
-    from .cli_ops import discover
+    from .cli_ops import discover, serve
 
+    main.add_command(serve)
     main.add_command(discover)
 
 

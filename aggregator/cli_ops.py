@@ -1,4 +1,4 @@
-"""Operator commands beside the main ones in `cli.py`: `aggregator discover URL`."""
+"""Operator commands beside the main ones in `cli.py`: `aggregator serve`, `aggregator discover URL`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,40 @@ import asyncio
 import sys
 
 import click
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on (default: [serve] host).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: [serve] port).")
+@click.pass_obj
+def serve(obj, host: str | None, port: int | None) -> None:
+    """Serve the output folder over HTTP (ETag/304, gzip, feed content types), and /metrics and
+    /healthz unless [serve] turns them off, until SIGTERM."""
+    import contextlib
+    import signal
+    import threading
+
+    from .cli import fail
+    from .ops import Ops, start_servers
+
+    settings = obj.settings()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    listen = (host or settings.serve.host, settings.serve.port if port is None else port)
+    watched = settings.serve.metrics or settings.serve.healthz
+    # /healthz asks the database and /metrics reads the sources' state; files alone need neither.
+    with obj.store(settings) if watched else contextlib.nullcontext() as store:
+        try:
+            servers = start_servers(Ops(settings, store), listen)
+        except OSError as e:
+            fail(f"cannot listen: {e}")
+        click.echo(f"serving {settings.output.dir} at {servers[0].url}", err=True)
+        while not stop.wait(3600):
+            pass
+        for server in servers:
+            server.shutdown()
+            server.server_close()
 
 
 @click.command()
