@@ -111,9 +111,9 @@ def test_alerts_once_per_failure_and_recovery_and_not_again_after_a_restart(tmp_
         assert restarted.check_alerts(now=NOW + timedelta(hours=4)) == ["source:wire"]
         assert restarted.check_alerts(now=NOW + timedelta(hours=5)) == []
         assert hook.titles()[1:] == ["aggregator: Source 'wire' recovered"]
-        restarted.check_alerts(build_error="OSError: disk full", now=NOW)
-        restarted.check_alerts(now=NOW)  # a fetch meanwhile: the build is still failing, said once
-        restarted.check_alerts(build_error=None, now=NOW)
+        restarted.job_done("build", 0.1, None, "PublishError: out/all/atom.xml: cannot write: disk full")
+        restarted.job_done("fetch", 0.1, {"not_modified": 1}, None)  # the build is still failing: said once
+        restarted.job_done("build", 0.1, {"written": 3}, None)
         assert hook.titles()[2:] == ["aggregator: The build failed", "aggregator: Builds succeed again"]
     finally:
         store.close()
