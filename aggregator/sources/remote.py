@@ -283,6 +283,9 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
 
     from .httpopts import is_socks, proxy_for, split_proxy
     from .netpolicy import PrivateAddress, check_resolved, host_reason
+    from .sessions import session_kind
+
+    guarded = session_kind(req)[0] == "guarded"  # the session's connector checks each address
 
     plain = {"User-Agent": req.user_agent, "Accept": ACCEPT}
     if req.etag:
@@ -314,10 +317,11 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
                 proxy_auth = None
                 if proxy and not is_socks(proxy):
                     proxy, proxy_auth = split_proxy(proxy)
-                if proxy and not req.allow_private:
-                    # The connection goes to the proxy, which the operator chose; the policy is
-                    # about the target, so judge what its name resolves to here (see netpolicy).
-                    await check_resolved(host, urlsplit(url).port or 443)
+                if (proxy or not guarded) and not req.allow_private:
+                    # The connection goes to the proxy, which the operator chose, or (a hop that
+                    # NO_PROXY exempts) through the proxied sources' unguarded connector: the
+                    # policy is about the target, so judge what its name resolves to here.
+                    await check_resolved(host, urlsplit(url).port or 80)
                 # Secrets go only to the configured host, never to where a redirect points.
                 own = req.trusted_host is None or host.lower() == req.trusted_host
                 sent = trusted if own else plain
