@@ -198,7 +198,9 @@ class Ops:
             if state.get("build"):
                 problems.append(Problem(BUILD, now, state["build"]))
             after = timedelta(seconds=self.settings.alerts.source_failing_after)
-            messages, now_open = decide(problems, set(state["open"]), now, after)
+            # A source taken out of the config is not "recovered": its alert is simply closed.
+            opened = {k for k in state["open"] if k == BUILD or k.split(":", 1)[1] in configured}
+            messages, now_open = decide(problems, opened, now, after)
             sent = set(send(self.settings.alerts.urls, messages))
             for m in messages:
                 if m.key not in sent:  # not delivered: try again on the next check

@@ -115,6 +115,11 @@ def test_alerts_once_per_failure_and_recovery_and_not_again_after_a_restart(tmp_
         restarted.job_done("fetch", 0.1, {"not_modified": 1}, None)  # the build is still failing: said once
         restarted.job_done("build", 0.1, {"written": 3}, None)
         assert hook.titles()[2:] == ["aggregator: The build failed", "aggregator: Builds succeed again"]
+        fetch(store, settings, names=["wire"])  # failing again, long enough to alert
+        assert restarted.check_alerts(now=NOW + timedelta(hours=9)) == []  # seen failing only now
+        assert restarted.check_alerts(now=datetime.now(UTC) + timedelta(hours=2)) == ["source:wire"]
+        removed = Ops(settings, store, sources=lambda: set(), jobs=lambda: [])
+        assert removed.check_alerts() == [] and store.alert_state()["open"] == []  # no "recovered" for it
     finally:
         store.close()
 
