@@ -441,6 +441,7 @@ class Socks5:
             except OSError:
                 return
             with upstream:
+
                 def pump(a, b) -> None:
                     try:
                         while data := a.recv(65536):

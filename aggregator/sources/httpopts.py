@@ -128,4 +128,3 @@ def split_proxy(proxy: str) -> tuple[str, str | None]:
     netloc = parts.netloc.rsplit("@", 1)[1]
     pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
     return parts._replace(netloc=netloc).geturl(), "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-

@@ -50,8 +50,11 @@ async def follow_discovery(session_for, req: FetchRequest, result: FetchResult, 
     page = result.final_url or req.url
     link = choose(discover(result.body, page), req.prefer)
     if link is None:
-        return replace(result, body=None, error="an HTML page, not an RSS, Atom or JSON feed, and it links to none "
-                       '(no <link rel="alternate">)')
+        return replace(
+            result,
+            body=None,
+            error='an HTML page, not an RSS, Atom or JSON feed, and it links to none (no <link rel="alternate">)',
+        )
     feed_req = replace(req, url=link.url, etag=None, last_modified=None, discover=False)
     try:
         session = session_for(feed_req)
