@@ -252,8 +252,11 @@ def status(obj: Context) -> None:
     settings = obj.settings()
     with obj.store(settings) as store:
         st = read_status(store)
+        alerts = store.alert_state()["open"]
     console = Console(width=200 if not sys.stdout.isatty() else None)
     console.print(f"daemon: {'running, ' + (st.holder or '') if st.running else 'not running'}")
+    if settings.alerts.urls or alerts:
+        console.print(f"alerts open: {', '.join(alerts) or 'none'}")
     if st.last_cycle:
         c = st.last_cycle
         console.print(

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES
+from conftest import EXAMPLES, run_cli
 from test_daemon import Daemon, FeedServer, free_port, http_get, wait_for
 
 from aggregator.config import load_config
@@ -228,3 +228,4 @@ def test_daemon_serves_metrics_and_health_and_alerts_once(tmp_path, feeds, hook)
     finally:
         d.stop()
     assert hook.titles() == ["aggregator: Source 'wire' is failing"]
+    assert "alerts open: source:wire" in run_cli(cfg, "status").stdout
