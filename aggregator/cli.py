@@ -18,7 +18,7 @@ EXIT_CONFIG = 2
 
 
 @dataclass
-class Context:
+class CliContext:
     config_path: str
     verbosity: int
 
@@ -32,10 +32,12 @@ class Context:
     def store(self, settings: Settings) -> Iterator:
         from sqlalchemy.exc import SQLAlchemyError
 
-        from .store import Store
+        from .store import SchemaError, Store
 
         try:
             store = Store(settings.database.url, cache_mb=settings.database.cache_mb)
+        except SchemaError as e:
+            fail(f"{settings.config_path}: database.url: {e}")
         except (SQLAlchemyError, OSError) as e:
             reason = f"{e.__class__.__name__}: {_first_line(e)}"
             fail(f"{settings.config_path}: database.url: cannot open the database: {reason}")
@@ -69,7 +71,7 @@ def main(ctx: click.Context, config_path: str, verbose: int, quiet: bool) -> Non
     """Ingest article files and feeds, deduplicate, and publish per-category Atom and RSS feeds."""
     verbosity = -1 if quiet else verbose
     _setup_logging(verbosity)
-    ctx.obj = Context(config_path, verbosity)
+    ctx.obj = CliContext(config_path, verbosity)
 
 
 @contextmanager
@@ -88,7 +90,7 @@ def _progress(enabled: bool) -> Iterator:
 @main.command()
 @click.option("--wait", type=float, default=0.0, help="Wait up to this many seconds for another writer to finish.")
 @click.pass_obj
-def update(obj: Context, wait: float) -> None:
+def update(obj: CliContext, wait: float) -> None:
     """Ingest every source, then rebuild the feeds that changed."""
     from .pipeline import update as run_update
 
@@ -108,7 +110,7 @@ def update(obj: Context, wait: float) -> None:
 
 @main.command()
 @click.pass_obj
-def ingest(obj: Context) -> None:
+def ingest(obj: CliContext) -> None:
     """Ingest every article folder into the database, without publishing."""
     from .pipeline import ingest as run_ingest
 
@@ -129,7 +131,7 @@ def ingest(obj: Context) -> None:
 @main.command()
 @click.option("--force", is_flag=True, help="Re-render every feed even if its entries did not change.")
 @click.pass_obj
-def build(obj: Context, force: bool) -> None:
+def build(obj: CliContext, force: bool) -> None:
     """Publish the feeds from what is in the database."""
     from .publish import build as run_build
 
@@ -142,22 +144,83 @@ def build(obj: Context, force: bool) -> None:
 
 @main.command()
 @click.pass_obj
-def categories(obj: Context) -> None:
+def categories(obj: CliContext) -> None:
     """List categories: name, slug, entries, newest entry, feed paths."""
     from rich.console import Console
     from rich.table import Table
 
-    from .publish.feeds import FILENAMES
+    from .publish.formats import FILENAMES
 
     settings = obj.settings()
     with obj.store(settings) as store:
         counts = store.category_counts()
         table = Table("name", "slug", "entries", "newest", "feeds", box=None)
         for c in store.categories():
-            n, newest = counts.get(c.id, (0, None))
+            found = counts.get(c.id)
+            n, newest = (found.entries, found.newest) if found else (0, None)
             paths = " ".join(f"{c.slug}/{FILENAMES[f]}" for f in settings.output.formats)
             table.add_row(c.name, c.slug, str(n), newest.strftime("%Y-%m-%d %H:%M") if newest else "-", paths)
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+# ---- the database's schema
+
+
+@main.group()
+def db() -> None:
+    """The database's schema: `db upgrade` after installing a new version, `db current` to see it."""
+
+
+def _database_url(obj: CliContext) -> tuple[Settings, str]:
+    settings = obj.settings()
+    return settings, settings.database.url
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: CliContext) -> None:
+    """Bring the database's schema to this version (Alembic migrations; rows are kept)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .store import database
+
+    settings, url = _database_url(obj)
+    started = time.monotonic()
+    try:
+        before, after = database.upgrade(url)
+    except (SQLAlchemyError, OSError) as e:
+        reason = f"{e.__class__.__name__}: {_first_line(e)}"
+        fail(f"{settings.config_path}: database.url: cannot upgrade the database: {reason}")
+    seconds = time.monotonic() - started
+    if before == after:
+        click.echo(f"database already at revision {after} (the latest); nothing to do")
+    else:
+        click.echo(f"database upgraded from revision {before or 'none (aggregator 0.1)'} to {after}; {seconds:.2f} s")
+
+
+@db.command("current")
+@click.pass_obj
+def db_current(obj: CliContext) -> None:
+    """Print the database's schema revision, and whether it is the one this version uses."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .store import database
+    from .store.schema import SCHEMA_REVISION
+
+    settings, url = _database_url(obj)
+    try:
+        found, has_tables = database.current(url)
+    except (SQLAlchemyError, OSError) as e:
+        reason = f"{e.__class__.__name__}: {_first_line(e)}"
+        fail(f"{settings.config_path}: database.url: cannot open the database: {reason}")
+    if found == SCHEMA_REVISION:
+        click.echo(f"{found} (head)")
+    elif found is None and not has_tables:
+        click.echo(f"none: an empty database (head is {SCHEMA_REVISION}; any command creates it)")
+    elif found is None:
+        click.echo(f"none: made by aggregator 0.1 (head is {SCHEMA_REVISION}; run `aggregator db upgrade`)")
+    else:
+        click.echo(f"{found} (head is {SCHEMA_REVISION}; run `aggregator db upgrade`)")
 
 
 # ---- duplicates
@@ -165,7 +228,7 @@ def categories(obj: Context) -> None:
 
 @main.command()
 @click.pass_obj
-def duplicates(obj: Context) -> None:
+def duplicates(obj: CliContext) -> None:
     """List duplicate clusters: the entry shown, then each member with its source and reason."""
     from .dedup import clusters
 
@@ -208,7 +271,7 @@ def _writer(store, command: str, wait: float = 0.0) -> Iterator:
     from .lock import LockHeld, writer
 
     try:
-        lock = writer(store.engine, command, wait)
+        lock = writer(store, command, wait)
         lock.__enter__()
     except LockHeld as e:
         click.echo(f"error: {e}", err=True)
@@ -225,9 +288,10 @@ def _writer(store, command: str, wait: float = 0.0) -> Iterator:
 @click.option("--port", type=int, default=None, help="Port to serve on (default: [serve] port).")
 @click.option("--json-logs", is_flag=True, help="Log JSON lines instead of text.")
 @click.pass_obj
-def run(obj: Context, serve_too: bool, host: str | None, port: int | None, json_logs: bool) -> None:
+def run(obj: CliContext, serve_too: bool, host: str | None, port: int | None, json_logs: bool) -> None:
     """Run the daemon: fetch, scan, dedup and publish on schedule until SIGTERM; SIGHUP reloads the config."""
-    from .schedule import Daemon, configure_logging
+    from .logs import configure_logging
+    from .schedule import Daemon
 
     settings = obj.settings()
     configure_logging(json_logs, obj.verbosity)
@@ -244,7 +308,7 @@ def run(obj: Context, serve_too: bool, host: str | None, port: int | None, json_
 @click.option("--host", default=None, help="Address to listen on (default: [serve] host).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default: [serve] port).")
 @click.pass_obj
-def serve(obj: Context, host: str | None, port: int | None) -> None:
+def serve(obj: CliContext, host: str | None, port: int | None) -> None:
     """Serve the output folder over HTTP (ETag/304, gzip, feed content types) until SIGTERM."""
     import signal
     import threading
@@ -269,12 +333,12 @@ def serve(obj: Context, host: str | None, port: int | None) -> None:
 
 @main.command()
 @click.pass_obj
-def status(obj: Context) -> None:
+def status(obj: CliContext) -> None:
     """Is the daemon running; its last cycle; each source's health; entries per category; database size."""
     from rich.console import Console
     from rich.table import Table
 
-    from .schedule import status as read_status
+    from .status import status as read_status
 
     settings = obj.settings()
     with obj.store(settings) as store:
@@ -312,7 +376,7 @@ def status(obj: Context) -> None:
 @main.command()
 @click.argument("names", nargs=-1)
 @click.pass_obj
-def fetch(obj: Context, names: tuple[str, ...]) -> None:
+def fetch(obj: CliContext, names: tuple[str, ...]) -> None:
     """Fetch remote sources now, ignoring their schedule: the NAMEs given, else every enabled one."""
     from .pipeline import fetch as run_fetch
 
@@ -347,7 +411,7 @@ def sources(ctx: click.Context) -> None:
     from .sources.opml import remote_sources
     from .store import now_utc
 
-    obj: Context = ctx.obj
+    obj: CliContext = ctx.obj
     settings = obj.settings()
     try:
         configured = remote_sources(settings)
@@ -415,7 +479,7 @@ def _folder_table(settings: Settings, rows, counts):
 @click.argument("names", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="List what each article folder's rules take and skip; read nothing.")
 @click.pass_obj
-def scan(obj: Context, names: tuple[str, ...], dry_run: bool) -> None:
+def scan(obj: CliContext, names: tuple[str, ...], dry_run: bool) -> None:
     """Scan article folders: the ones named, else every enabled one (with --dry-run, list every file's fate)."""
     from .pipeline import ingest_files, scan_source
     from .sources.sites import describe
@@ -452,7 +516,7 @@ def scan(obj: Context, names: tuple[str, ...], dry_run: bool) -> None:
 @sources.command("import-opml")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 @click.pass_obj
-def import_opml(obj: Context, file: str) -> None:
+def import_opml(obj: CliContext, file: str) -> None:
     """Append the feeds of an OPML FILE to the config as [[sources]] (folders become categories)."""
     import os
     from pathlib import Path
@@ -487,7 +551,7 @@ def import_opml(obj: Context, file: str) -> None:
 @sources.command("export-opml")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Write here instead of stdout.")
 @click.pass_obj
-def export_opml(obj: Context, output: str | None) -> None:
+def export_opml(obj: CliContext, output: str | None) -> None:
     """Write every remote source as OPML (folder = first category)."""
     from .sources.opml import remote_sources, subscriptions, write_opml
 

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from . import dedup
 from .config import Settings, SourceSettings
+from .features import tracking_patterns
 from .model import Entry, Held, Rejected
 from .publish import BuildReport, build, early_pages, render
 from .runtime import paused_gc
@@ -82,7 +83,7 @@ def article_context(settings: Settings, source: SourceSettings, site: Site, now:
         categories=tuple(settings.canonical_category(c) for c in source.categories),
         aliases=settings.category_aliases,
         base_url=settings.output.base_url,
-        dedup_patterns=dedup.tracking_patterns(settings.dedup.tracking_params) if settings.dedup.enabled else None,
+        dedup_patterns=tracking_patterns(settings.dedup.tracking_params) if settings.dedup.enabled else None,
         site=site,
         link_keys=tuple(dict.fromkeys((*source.link_keys, *LINK_KEYS[site.generator]))),
         image_keys=tuple(dict.fromkeys((*source.image_keys, *IMAGE_KEYS[site.generator]))),

@@ -19,9 +19,10 @@ from aggregator.config import load_config
 from aggregator.pipeline import update
 from aggregator.publish import FeedPlan, build, feed_plans, keep
 from aggregator.publish.archive import Page, plan_pages
-from aggregator.publish.feeds import Enclosure, FeedInfo, Item, render_atom, render_json, render_rss
+from aggregator.publish.formats import FeedEnclosure, FeedInfo, FeedItem, render_atom, render_json, render_rss
 from aggregator.publish.websub import ping, ping_one
-from aggregator.store import EntryRow, Store
+from aggregator.store import Store
+from aggregator.store.schema import EntryRow
 
 A = "{http://www.w3.org/2005/Atom}"
 DC = "{http://purl.org/dc/elements/1.1/}"
@@ -141,7 +142,7 @@ FILES = (("atom", "atom.xml"), ("rss", "rss.xml"), ("json", "feed.json"))
 
 def info(**kw) -> FeedInfo:
     items = (
-        Item(
+        FeedItem(
             id="urn:uuid:00000000-0000-0000-0000-000000000001",
             title="First <story>",
             link="https://example.org/1",
@@ -152,10 +153,10 @@ def info(**kw) -> FeedInfo:
             summary="Short text",
             content_html="<p>Body &amp; more</p>",
             image="https://example.org/1.jpg",
-            enclosure=Enclosure("https://example.org/1.mp3", 12345, "audio/mpeg"),
+            enclosure=FeedEnclosure("https://example.org/1.mp3", 12345, "audio/mpeg"),
             also=(("Other outlet", "https://other.example/1"),),
         ),
-        Item(
+        FeedItem(
             id="urn:uuid:00000000-0000-0000-0000-000000000002",
             title="Second",
             link="https://feeds.example.org/a/2.html",
@@ -612,10 +613,7 @@ def test_pages_rendered_during_dedup_match_a_build_after_it(tmp_path: Path, monk
     store = Store(settings.database.url)
     try:
         rows = {r.key: r for r in store.listing(None, None)}
-        with store.engine.connect() as c:
-            recorded = {
-                uid for (uid,) in c.execute(pages.PageRow.__table__.select().with_only_columns(pages.PageRow.uid))
-            }
+        recorded = set(store.page_signatures())
         with store.session() as s:
             hidden = s.query(EntryRow).filter(EntryRow.key == "b.md").one()
         assert "b.md" not in rows and hidden.canonical_id == rows["a.md"].id

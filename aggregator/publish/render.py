@@ -12,7 +12,6 @@ rendered in this process.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -25,10 +24,10 @@ from lxml import etree
 
 from ..cleaning import safe_url, xml_text
 from ..config import Settings
-from ..store import CategoryRef, Store, loads_list
+from ..store import CategoryRef, Store
 from . import archive, pages
-from .feeds import FILENAMES, RENDERERS, Enclosure, FeedInfo, Item, entry_elements
 from .files import write_if_changed
+from .formats import FILENAMES, RENDERERS, FeedEnclosure, FeedInfo, FeedItem, entry_elements
 from .plans import FeedPlan, archive_url, feed_url, permalink
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class Renderer:
         self.settings = settings
         self.sources = sources
         # (entry id, summary only, also) → (item, withdrawn); (item id, summary only, also) → format → element
-        self._items: OrderedDict[tuple, tuple[Item, bool]] = OrderedDict()
+        self._items: OrderedDict[tuple, tuple[FeedItem, bool]] = OrderedDict()
         self._elements: OrderedDict[tuple, dict[str, etree._Element]] = OrderedDict()
         formats = set(settings.output.formats).union(*(c.formats or () for c in settings.categories.values()))
         self._xml_formats = tuple(f for f in ("atom", "rss") if f in formats)
@@ -113,9 +112,9 @@ class Renderer:
         n = pages.render(self.store, Path(self.settings.output.dir), todo, ctx)
         return Written(files=n, pages=n)
 
-    def items(self, ids: Sequence[int], summary_only: bool, also: dict[int, Also]) -> list[tuple[Item, bool]]:
+    def items(self, ids: Sequence[int], summary_only: bool, also: dict[int, Also]) -> list[tuple[FeedItem, bool]]:
         """(item, withdrawn) of each entry of `ids` still stored, in order, from the cache or the store."""
-        found: dict[int, tuple[Item, bool]] = {}
+        found: dict[int, tuple[FeedItem, bool]] = {}
         for i in ids:
             key = (i, summary_only, also.get(i, ()))
             hit = self._items.get(key)
@@ -138,7 +137,7 @@ class Renderer:
                 self._remember(self._items, (r.id, summary_only, a), found[r.id], CACHE_ENTRIES)
         return [found[i] for i in ids if i in found]
 
-    def _renders(self, item: Item) -> bool:
+    def _renders(self, item: FeedItem) -> bool:
         """Can the item be rendered? Its elements are built (and cached for the documents) now,
         so an entry that fails is left out of the document instead of failing the build."""
         try:
@@ -148,7 +147,7 @@ class Renderer:
             return False
         return True
 
-    def element(self, item: Item, fmt: str, scheme: str) -> etree._Element:
+    def element(self, item: FeedItem, fmt: str, scheme: str) -> etree._Element:
         """The item's element. Not a copy: appending it to a document moves it out of the
         previous one, which was serialized already (a document lists an entry once)."""
         # Within a build, an entry's item differs only by these (the rest is the same row).
@@ -172,7 +171,7 @@ class Renderer:
 def feed_info(
     settings: Settings,
     plan: FeedPlan,
-    items: Sequence[Item],
+    items: Sequence[FeedItem],
     page: archive.Page | None = None,
     older: archive.Page | None = None,
 ) -> FeedInfo:
@@ -220,7 +219,7 @@ def make_item(
     base_url: str,
     summary_only: bool = False,
     also: Also = (),
-) -> Item:
+) -> FeedItem:
     """A stored entry row as a feed item.
 
     The last line of defence: sources clean what they store (`cleaning`), but a row stored by an
@@ -229,10 +228,10 @@ def make_item(
     (`javascript:`, `data:`) is not published."""
     published = row.published or row.first_seen
     updated = max(row.updated or published, published)
-    authors = tuple(x for a in loads_list(row.author) if (x := xml_text(str(a)))) or (
+    authors = tuple(x for a in row.authors if (x := xml_text(str(a)))) or (
         (xml_text(row.outlet),) if row.outlet else (xml_text(sources[row.source_id]),)
     )
-    return Item(
+    return FeedItem(
         id=f"urn:uuid:{row.uid}",
         title=xml_text(row.title),
         link=safe_url(row.link, URL_CHARS) or permalink(base_url, row.uid),
@@ -248,15 +247,14 @@ def make_item(
     )
 
 
-def _enclosure(value: str | None) -> Enclosure | None:
+def _enclosure(d: dict | None) -> FeedEnclosure | None:
     """A stored enclosure, when its size is known (RSS requires a length) and its URL is http(s)."""
-    if not value:
+    if not d:
         return None
-    d = json.loads(value)
     url = safe_url(d.get("url"), URL_CHARS)
     if not url or not d.get("length"):
         return None
-    return Enclosure(url, int(d["length"]), xml_text(str(d.get("type") or "application/octet-stream")))
+    return FeedEnclosure(url, int(d["length"]), xml_text(str(d.get("type") or "application/octet-stream")))
 
 
 @cache
@@ -272,9 +270,9 @@ def templates():
     )
 
 
-def page_context(settings: Settings, sources: dict[int, str]) -> pages.Context:
+def page_context(settings: Settings, sources: dict[int, str]) -> pages.PageContext:
     out = settings.output
-    return pages.Context(
+    return pages.PageContext(
         site_title=out.title,
         language=out.language,
         base_url=out.base_url,
@@ -398,13 +396,12 @@ class Work:
         """Start the worker processes, unless this machine or database cannot use them."""
         from ..workers import cpu_workers, process_pool
 
-        url = self.store.engine.url
         workers = cpu_workers()
-        if workers < 2 or (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")):
-            return False
+        if workers < 2 or (self.store.dialect == "sqlite" and self.store.sqlite_path is None):
+            return False  # an in-memory database: workers could not see it
         # Fresh workers, not forks: after a cold ingest this process is big, and a fork starts as
         # big as its parent before it adds a cache of its own.
-        start = (url.render_as_string(hide_password=False), self.settings, self.sources)
+        start = (self.store.url, self.settings, self.sources)
         self._pool = process_pool(workers, PRELOAD, _start_worker, start, fresh=True)
         self._workers = workers
         return True

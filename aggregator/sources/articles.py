@@ -433,7 +433,7 @@ def _read_chunk(
     out = [read_article(root, s, ctx, max_bytes) for s in stamps]
     if ctx.dedup_patterns is None:
         return out
-    from ..dedup import features
+    from ..features import features
 
     return [
         replace(e, features=features(e.link, e.content_html, ctx.dedup_patterns)) if isinstance(e, Entry) else e
