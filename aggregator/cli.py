@@ -163,66 +163,6 @@ def categories(obj: CliContext) -> None:
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
 
 
-# ---- the database's schema
-
-
-@main.group()
-def db() -> None:
-    """The database's schema: `db upgrade` after installing a new version, `db current` to see it."""
-
-
-def _database_url(obj: CliContext) -> tuple[Settings, str]:
-    settings = obj.settings()
-    return settings, settings.database.url
-
-
-@db.command("upgrade")
-@click.pass_obj
-def db_upgrade(obj: CliContext) -> None:
-    """Bring the database's schema to this version (Alembic migrations; rows are kept)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .store import database
-
-    settings, url = _database_url(obj)
-    started = time.monotonic()
-    try:
-        before, after = database.upgrade(url)
-    except (SQLAlchemyError, OSError) as e:
-        reason = f"{e.__class__.__name__}: {_first_line(e)}"
-        fail(f"{settings.config_path}: database.url: cannot upgrade the database: {reason}")
-    seconds = time.monotonic() - started
-    if before == after:
-        click.echo(f"database already at revision {after} (the latest); nothing to do")
-    else:
-        click.echo(f"database upgraded from revision {before or 'none (aggregator 0.1)'} to {after}; {seconds:.2f} s")
-
-
-@db.command("current")
-@click.pass_obj
-def db_current(obj: CliContext) -> None:
-    """Print the database's schema revision, and whether it is the one this version uses."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .store import database
-    from .store.schema import SCHEMA_REVISION
-
-    settings, url = _database_url(obj)
-    try:
-        found, has_tables = database.current(url)
-    except (SQLAlchemyError, OSError) as e:
-        reason = f"{e.__class__.__name__}: {_first_line(e)}"
-        fail(f"{settings.config_path}: database.url: cannot open the database: {reason}")
-    if found == SCHEMA_REVISION:
-        click.echo(f"{found} (head)")
-    elif found is None and not has_tables:
-        click.echo(f"none: an empty database (head is {SCHEMA_REVISION}; any command creates it)")
-    elif found is None:
-        click.echo(f"none: made by aggregator 0.1 (head is {SCHEMA_REVISION}; run `aggregator db upgrade`)")
-    else:
-        click.echo(f"{found} (head is {SCHEMA_REVISION}; run `aggregator db upgrade`)")
-
-
 # ---- duplicates
 
 
@@ -389,15 +329,6 @@ def fetch(obj: CliContext, names: tuple[str, ...]) -> None:
     click.echo(report.summary())
 
 
-def _ago(when, now) -> str:
-    if when is None:
-        return "-"
-    seconds = (when - now).total_seconds()
-    span = abs(seconds)
-    text = f"{span:.0f}s" if span < 90 else f"{span / 60:.0f}m" if span < 5400 else f"{span / 3600:.1f}h"
-    return f"in {text}" if seconds > 0 else f"{text} ago"
-
-
 @main.group(invoke_without_command=True)
 @click.pass_context
 def sources(ctx: click.Context) -> None:
@@ -410,6 +341,7 @@ def sources(ctx: click.Context) -> None:
 
     from .sources.opml import remote_sources
     from .store import now_utc
+    from .tables import ago, folder_table
 
     obj: CliContext = ctx.obj
     settings = obj.settings()
@@ -422,7 +354,7 @@ def sources(ctx: click.Context) -> None:
         counts = store.entries_per_source()
     console = Console(width=250 if not sys.stdout.isatty() else None)
     if settings.file_sources:
-        console.print(_folder_table(settings, rows, counts))
+        console.print(folder_table(settings, rows, counts))
     if not configured and settings.file_sources:
         return
     now = now_utc()
@@ -433,13 +365,13 @@ def sources(ctx: click.Context) -> None:
         if r is None or r.kind != "feed":
             table.add_row(s.name, s.url or "", "never", "-", "0", "0", "now" if s.enabled else "disabled", "")
             continue
-        due = "disabled" if r.disabled or not s.enabled else _ago(r.next_due, now) if r.next_due else "now"
+        due = "disabled" if r.disabled or not s.enabled else ago(r.next_due, now) if r.next_due else "now"
         url = r.location + (f" (moving to {r.moved_to})" if r.moved_to else "")
         error = r.disabled or r.last_error or (f"ill-formed: {r.feed_flags}" if r.feed_flags else "")
         table.add_row(
             s.name,
             url,
-            _ago(r.last_fetch, now) if r.last_fetch else "never",
+            ago(r.last_fetch, now) if r.last_fetch else "never",
             str(r.last_status) if r.last_status is not None else "-",
             str(counts.get(r.id, 0)),
             str(r.error_count or 0),
@@ -447,32 +379,6 @@ def sources(ctx: click.Context) -> None:
             error[:200],
         )
     console.print(table)
-
-
-def _rules(counts, what: str, examples: dict[str, list[str]] | None = None) -> str:
-    parts = sorted(((n, rule) for (w, rule), n in counts.items() if w == what), key=lambda x: (-x[0], x[1]))
-    shown = examples or {}
-    return "; ".join(
-        f"{n} {rule}" + (f" ({', '.join(shown[rule])}{', …' if n > len(shown[rule]) else ''})" if rule in shown else "")
-        for n, rule in parts
-    )
-
-
-def _folder_table(settings: Settings, rows, counts):
-    """Article folders: the layout recognized, what its rules took and skipped, entries stored."""
-    from rich.table import Table
-
-    from .pipeline import scan_source
-    from .sources.sites import describe
-
-    table = Table("name", "path", "layout", "files taken", "skipped", "entries", box=None, pad_edge=False)
-    for s in settings.file_sources:
-        found = scan_source(s)
-        r = rows.get(s.name)
-        taken = f"{found.taken()} ({_rules(found.counts, 'taken')})" if found.taken() else "0"
-        skipped = f"{found.skipped()}: {_rules(found.counts, 'skipped', found.examples)}" if found.skipped() else "0"
-        table.add_row(s.name, str(s.path), describe(found.site), taken, skipped, str(counts.get(r.id, 0) if r else 0))
-    return table
 
 
 @main.command()
@@ -565,3 +471,9 @@ def export_opml(obj: CliContext, output: str | None) -> None:
             f.write(data)
     else:
         sys.stdout.buffer.write(data)
+
+
+# Registered last: the `db` commands use this module's helpers.
+from .cli_db import db  # noqa: E402
+
+main.add_command(db)

@@ -92,6 +92,7 @@ def article_context(settings: Settings, source: SourceSettings, site: Site, now:
         now=now,
         follow_symlinks=source.follow_symlinks,
         limits=settings.limits_for(source),
+        parse_seconds=settings.tuning.parse_seconds,
     )
 
 
@@ -148,7 +149,8 @@ def ingest_files(
             todo.append(stamp)
     report.seen = len(stamps)
     held: set[str] = set()
-    for done, item in enumerate(read_articles(source.path, todo, ctx, source.max_file_bytes), 1):
+    found = read_articles(source.path, todo, ctx, source.max_file_bytes, settings.tuning.read_parallel_min)
+    for done, item in enumerate(found, 1):
         if isinstance(item, Rejected):
             report.rejected.append(item)
             log.warning("rejected %s", item)
@@ -165,7 +167,7 @@ def ingest_files(
             flush()
         if progress and done % 200 == 0:
             progress(report.unchanged + done, len(stamps))
-    if len(todo) >= render.PARALLEL_MIN:
+    if len(todo) >= settings.tuning.render_parallel_min:
         render.warm_up()  # the build's workers boot while the last entries are stored
     flush()
     if progress:

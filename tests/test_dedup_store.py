@@ -14,7 +14,7 @@ from conftest import reset_database
 from sqlalchemy import delete, select, update
 
 from aggregator import clustering, dedup, features
-from aggregator.config import DedupSettings, Settings
+from aggregator.config import DedupSettings, Settings, Tuning
 from aggregator.lsh import BAND, BANDS, index_keys, kind
 from aggregator.model import Entry
 from aggregator.store import DedupTransaction, KeyIndexShape, SchemaError, Store, database
@@ -499,9 +499,6 @@ def test_features_from_the_parse_workers_give_the_same_clusters(store: Store, tm
 def test_ingest_workers_compute_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from aggregator.config import load_config
     from aggregator.pipeline import ingest
-    from aggregator.sources import articles
-
-    monkeypatch.setattr(articles, "PARALLEL_MIN", 0)  # the worker path, as for a big folder
     folder = tmp_path / "articles"
     folder.mkdir()
     for name, title, paras in (("a.md", TITLE, PORT), ("b.md", "【转载】" + TITLE, REPRINT)):
@@ -511,6 +508,7 @@ def test_ingest_workers_compute_features(tmp_path: Path, monkeypatch: pytest.Mon
         '[database]\nurl = "sqlite:///agg.sqlite3"\n[[sources]]\nname = "local"\npath = "articles"\n', encoding="utf-8"
     )
     cfg = load_config(tmp_path / "config.toml")
+    cfg = cfg.model_copy(update={"tuning": Tuning(read_parallel_min=0)})  # the worker path, as for a big folder
     store = Store(cfg.database.url)
     try:
         touched = ingest(store, cfg).touched

@@ -53,9 +53,6 @@ class BuildReport:
 # starts a new process, can leave a recorded page empty (or damage from outside).
 _pages_checked = False
 
-# Page tasks kept back when pages are handed over before dedup: they fill in at the end of
-# the build, after the feed documents (see render.Work).
-EARLY_HOLD = 4
 
 
 @dataclass(slots=True)
@@ -76,17 +73,18 @@ def early_pages(store: Store, settings: Settings, touched: Sequence[int]) -> Ite
     dedup; the build then renders the few whose categories dedup changed and removes the pages
     of entries it hid. Yields None when there are too few pages to be worth workers, which
     `touched` (the entries ingested this run) tells without asking the store in a quiet cycle."""
-    if len(touched) < render.PARALLEL_MIN:
+    if len(touched) < settings.tuning.render_parallel_min:
         yield None
         return
-    render.prepare(store, force=False, first=not store.signatures())  # boots while pages are planned
+    render.prepare(store, settings, force=False, first=not store.signatures())  # boots while pages are planned
     todo, _ = pages.plan(store, settings, _settings_digest(settings))
-    if len(todo) < render.PARALLEL_MIN:
+    if len(todo) < settings.tuning.render_parallel_min:
         yield None
         return
     remove_stale_temps(settings.output.dir)  # now: once workers write, temp files are theirs
     with render.Work(store, settings, store.source_names()) as work:
-        work.pages(todo, hold=EARLY_HOLD)
+        # Page tasks kept back: they fill in at the end of the build, after the feed documents.
+        work.pages(todo, hold=settings.tuning.early_hold)
         yield Early(work, todo) if work.parallel else None
 
 
@@ -101,7 +99,7 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
         remove_stale_temps(out.dir)
     plans = feed_plans(settings, store.categories())
     recorded = store.signatures()
-    render.prepare(store, force, first=not recorded)
+    render.prepare(store, settings, force, first=not recorded)
     new_signatures: dict[str, str] = {}
     settings_digest = _settings_digest(settings)
     report.written += _write_static(settings)

@@ -32,10 +32,7 @@ from .plans import FeedPlan, archive_url, feed_url, permalink
 
 log = logging.getLogger(__name__)
 URL_CHARS = 8192  # a stored image or enclosure URL longer than this is not published
-CACHE_ENTRIES = 4000  # entries whose items and elements a renderer keeps (~15 KB each; 2,000 missed 20 %)
-PARALLEL_MIN = 3000  # entries to render (feed items plus article pages) worth starting workers for
 RUNS_PER_WORKER = 1  # runs of consecutive feed jobs per worker (each starts with a cold cache)
-PAGES_PER_TASK = 500
 PRELOAD = (__name__, "feedgen.entry", "jinja2")  # what workers import before their first task
 STATIC_DIR = "static"
 STYLESHEET = "feed.xsl"
@@ -134,7 +131,8 @@ class Renderer:
                     log.exception("entry %s (%s): cannot be published, skipped", r.id, r.uid)
                     continue
                 found[r.id] = (item, r.withdrawn_at is not None)
-                self._remember(self._items, (r.id, summary_only, a), found[r.id], CACHE_ENTRIES)
+                size = self.settings.tuning.render_cache_entries
+                self._remember(self._items, (r.id, summary_only, a), found[r.id], size)
         return [found[i] for i in ids if i in found]
 
     def _renders(self, item: FeedItem) -> bool:
@@ -156,7 +154,7 @@ class Renderer:
         if els is None or fmt not in els:
             # Every XML format at once: the documents listing an entry come in both formats.
             els = entry_elements(item, self._xml_formats, scheme)
-            self._remember(self._elements, key, els, CACHE_ENTRIES)
+            self._remember(self._elements, key, els, self.settings.tuning.render_cache_entries)
         else:
             self._elements.move_to_end(key)
         return els[fmt]
@@ -345,15 +343,20 @@ class Work:
             for f in self._futures:
                 f.result()
         self._queued.update(uid for uid, _, _ in todo)
-        tasks = [todo[i : i + PAGES_PER_TASK] for i in range(0, len(todo), PAGES_PER_TASK)]
+        per_task = self.settings.tuning.pages_per_task
+        tasks = [todo[i : i + per_task] for i in range(0, len(todo), per_task)]
         self._todo = tasks[::-1] + self._todo
-        if self._pool is None and len(todo) >= PARALLEL_MIN:
+        if self._pool is None and len(todo) >= self.settings.tuning.render_parallel_min:
             self._start()
         if hold is None:
             self.keep_busy()
         elif self._pool is not None:
             while len(self._todo) > hold:
                 self._submit_page()
+
+    def queued(self) -> list[pages.Todo]:
+        """The page tasks' items not handed to workers yet, in the order they will be."""
+        return [t for task in reversed(self._todo) for t in task]
 
     def keep_busy(self) -> None:
         """Hand the workers pages to render, just enough that none is left waiting."""
@@ -371,7 +374,8 @@ class Work:
     def feeds(self, jobs: Sequence[FeedJob], position: Callable[[], dict[int, int]]) -> None:
         """Render `jobs` (and pages not handed over yet): in the workers, which this returns
         without waiting for (see `wait`), or here."""
-        if self._pool is None and sum(j.size for j in jobs) + sum(map(len, self._todo)) >= PARALLEL_MIN:
+        wanted = sum(j.size for j in jobs) + sum(map(len, self._todo))
+        if self._pool is None and wanted >= self.settings.tuning.render_parallel_min:
             self._start()
         if self._pool is None:
             renderer = Renderer(self.store, self.settings, self.sources)
@@ -416,12 +420,12 @@ def warm_up() -> None:
         start_forkserver(PRELOAD)
 
 
-def prepare(store: Store, force: bool, first: bool) -> None:
+def prepare(store: Store, settings: Settings, force: bool, first: bool) -> None:
     """Before planning a build: when it will likely need workers (a first or forced build of
     a big store), get their process started meanwhile."""
     from ..workers import cpu_workers, start_forkserver
 
-    if cpu_workers() >= 2 and (force or first) and store.visible_count() >= PARALLEL_MIN:
+    if cpu_workers() >= 2 and (force or first) and store.visible_count() >= settings.tuning.render_parallel_min:
         start_forkserver(PRELOAD)
 
 
