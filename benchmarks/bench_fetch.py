@@ -1,11 +1,21 @@
-"""Remote-fetch benchmark: `aggregator fetch` of N distinct feeds (50 items each) from a local server.
+"""Remote-fetch benchmark: `aggregator fetch` against PyPI `reader` on the same loopback feeds.
 
-Serves the feeds from a threaded HTTP server on 127.0.0.1 (in a separate process, so it does
-not share a GIL with the measurement), then runs the real CLI twice: cold (every feed 200,
-parsed and stored) and warm (every feed 304). Prints feeds/s and the peak RSS of the CLI
-process and of its parse workers.
+Serves N distinct RSS 2.0 feeds (50 items each by default) from a keep-alive threaded HTTP
+server on 127.0.0.1, in a separate process so it does not share a GIL with what is measured.
+Then, in one run:
 
-    .venv/bin/python benchmarks/bench_fetch.py [--feeds 500] [--items 50] [--per-host 2] [--keep DIR]
+- `reader` (installed from PyPI into its own venv, cached in the temp folder; `--reader-version`)
+  runs `update_feeds(workers=16)` cold (every feed 200) then warm (every feed 304) in one
+  process; each figure includes its import and `make_reader` (a cron job pays them each time);
+- `aggregator fetch` runs as whole processes: cold, warm, and once with no sources at all
+  (its start-up and empty cycle, taken out for the "work alone" figure).
+
+Rounds alternate reader, aggregator, aggregator, reader, …; each side's fastest figure counts.
+Prints each run, the ratios (reader / aggregator, > 1 means the aggregator is faster), peak RSS,
+and how many requests each side made (every feed must be requested cold and revalidated warm).
+
+    .venv/bin/python benchmarks/bench_fetch.py [--feeds 300] [--items 50] [--per-host 16] [--rounds 2]
+                                               [--no-reader] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -13,14 +23,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.server
+import json
 import multiprocessing
+import os
 import random
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HANZI = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def feed(n: int, items: int) -> bytes:
@@ -45,12 +59,15 @@ def feed(n: int, items: int) -> bytes:
     return "".join(parts).encode()
 
 
-def serve(port_box, n: int, items: int) -> None:
+def serve(port_box, counts, n: int, items: int, keep_alive: bool = False) -> None:
+    """counts[0]: requests answered 200, counts[1]: requests answered 304. Without `keep_alive`
+    the server speaks HTTP/1.0 and closes each connection after one response (as the acceptance
+    check's server does), so every request pays a TCP connect."""
     bodies = {f"/feed/{i}.xml": feed(i, items) for i in range(n)}
     etags = {p: '"' + hashlib.sha1(b).hexdigest()[:16] + '"' for p, b in bodies.items()}
 
     class H(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
         # Headers and body go out in two writes; with Nagle on, the body's last segment waits
         # for the client's delayed ACK (40 ms) and the benchmark would measure that instead.
         disable_nagle_algorithm = True
@@ -66,14 +83,20 @@ def serve(port_box, n: int, items: int) -> None:
                 self.end_headers()
                 return
             if self.headers.get("If-None-Match") == etags[self.path]:
+                with counts.get_lock():
+                    counts[1] += 1
                 self.send_response(304)
                 self.send_header("ETag", etags[self.path])
-                self.send_header("Content-Length", "0")
+                if keep_alive:
+                    self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            with counts.get_lock():
+                counts[0] += 1
             self.send_response(200)
             self.send_header("Content-Type", "application/rss+xml")
             self.send_header("ETag", etags[self.path])
+            self.send_header("Last-Modified", "Mon, 05 Sep 2022 08:00:00 GMT")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -84,56 +107,168 @@ def serve(port_box, n: int, items: int) -> None:
     srv.serve_forever()
 
 
-def run(cfg: Path, *args: str) -> tuple[float, str, int]:
-    """Run the CLI; (seconds, summary line, peak RSS in MB of the CLI or any process it waited for)."""
-    probe = (
-        "import resource, subprocess, sys, time\n"
-        "t = time.perf_counter()\n"
-        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-        "took = time.perf_counter() - t\n"
-        "if r.returncode: sys.exit(r.stderr)\n"
-        "print(took, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, sep='\\t')\n"
-        "print(r.stdout.strip().splitlines()[-1])\n"
+# Children may write bytecode caches: an installed package has them (pip compiles on install), an
+# editable checkout run with PYTHONDONTWRITEBYTECODE would compile every module on every run.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def measured(cmd: list[str], cwd: Path) -> dict:
+    """Run cmd as a child: wall seconds, CPU seconds and peak RSS (MB, of the child or any process
+    it reaped), its output."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=CHILD_ENV
     )
-    cmd = [sys.executable, "-m", "aggregator", "-q", "--config", str(cfg), *args]
-    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, cwd=cfg.parent)
-    if out.returncode:
-        raise SystemExit(out.stderr)
-    first, summary = out.stdout.strip().splitlines()
-    took, rss = first.split("\t")
-    return float(took), summary, int(rss)
+    out = p.stdout.read().decode("utf-8", "replace") if p.stdout else ""
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    rc = os.waitstatus_to_exitcode(status)
+    if rc:
+        raise SystemExit(f"{' '.join(cmd)} exited {rc}:\n{out}")
+    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss": ru.ru_maxrss / 1024, "out": out}
+
+
+# reader's side, timed the way a cron job pays for it: import and open included in each figure
+READER = """
+import time
+t0 = time.perf_counter()
+import json, sys
+import reader
+r = reader.make_reader(sys.argv[1])
+boot = time.perf_counter() - t0
+for u in open(sys.argv[2]).read().split():
+    r.add_feed(u, exist_ok=True)
+t = time.perf_counter(); r.update_feeds(workers=16); cold = time.perf_counter() - t
+n = r.get_entry_counts().total
+t = time.perf_counter(); r.update_feeds(workers=16, scheduled=False); warm = time.perf_counter() - t
+print("READER " + json.dumps({"version": reader.__version__, "cold": boot + cold, "warm": boot + warm,
+                              "boot": boot, "entries": n}))
+"""
+
+
+def reader_python(version: str) -> Path:
+    """A venv with PyPI `reader` (cached between runs in the temp folder)."""
+    venv = Path(tempfile.gettempdir()) / f"bench-fetch-reader-{version}"
+    py = venv / "bin" / "python"
+    if py.exists() and subprocess.run([str(py), "-c", "import reader"], capture_output=True).returncode == 0:
+        return py
+    print(f"installing reader=={version} into {venv} …", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # sgmllib3k: feedparser's optional dependency that reader's own install pulls in on some versions
+    subprocess.run([str(py), "-m", "pip", "install", "-q", f"reader=={version}", "sgmllib3k"], check=True)
+    return py
+
+
+def config(folder: Path, urls: list[str], per_host: int, concurrency: int) -> Path:
+    (folder / "db").mkdir(parents=True, exist_ok=True)
+    lines = [
+        '[database]\nurl = "sqlite:///db/bench.sqlite3"',
+        '[output]\ndir = "out"',
+        f"[fetch]\nconcurrency = {concurrency}\nper_host = {per_host}\ntimeout = 60\nallow_private = true",
+    ]
+    lines += [f'[[sources]]\nname = "feed{i}"\nurl = "{u}"' for i, u in enumerate(urls)]
+    cfg = folder / "config.toml"
+    cfg.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return cfg
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--feeds", type=int, default=500)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--feeds", type=int, default=300)
     ap.add_argument("--items", type=int, default=50)
-    ap.add_argument("--per-host", type=int, default=2, help="[fetch] per_host (all feeds are on one host here)")
+    ap.add_argument("--per-host", type=int, default=16, help="[fetch] per_host (all feeds are on one host here)")
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--keep-alive", action="store_true", help="HTTP/1.1 keep-alive server (default: HTTP/1.0)")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of reader and aggregator, alternating")
+    ap.add_argument("--reader-version", default="3.26")
+    ap.add_argument("--no-reader", action="store_true", help="measure the aggregator alone")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it")
     a = ap.parse_args()
 
     box: multiprocessing.Queue = multiprocessing.Queue()
-    server = multiprocessing.Process(target=serve, args=(box, a.feeds, a.items), daemon=True)
+    counts = multiprocessing.Array("i", 2)
+    server = multiprocessing.Process(target=serve, args=(box, counts, a.feeds, a.items, a.keep_alive), daemon=True)
     server.start()
     port = box.get(timeout=120)
+    urls = [f"http://127.0.0.1:{port}/feed/{i}.xml" for i in range(a.feeds)]
     work = a.keep or Path(tempfile.mkdtemp(prefix="bench-fetch-"))
     work.mkdir(parents=True, exist_ok=True)
-    lines = [
-        '[database]\nurl = "sqlite:///db/bench.sqlite3"',
-        '[output]\ndir = "out"',
-        f"[fetch]\nconcurrency = {a.concurrency}\nper_host = {a.per_host}\ntimeout = 60",
-        "[dedup]\nenabled = false",
-    ]
-    lines += [f'[[sources]]\nname = "feed{i}"\nurl = "http://127.0.0.1:{port}/feed/{i}.xml"' for i in range(a.feeds)]
-    cfg = work / "config.toml"
-    cfg.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (work / "urls.txt").write_text("\n".join(urls), encoding="utf-8")
+    (work / "reader_run.py").write_text(READER, encoding="utf-8")
+    rpy = None if a.no_reader else reader_python(a.reader_version)
+    aggregator = [str(Path(sys.executable)), "-m", "aggregator", "-q"]
 
-    print(f"{a.feeds} feeds x {a.items} items, concurrency {a.concurrency}, per_host {a.per_host}, in {work}")
-    for label in ("cold (all 200)", "warm (all 304)"):
-        took, summary, rss = run(cfg, "fetch")
-        print(f"{label:15s} {took:7.2f} s  {a.feeds / took:7.1f} feeds/s  peak RSS {rss} MB  | {summary}")
+    def requests() -> tuple[int, int]:
+        with counts.get_lock():
+            return counts[0], counts[1]
+
+    def delta(before: tuple[int, int]) -> tuple[int, int]:
+        now = requests()
+        return now[0] - before[0], now[1] - before[1]
+
+    readers: list[dict] = []
+    aggs: list[dict] = []
+
+    def reader_round(i: int) -> None:
+        folder = work / f"reader{i}"
+        folder.mkdir(exist_ok=True)
+        before = requests()
+        r = measured([str(rpy), str(work / "reader_run.py"), str(folder / "reader.sqlite"), str(work / "urls.txt")],
+                     folder)  # fmt: skip
+        got = json.loads(next(x for x in r["out"].splitlines() if x.startswith("READER "))[7:])
+        got.update(rss=r["rss"], requests=delta(before))
+        readers.append(got)
+        print(f"reader {got['version']}   cold {got['cold']:6.2f} s  warm {got['warm']:5.2f} s  "
+              f"(import+open {got['boot']:.2f} s)  {got['entries']} entries  peak RSS {r['rss']:.0f} MB  "
+              f"requests 200/304 {got['requests']}", flush=True)  # fmt: skip
+
+    def agg_round(i: int) -> None:
+        folder = work / f"agg{i}"
+        cfg = config(folder, urls, a.per_host, a.concurrency)
+        before = requests()
+        cold = measured([*aggregator, "--config", str(cfg), "fetch"], folder)
+        cold_req = delta(before)
+        before = requests()
+        warm = measured([*aggregator, "--config", str(cfg), "fetch"], folder)
+        warm_req = delta(before)
+        idle_cfg = config(work / f"idle{i}", [], a.per_host, a.concurrency)
+        idle = measured([*aggregator, "--config", str(idle_cfg), "fetch"], idle_cfg.parent)
+        aggs.append({"cold": cold, "warm": warm, "idle": idle})
+        print(f"aggregator     cold {cold['wall']:6.2f} s  warm {warm['wall']:5.2f} s  "
+              f"(no sources {idle['wall']:.2f} s)  peak RSS cold {cold['rss']:.0f} MB, warm {warm['rss']:.0f} MB  "
+              f"requests 200/304 cold {cold_req}, warm {warm_req}", flush=True)  # fmt: skip
+        print(f"    cold: {cold['out'].strip().splitlines()[-1]}\n    warm: {warm['out'].strip().splitlines()[-1]}")
+
+    print(f"{a.feeds} feeds x {a.items} items on 127.0.0.1, concurrency {a.concurrency}, per_host {a.per_host}, "
+          f"in {work}; load average {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+    # Not timed: writes the bytecode caches, and loads both programs' files into the page cache.
+    measured([*aggregator, "--config", str(config(work / "warmup", [], a.per_host, a.concurrency)), "fetch"], work)
+    if rpy is not None:
+        measured([str(rpy), "-c", "import reader"], work)
+    for i in range(a.rounds):
+        first, second = (reader_round, agg_round) if i % 2 == 0 else (agg_round, reader_round)
+        for step in (first, second):
+            if step is reader_round and rpy is None:
+                continue
+            step(i)
     server.terminate()
+
+    a_cold = min(r["cold"]["wall"] for r in aggs)
+    a_warm = min(r["warm"]["wall"] for r in aggs)
+    a_work = min(r["warm"]["wall"] - r["idle"]["wall"] for r in aggs)
+    print(f"\naggregator (best of {len(aggs)}): cold {a_cold:.2f} s ({a.feeds / a_cold:.0f} feeds/s), "
+          f"warm {a_warm:.2f} s, warm work alone {a_work:.2f} s ({1000 * a_work / a.feeds:.2f} ms per feed), "
+          f"no-source run {min(r['idle']['wall'] for r in aggs):.2f} s")  # fmt: skip
+    if readers:
+        r_cold = min(r["cold"] for r in readers)
+        r_warm = min(r["warm"] for r in readers)
+        r_work = min(r["warm"] - r["boot"] for r in readers)
+        print(f"reader {readers[0]['version']} (best of {len(readers)}): cold {r_cold:.2f} s, warm {r_warm:.2f} s, "
+              f"warm work alone {r_work:.2f} s")  # fmt: skip
+        print(
+            f"ratios (reader / aggregator): cold {r_cold / a_cold:.2f}x (target >= 2.5), "
+            f"warm {r_warm / a_warm:.2f}x (>= 1.2), warm work alone {r_work / max(a_work, 1e-9):.2f}x (>= 3)"
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dedup_quality import Doc, corpus, evaluate
+from dedup_quality import Doc, corpus, evaluate, report
 
 DISCLAIMER = {
     "zh": "免责声明：本文内容仅供参考，不构成任何投资建议。市场有风险，投资需谨慎。本网站所载文章、数据仅供参考，"
@@ -147,15 +147,7 @@ def main() -> None:
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     docs = with_boilerplate(corpus(args.seed, args.topics)) + reports(args.seed)
-    r = evaluate(docs, args.threshold, args.verbose)
-    print(f"corpus: {r['entries']} entries {r['kinds']}")
-    print(f"near_threshold={args.threshold}  pairs: {r['true_pairs']} same-story, {r['merged_pairs']} merged")
-    print(f"duplicates found, by kind: {r['per_kind']}")
-    if r["missed"]:
-        print(f"missed pairs by kinds: {r['missed']}")
-    print(f"precision {r['precision']:.4f}  recall {r['recall']:.4f}  (targets: 1.00 and >= 0.95)")
-    sys.exit(0 if r["precision"] == 1.0 and r["recall"] >= 0.95 else 1)
-
+    sys.exit(0 if report(evaluate(docs, args.threshold, args.verbose), args.threshold) else 1)
 
 if __name__ == "__main__":
     main()

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
-
-from lxml import etree
+from typing import TYPE_CHECKING
 
 from ..config import ConfigError, Settings, SourceSettings
 from ..text import is_url
+
+if TYPE_CHECKING:
+    from lxml import etree
 
 
 class OpmlError(ValueError):
@@ -34,6 +36,8 @@ class Subscription:
 
 
 def _parser() -> etree.XMLParser:
+    from lxml import etree
+
     # No DTD loading, no entity expansion, no network: an OPML file is data, not a program.
     return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, recover=False)
 
@@ -44,6 +48,10 @@ def read_opml(data: bytes) -> list[Subscription]:
         # libxml2 expands internal entities even in attributes; OPML never needs them, so an
         # entity declaration is refused outright rather than trusted to amplification limits.
         raise OpmlError("entity declarations are not allowed in an OPML file")
+    # lxml is imported here, not with the module: a fetch of sources configured one by one
+    # must not pay for it.
+    from lxml import etree
+
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as e:
@@ -78,6 +86,8 @@ def read_opml(data: bytes) -> list[Subscription]:
 
 def write_opml(subs: Sequence[Subscription], title: str, now: datetime | None = None) -> bytes:
     """OPML 2.0: one folder per first category, feeds without a category at the top level."""
+    from lxml import etree
+
     root = etree.Element("opml", version="2.0")
     head = etree.SubElement(root, "head")
     etree.SubElement(head, "title").text = title

@@ -1,0 +1,198 @@
+"""A fetch cycle's cost structure, through the public seams: what a cycle of 304s loads, how
+many requests go to one host at once, and that documents parsed in worker processes (with
+feedparser's own sanitizer off) still come out cleaned and with absolute URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from pytest_httpserver import HTTPServer
+from sqlalchemy import select
+from werkzeug import Request, Response
+
+from aggregator.pipeline import PARSE_PROCESSES_MIN, fetch
+from aggregator.sources.remote import HOST_SLOW, HOST_START, HostSlots
+from aggregator.store import Store
+from aggregator.store.schema import EntryRow
+
+
+@pytest.fixture
+def server():
+    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    srv.start()
+    yield srv
+    srv.clear()
+    srv.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = Store(f"sqlite:///{tmp_path / 'db' / 'agg.sqlite3'}")
+    yield s
+    s.close()
+
+
+def config(tmp_path: Path, urls: dict[str, str], fetch_opts: str = "") -> Path:
+    body = [
+        '[database]\nurl = "sqlite:///db/agg.sqlite3"',
+        '[output]\ndir = "out"\nbase_url = "http://feeds.example.org/"\ntitle = "T"',
+        f"[fetch]\nallow_private = true\ntimeout = 10\n{fetch_opts}",
+    ]
+    body += [f'[[sources]]\nname = "{n}"\nurl = "{u}"' for n, u in urls.items()]
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("\n\n".join(body) + "\n", encoding="utf-8")
+    return cfg
+
+
+def rss(n: int, content: str = "<p>Body.</p>") -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Feed</title>'
+        f"<link>http://site{n}.test/</link><description>d</description>"
+        f"<item><title>Item {n}</title><link>/posts/{n}.html</link><guid>g{n}</guid>"
+        f"<pubDate>Mon, 05 Sep 2022 08:00:00 +0800</pubDate>"
+        f"<description><![CDATA[{content}]]></description></item></channel></rss>"
+    ).encode()
+
+
+# ---------------------------------------------------------------- hostile markup, parsed in worker processes
+
+HOSTILE = (
+    "<p onclick=\"steal()\">Text <a href='javascript:alert(1)'>js</a> <a href='/rel/page.html'>rel</a></p>"
+    "<script>alert(2)</script><style>body{display:none}</style><iframe src='http://evil.test/'></iframe>"
+    "<img src='img/pic.jpg' onerror='alert(3)'><object data='x.swf'></object>"
+    "<form action='http://evil.test/'><input name=q></form><!-- a comment --><svg onload='alert(4)'></svg>"
+    "<a href='//cdn.test/x'>protocol-relative</a><a href='vbscript:msgbox(5)'>vb</a>"
+)
+
+
+def test_hostile_markup_is_cleaned_when_parsed_in_worker_processes(server, store, tmp_path, monkeypatch):
+    # Enough feeds for the process pool, forked as the CLI does (no other thread).
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    n = PARSE_PROCESSES_MIN + 2
+    for i in range(n):
+        server.expect_request(f"/h/{i}.xml").respond_with_data(rss(i, HOSTILE), content_type="application/rss+xml")
+    cfg = config(tmp_path, {f"h{i}": server.url_for(f"/h/{i}.xml") for i in range(n)}, "per_host = 8")
+    from aggregator.config import load_config
+
+    report = fetch(store, load_config(cfg))
+    assert (report.fetched, report.new) == (n, n), report.errors[:3]
+    with store.session() as s:
+        entries = list(s.scalars(select(EntryRow)))
+    assert len(entries) == n
+    base = server.url_for("/h/")
+    for e in entries:
+        html = e.content
+        for bad in ("<script", "alert(2)", "<style", "display:none", "<iframe", "onerror", "onclick", "<object",
+                    "<form", "<input", "<!--", "onload", "javascript:", "vbscript:", "<svg"):  # fmt: skip
+            assert bad not in html, (bad, html)
+        # relative URLs are made absolute against the feed's URL, protocol-relative ones get its scheme
+        assert f'href="{base.split("/h/")[0]}/rel/page.html"' in html
+        assert f'src="{base}img/pic.jpg"' in html
+        assert 'href="http://cdn.test/x"' in html
+        assert e.link.startswith(base.split("/h/")[0] + "/posts/")
+
+
+# ---------------------------------------------------------------- a cycle of 304s loads only what it uses
+
+HEAVY = ("feedparser", "numpy", "feedgen", "jinja2", "rich", "lxml", "pypinyin", "rensa", "yaml", "cmarkgfm")
+
+
+def test_a_cycle_of_304s_imports_nothing_it_does_not_use(server, tmp_path):
+    etag = '"v1"'
+
+    def conditional(request: Request) -> Response:
+        if request.headers.get("If-None-Match") == etag:
+            return Response(status=304, headers={"ETag": etag})
+        return Response(rss(1), content_type="application/rss+xml", headers={"ETag": etag})
+
+    server.expect_request("/c.xml").respond_with_handler(conditional)
+    cfg = config(tmp_path, {"c": server.url_for("/c.xml")})
+    first = run_cli(cfg, "fetch")
+    assert first.returncode == 0 and "1 downloaded" in first.stdout, first.stderr
+    warm = run_cli_importtime(cfg)
+    assert warm.returncode == 0 and "1 not modified" in warm.stdout, warm.stderr
+    loaded = {line.split("|")[-1].strip().split(".")[0] for line in warm.stderr.splitlines() if "import time" in line}
+    assert "aiohttp" in loaded  # the measurement works
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def run_cli_importtime(cfg: Path):
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "aggregator", "--config", str(cfg), "fetch"],
+        capture_output=True, text=True, timeout=120, cwd=cfg.parent, env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- requests in flight to one host
+
+
+def test_host_slots_start_small_and_grow_only_while_the_host_is_slow():
+    async def run() -> list[int]:
+        slots = HostSlots(10)
+        seen = [slots.limit]
+        for took in (0.001, 0.001, HOST_SLOW * 2, HOST_SLOW * 2, 0.001):
+            await slots.acquire()
+            await slots.release(took)
+            seen.append(slots.limit)
+        for _ in range(20):
+            await slots.acquire()
+            await slots.release(HOST_SLOW * 2)
+        seen.append(slots.limit)
+        return seen
+
+    assert asyncio.run(run()) == [HOST_START, HOST_START, HOST_START, HOST_START + 1, HOST_START + 2,
+                                  HOST_START + 2, 10]  # fmt: skip
+    assert HostSlots(2).limit == 2  # never more than per_host
+
+
+def test_host_slots_hold_back_requests_past_the_limit():
+    async def run() -> tuple[int, int]:
+        slots = HostSlots(HOST_START)
+        most = now = 0
+
+        async def one() -> None:
+            nonlocal most, now
+            await slots.acquire()
+            now += 1
+            most = max(most, now)
+            await asyncio.sleep(0.01)
+            now -= 1
+            await slots.release(0.0)
+
+        await asyncio.gather(*(one() for _ in range(20)))
+        return most, slots.busy
+
+    assert asyncio.run(run()) == (HOST_START, 0)
+
+
+def test_a_slow_host_gets_up_to_per_host_requests_at_once(server, store, tmp_path):
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0}
+    body = rss(1)
+
+    def slow(request: Request) -> Response:
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.3)
+        with lock:
+            state["now"] -= 1
+        return Response(body, content_type="application/rss+xml")
+
+    for i in range(24):
+        server.expect_request(f"/s/{i}.xml").respond_with_handler(slow)
+    cfg = config(tmp_path, {f"s{i}": server.url_for(f"/s/{i}.xml") for i in range(24)}, "per_host = 8")
+    from aggregator.config import load_config
+
+    assert fetch(store, load_config(cfg)).fetched == 24
+    assert state["max"] == 8
