@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from .schema import SCHEMA_REVISION, metadata
 
+MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version"  # Alembic's own bookkeeping: one row, the revision
 UPGRADE_HINT = "run `aggregator db upgrade` first"
 # PostgreSQL advisory lock key for creating or upgrading the schema: workers starting together
@@ -116,7 +117,7 @@ def _alembic_config(c: Connection):
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = c
     return cfg
 

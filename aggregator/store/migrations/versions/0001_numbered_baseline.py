@@ -29,7 +29,8 @@ LEGACY_INDEXES = ("ix_entries_url_key", "ix_entries_fingerprint")
 
 def _tables(m: sa.MetaData) -> None:
     """The schema at this revision. Types as the models declare them (UTCDateTime is
-    DateTime(timezone=True), a digest BigInteger)."""
+    DateTime(timezone=True), a digest BigInteger). Long on purpose: every table, frozen here
+    one after another, is easier to check against the models than pieces of it."""
     when = sa.DateTime(timezone=True)
     sa.Table(
         "sources", m,
