@@ -11,7 +11,7 @@ a small typed API over plain records (`records`, `model`):
 | `clusters`, `keyindex` | duplicate clusters, dedup features and the key index |
 | `publishing` | what each feed and page was built from, archive pages |
 | `daemon_state` | the daemon's last cycle and the writer lease |
-| `retention` | pruning with tombstones |
+| `pruning` | retention's reads and writes: pruning with tombstones |
 | `schema`, `database`, `migrations/` | the tables, opening a database, Alembic migrations |
 
 SQLite (WAL mode) is the embedded default, PostgreSQL the server option; SQL is portable
@@ -31,6 +31,7 @@ from .daemon_state import DaemonStore, lease_free
 from .database import SchemaError
 from .entries import EntryStore
 from .keyindex import Shape as KeyIndexShape
+from .pruning import RetentionStore
 from .publishing import PublishStore
 from .records import (
     CategoryCount,
@@ -44,7 +45,6 @@ from .records import (
     entry_uid,
     now_utc,
 )
-from .retention import RetentionStore
 from .sources import SourceStore
 
 __all__ = [
