@@ -18,7 +18,7 @@ EXIT_CONFIG = 2
 
 
 @dataclass
-class Context:
+class CliContext:
     config_path: str
     verbosity: int
 
@@ -32,10 +32,12 @@ class Context:
     def store(self, settings: Settings) -> Iterator:
         from sqlalchemy.exc import SQLAlchemyError
 
-        from .store import Store
+        from .store import SchemaError, Store
 
         try:
             store = Store(settings.database.url, cache_mb=settings.database.cache_mb)
+        except SchemaError as e:
+            fail(f"{settings.config_path}: database.url: {e}")
         except (SQLAlchemyError, OSError) as e:
             reason = f"{e.__class__.__name__}: {_first_line(e)}"
             fail(f"{settings.config_path}: database.url: cannot open the database: {reason}")
@@ -69,7 +71,7 @@ def main(ctx: click.Context, config_path: str, verbose: int, quiet: bool) -> Non
     """Ingest article files and feeds, deduplicate, and publish per-category Atom and RSS feeds."""
     verbosity = -1 if quiet else verbose
     _setup_logging(verbosity)
-    ctx.obj = Context(config_path, verbosity)
+    ctx.obj = CliContext(config_path, verbosity)
 
 
 @contextmanager
@@ -88,7 +90,7 @@ def _progress(enabled: bool) -> Iterator:
 @main.command()
 @click.option("--wait", type=float, default=0.0, help="Wait up to this many seconds for another writer to finish.")
 @click.pass_obj
-def update(obj: Context, wait: float) -> None:
+def update(obj: CliContext, wait: float) -> None:
     """Ingest every source, then rebuild the feeds that changed."""
     from .pipeline import update as run_update
 
@@ -108,7 +110,7 @@ def update(obj: Context, wait: float) -> None:
 
 @main.command()
 @click.pass_obj
-def ingest(obj: Context) -> None:
+def ingest(obj: CliContext) -> None:
     """Ingest every article folder into the database, without publishing."""
     from .pipeline import ingest as run_ingest
 
@@ -129,7 +131,7 @@ def ingest(obj: Context) -> None:
 @main.command()
 @click.option("--force", is_flag=True, help="Re-render every feed even if its entries did not change.")
 @click.pass_obj
-def build(obj: Context, force: bool) -> None:
+def build(obj: CliContext, force: bool) -> None:
     """Publish the feeds from what is in the database."""
     from .publish import build as run_build
 
@@ -142,19 +144,20 @@ def build(obj: Context, force: bool) -> None:
 
 @main.command()
 @click.pass_obj
-def categories(obj: Context) -> None:
+def categories(obj: CliContext) -> None:
     """List categories: name, slug, entries, newest entry, feed paths."""
     from rich.console import Console
     from rich.table import Table
 
-    from .publish.feeds import FILENAMES
+    from .publish.formats import FILENAMES
 
     settings = obj.settings()
     with obj.store(settings) as store:
         counts = store.category_counts()
         table = Table("name", "slug", "entries", "newest", "feeds", box=None)
         for c in store.categories():
-            n, newest = counts.get(c.id, (0, None))
+            found = counts.get(c.id)
+            n, newest = (found.entries, found.newest) if found else (0, None)
             paths = " ".join(f"{c.slug}/{FILENAMES[f]}" for f in settings.output.formats)
             table.add_row(c.name, c.slug, str(n), newest.strftime("%Y-%m-%d %H:%M") if newest else "-", paths)
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
@@ -165,7 +168,7 @@ def categories(obj: Context) -> None:
 
 @main.command()
 @click.pass_obj
-def duplicates(obj: Context) -> None:
+def duplicates(obj: CliContext) -> None:
     """List duplicate clusters: the entry shown, then each member with its source and reason."""
     from .dedup import clusters
 
@@ -208,7 +211,7 @@ def _writer(store, command: str, wait: float = 0.0) -> Iterator:
     from .lock import LockHeld, writer
 
     try:
-        lock = writer(store.engine, command, wait)
+        lock = writer(store, command, wait)
         lock.__enter__()
     except LockHeld as e:
         click.echo(f"error: {e}", err=True)
@@ -225,9 +228,10 @@ def _writer(store, command: str, wait: float = 0.0) -> Iterator:
 @click.option("--port", type=int, default=None, help="Port to serve on (default: [serve] port).")
 @click.option("--json-logs", is_flag=True, help="Log JSON lines instead of text.")
 @click.pass_obj
-def run(obj: Context, serve_too: bool, host: str | None, port: int | None, json_logs: bool) -> None:
+def run(obj: CliContext, serve_too: bool, host: str | None, port: int | None, json_logs: bool) -> None:
     """Run the daemon: fetch, scan, dedup and publish on schedule until SIGTERM; SIGHUP reloads the config."""
-    from .schedule import Daemon, configure_logging
+    from .logs import configure_logging
+    from .schedule import Daemon
 
     settings = obj.settings()
     configure_logging(json_logs, obj.verbosity)
@@ -242,12 +246,12 @@ def run(obj: Context, serve_too: bool, host: str | None, port: int | None, json_
 
 @main.command()
 @click.pass_obj
-def status(obj: Context) -> None:
+def status(obj: CliContext) -> None:
     """Is the daemon running; its last cycle; each source's health; entries per category; database size."""
     from rich.console import Console
     from rich.table import Table
 
-    from .schedule import status as read_status
+    from .status import status as read_status
 
     settings = obj.settings()
     with obj.store(settings) as store:
@@ -288,7 +292,7 @@ def status(obj: Context) -> None:
 @main.command()
 @click.argument("names", nargs=-1)
 @click.pass_obj
-def fetch(obj: Context, names: tuple[str, ...]) -> None:
+def fetch(obj: CliContext, names: tuple[str, ...]) -> None:
     """Fetch remote sources now, ignoring their schedule: the NAMEs given, else every enabled one."""
     from .pipeline import fetch as run_fetch
 
@@ -299,15 +303,6 @@ def fetch(obj: Context, names: tuple[str, ...]) -> None:
         except ConfigError as e:
             fail(str(e))
     click.echo(report.summary())
-
-
-def _ago(when, now) -> str:
-    if when is None:
-        return "-"
-    seconds = (when - now).total_seconds()
-    span = abs(seconds)
-    text = f"{span:.0f}s" if span < 90 else f"{span / 60:.0f}m" if span < 5400 else f"{span / 3600:.1f}h"
-    return f"in {text}" if seconds > 0 else f"{text} ago"
 
 
 @main.group(invoke_without_command=True)
@@ -322,8 +317,9 @@ def sources(ctx: click.Context) -> None:
 
     from .sources.opml import remote_sources
     from .store import now_utc
+    from .tables import ago, folder_table
 
-    obj: Context = ctx.obj
+    obj: CliContext = ctx.obj
     settings = obj.settings()
     try:
         configured = remote_sources(settings)
@@ -335,7 +331,7 @@ def sources(ctx: click.Context) -> None:
         found = store.discoveries()
     console = Console(width=250 if not sys.stdout.isatty() else None)
     if settings.file_sources:
-        console.print(_folder_table(settings, rows, counts))
+        console.print(folder_table(settings, rows, counts))
     if not configured and settings.file_sources:
         return
     now = now_utc()
@@ -346,7 +342,7 @@ def sources(ctx: click.Context) -> None:
         if r is None or r.kind != "feed":
             table.add_row(s.name, s.url or "", "never", "-", "0", "0", "now" if s.enabled else "disabled", "")
             continue
-        due = "disabled" if r.disabled or not s.enabled else _ago(r.next_due, now) if r.next_due else "now"
+        due = "disabled" if r.disabled or not s.enabled else ago(r.next_due, now) if r.next_due else "now"
         url = r.location + (f" (moving to {r.moved_to})" if r.moved_to else "")
         if r.id in found and found[r.id][1] == r.location:
             url = f"{found[r.id][0]} → {url}"  # the page configured, and the feed found on it
@@ -354,7 +350,7 @@ def sources(ctx: click.Context) -> None:
         table.add_row(
             s.name,
             url,
-            _ago(r.last_fetch, now) if r.last_fetch else "never",
+            ago(r.last_fetch, now) if r.last_fetch else "never",
             str(r.last_status) if r.last_status is not None else "-",
             str(counts.get(r.id, 0)),
             str(r.error_count or 0),
@@ -364,37 +360,11 @@ def sources(ctx: click.Context) -> None:
     console.print(table)
 
 
-def _rules(counts, what: str, examples: dict[str, list[str]] | None = None) -> str:
-    parts = sorted(((n, rule) for (w, rule), n in counts.items() if w == what), key=lambda x: (-x[0], x[1]))
-    shown = examples or {}
-    return "; ".join(
-        f"{n} {rule}" + (f" ({', '.join(shown[rule])}{', …' if n > len(shown[rule]) else ''})" if rule in shown else "")
-        for n, rule in parts
-    )
-
-
-def _folder_table(settings: Settings, rows, counts):
-    """Article folders: the layout recognized, what its rules took and skipped, entries stored."""
-    from rich.table import Table
-
-    from .pipeline import scan_source
-    from .sources.sites import describe
-
-    table = Table("name", "path", "layout", "files taken", "skipped", "entries", box=None, pad_edge=False)
-    for s in settings.file_sources:
-        found = scan_source(s)
-        r = rows.get(s.name)
-        taken = f"{found.taken()} ({_rules(found.counts, 'taken')})" if found.taken() else "0"
-        skipped = f"{found.skipped()}: {_rules(found.counts, 'skipped', found.examples)}" if found.skipped() else "0"
-        table.add_row(s.name, str(s.path), describe(found.site), taken, skipped, str(counts.get(r.id, 0) if r else 0))
-    return table
-
-
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="List what each article folder's rules take and skip; read nothing.")
 @click.pass_obj
-def scan(obj: Context, names: tuple[str, ...], dry_run: bool) -> None:
+def scan(obj: CliContext, names: tuple[str, ...], dry_run: bool) -> None:
     """Scan article folders: the ones named, else every enabled one (with --dry-run, list every file's fate)."""
     from .pipeline import ingest_files, scan_source
     from .sources.sites import describe
@@ -431,7 +401,7 @@ def scan(obj: Context, names: tuple[str, ...], dry_run: bool) -> None:
 @sources.command("import-opml")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 @click.pass_obj
-def import_opml(obj: Context, file: str) -> None:
+def import_opml(obj: CliContext, file: str) -> None:
     """Append the feeds of an OPML FILE to the config as [[sources]] (folders become categories)."""
     import os
     from pathlib import Path
@@ -466,7 +436,7 @@ def import_opml(obj: Context, file: str) -> None:
 @sources.command("export-opml")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Write here instead of stdout.")
 @click.pass_obj
-def export_opml(obj: Context, output: str | None) -> None:
+def export_opml(obj: CliContext, output: str | None) -> None:
     """Write every remote source as OPML (folder = first category)."""
     from .sources.opml import remote_sources, subscriptions, write_opml
 
@@ -482,12 +452,11 @@ def export_opml(obj: Context, output: str | None) -> None:
         sys.stdout.buffer.write(data)
 
 
-def _register() -> None:
-    # Commands kept in their own module so this one stays readable.
-    from .cli_ops import discover, serve
+# Registered last: the `db` commands use this module's helpers; `serve` and `discover` live in
+# their own module so this one stays readable.
+from .cli_db import db  # noqa: E402
+from .cli_ops import discover, serve  # noqa: E402
 
-    main.add_command(serve)
-    main.add_command(discover)
-
-
-_register()
+main.add_command(db)
+main.add_command(serve)
+main.add_command(discover)

@@ -336,6 +336,19 @@ class RetentionSettings(_Strict):
     every: Interval = 3600.0  # how often the daemon prunes and runs database upkeep
 
 
+class Tuning(_Strict):
+    """Sizes that trade memory, processes and latency, with defaults measured on the benchmark
+    corpora (docs/benchmarks.md). Not read from the config file: the code that builds a
+    Settings may pass others (the tests pass small ones to take the worker paths)."""
+
+    read_parallel_min: int = 400  # article files worth starting parse workers for
+    parse_seconds: float = 20.0  # wall-clock limit of one article's parse (a crafted file must not hold the run)
+    render_parallel_min: int = 3000  # entries to render (feed items plus article pages) worth starting workers for
+    render_cache_entries: int = 4000  # entries whose items and elements a renderer keeps (~15 KB each)
+    pages_per_task: int = 500  # article pages per render task
+    early_hold: int = 4  # page tasks kept back when pages are handed over before dedup
+
+
 class Settings(_Strict):
     database: DatabaseSettings = DatabaseSettings()
     output: OutputSettings = OutputSettings()
@@ -350,6 +363,7 @@ class Settings(_Strict):
     sources: list[SourceSettings] = []
     # Where the file came from; set by load_config, not by the TOML.
     config_path: Path = Path(DEFAULT_CONFIG)
+    tuning: Tuning = Tuning()  # not from the TOML either (see Tuning)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -432,6 +446,8 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Settings:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     raw.pop("config_path", None)
+    if "tuning" in raw:  # a field of Settings, but not a key of the file
+        raise ConfigError(f"{path}: tuning: unknown key")
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as e:

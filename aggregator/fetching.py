@@ -12,11 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .config import Settings, SourceSettings
 from .model import Entry, Rejected
-from .store import Store, now_utc
+from .store import SourceRecord, Store, now_utc
+
+if TYPE_CHECKING:  # imported where a document is fetched: a cycle of 304s does not load them
+    from .sources.feeds import ParsedFeed
+    from .sources.remote import FetchResult
 
 log = logging.getLogger("aggregator.pipeline")
 
@@ -150,6 +156,7 @@ async def _fetch_all(
     aliases = settings.category_aliases
     writer = ThreadPoolExecutor(1, thread_name_prefix="aggregator-store")  # one writer: SQLite has one anyway
     states = _Pending()
+    run = FetchRun(store, settings, now, report, states)
     parsers = None  # made when the first document arrives: a cycle of 304s never loads the parser
 
     async def handle(req: FetchRequest, result) -> None:
@@ -177,9 +184,7 @@ async def _fetch_all(
                 problem = str(e)
             except Exception as e:  # a parser crash is this feed's problem, not the run's
                 problem = f"cannot parse: {e.__class__.__name__}: {e}"
-        await loop.run_in_executor(
-            writer, _record_fetch, store, settings, src, rows[src.name], result, parsed, problem, now, report, states
-        )
+        await loop.run_in_executor(writer, _record_fetch, run, Fetched(src, rows[src.name], result, parsed, problem))
 
     requests = [_request(settings, s, rows[s.name], USER_AGENT, FetchRequest) for s in sources]
     try:
@@ -301,16 +306,38 @@ def _flush_states(store: Store, states: list[dict]) -> None:
     states.clear()
 
 
-def _record_fetch(store: Store, settings: Settings, src, row, result, parsed, problem, now, report, states) -> None:
+@dataclass(slots=True)
+class FetchRun:
+    """What every fetch of one run is recorded into."""
+
+    store: Store
+    settings: Settings
+    now: datetime
+    report: FetchReport
+    states: _Pending  # source states not written yet
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One source's fetch, as the writer thread records it."""
+
+    source: SourceSettings
+    row: SourceRecord  # the source's stored state before this fetch
+    result: FetchResult
+    parsed: ParsedFeed | None = None  # the document, when one was fetched and parsed
+    problem: str | None = None  # why the document could not be parsed (or stored)
+
+
+def _record_fetch(run: FetchRun, fetched: Fetched) -> None:
     """Store one fetch's entries and the source's new state (runs on the single writer thread).
     Storing may fail (a database error, a value it refuses): that is this source's error,
     recorded with back-off like any other, never the end of the run."""
     try:
-        _store_fetch(store, settings, src, row, result, parsed, problem, now, report, states)
+        _store_fetch(run, fetched)
     except Exception as e:
-        log.exception("source=%s %s: cannot store the fetched entries", src.name, result.url)
+        log.exception("source=%s %s: cannot store the fetched entries", fetched.source.name, fetched.result.url)
         reason = f"cannot store entries: {e.__class__.__name__}: {str(e)[:200]}"
-        _store_fetch(store, settings, src, row, result, None, reason, now, report, states)
+        _store_fetch(run, replace(fetched, parsed=None, problem=reason))
 
 
 MAX_CUT_LINES = 20  # per fetch; a feed with thousands of oversized items must not flood the log
@@ -326,10 +353,13 @@ def _report_cuts(src, parsed, report) -> None:
     report.rejected += parsed.rejected
 
 
-def _store_fetch(store: Store, settings: Settings, src, row, result, parsed, problem, now, report, states) -> None:
+def _store_fetch(run: FetchRun, fetched: Fetched) -> None:
     from dataclasses import fields
 
     from .sources.remote import FAILED, FETCHED, GONE, decide
+
+    store, settings, now, report, states = run.store, run.settings, run.now, run.report, run.states
+    src, row, result, parsed, problem = fetched.source, fetched.row, fetched.result, fetched.parsed, fetched.problem
 
     interval = src.every or settings.fetch.every
     hint = parsed.hint if parsed else None

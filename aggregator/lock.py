@@ -36,11 +36,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
 
-from .store import DaemonStateRow, now_utc
+from .store import Store, lease_free, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +74,6 @@ class Holder:
             return cls(int(d["pid"]), str(d["host"]), str(d["command"]), str(d["since"]))
         except (ValueError, KeyError, TypeError):
             return None
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a SQLite URL; None for a server database or an in-memory one."""
-    u = make_url(url)
-    if u.get_backend_name() != "sqlite":
-        return None
-    if not u.database or u.database == ":memory:":
-        return None
-    return Path(u.database)
 
 
 def refusal(holder: Holder | None, database: str) -> str:
@@ -144,51 +131,25 @@ class FileWriterLock:
 # ------------------------------------------------------------------ server database: a lease row
 
 
-def lease_free(expires_at: datetime | None, holder: str | None, me: str, now: datetime) -> bool:
-    """May `me` take (or keep) the lease? Free when nobody holds it, it is ours, or it lapsed."""
-    return holder is None or holder == me or expires_at is None or expires_at <= now
-
-
 class LeaseWriterLock:
-    """A lease row in the database: portable SQL, so it works on any server backend."""
+    """A lease row in the database (`Store.take_lease`): portable SQL, so it works on any server backend."""
 
-    def __init__(self, engine: Engine, seconds: float = LEASE_SECONDS):
-        self.engine = engine
+    def __init__(self, store: Store, seconds: float = LEASE_SECONDS):
+        self.store = store
         self.seconds = seconds
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._held = False
         self._info = ""
 
     def _try(self, now: datetime) -> bool:
-        expires = now + timedelta(seconds=self.seconds)
-        t = DaemonStateRow.__table__
-        with self.engine.begin() as c:
-            row = c.execute(select(t.c.holder, t.c.expires_at).where(t.c.name == LEASE_NAME)).first()
-            if row is None:
-                try:
-                    c.execute(
-                        insert(t).values(name=LEASE_NAME, holder=self.token, expires_at=expires, value=self._info)
-                    )
-                except IntegrityError:  # someone inserted it at the same moment: theirs
-                    return False
-                return True
-            if not lease_free(row.expires_at, row.holder, self.token, now):
-                return False
-            # Compare-and-set on what we read, so two contenders cannot both win a lapsed lease.
-            same = t.c.holder.is_(None) if row.holder is None else t.c.holder == row.holder
-            done = c.execute(
-                update(t)
-                .where(t.c.name == LEASE_NAME, same)
-                .values(holder=self.token, expires_at=expires, value=self._info)
-            )
-            return done.rowcount == 1
+        return self.store.take_lease(LEASE_NAME, self.token, self._info, now, now + timedelta(seconds=self.seconds))
 
     def acquire(self, command: str, wait: float = 0.0) -> None:
         self._info = Holder.me(command).dumps()
         deadline = time.monotonic() + wait
         while not self._try(now_utc()):
             if time.monotonic() >= deadline:
-                raise LockHeld(refusal(self.holder(), self.engine.url.render_as_string(hide_password=True)))
+                raise LockHeld(refusal(self.holder(), self.store.describe()))
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         self._held = True
 
@@ -197,14 +158,7 @@ class LeaseWriterLock:
         longer ours: it lapsed and another process took it, or its row was removed."""
         if not self._held:
             return True
-        t = DaemonStateRow.__table__
-        with self.engine.begin() as c:
-            done = c.execute(
-                update(t)
-                .where(t.c.name == LEASE_NAME, t.c.holder == self.token)
-                .values(expires_at=now_utc() + timedelta(seconds=self.seconds))
-            )
-        if done.rowcount != 1:
+        if not self.store.renew_lease(LEASE_NAME, self.token, now_utc() + timedelta(seconds=self.seconds)):
             self._held = False  # so that release() cannot touch another holder's row
             return False
         return True
@@ -212,31 +166,26 @@ class LeaseWriterLock:
     def release(self) -> None:
         if not self._held:
             return
-        t = DaemonStateRow.__table__
-        with self.engine.begin() as c:
-            c.execute(delete(t).where(t.c.name == LEASE_NAME, t.c.holder == self.token))
+        self.store.release_lease(LEASE_NAME, self.token)
         self._held = False
 
     def holder(self) -> Holder | None:
-        t = DaemonStateRow.__table__
-        with self.engine.connect() as c:
-            return Holder.loads(c.execute(select(t.c.value).where(t.c.name == LEASE_NAME)).scalar())
+        found = self.store.lease(LEASE_NAME)
+        return Holder.loads(found[2]) if found else None
 
     def is_held_elsewhere(self) -> bool:
-        t = DaemonStateRow.__table__
-        with self.engine.connect() as c:
-            row = c.execute(select(t.c.holder, t.c.expires_at).where(t.c.name == LEASE_NAME)).first()
-        return row is not None and not lease_free(row.expires_at, row.holder, self.token, now_utc())
+        found = self.store.lease(LEASE_NAME)
+        return found is not None and not lease_free(found[1], found[0], self.token, now_utc())
 
 
 WriterLock = FileWriterLock | LeaseWriterLock
 
 
-def writer_lock_for(engine: Engine) -> WriterLock:
-    path = sqlite_path(engine.url.render_as_string(hide_password=False))
+def writer_lock_for(store: Store) -> WriterLock:
+    path = store.sqlite_path
     if path is not None:
         return FileWriterLock(path)
-    return LeaseWriterLock(engine)
+    return LeaseWriterLock(store)
 
 
 # ------------------------------------------------------------------ keeping a lease
@@ -329,16 +278,16 @@ def exit_lease_lost(database: str, reason: str) -> None:
 
 
 @contextmanager
-def writer(engine: Engine, command: str, wait: float = 0.0) -> Iterator[WriterLock]:
+def writer(store: Store, command: str, wait: float = 0.0) -> Iterator[WriterLock]:
     """Hold the database's writer lock for the block; raise LockHeld if another process has it.
 
     A lease is renewed from a background thread, so a long `update` keeps it too; losing it
     ends the process (`exit_lease_lost`)."""
-    lock = writer_lock_for(engine)
+    lock = writer_lock_for(store)
     lock.acquire(command, wait)
     keeper = None
     if isinstance(lock, LeaseWriterLock):
-        database = engine.url.render_as_string(hide_password=True)
+        database = store.describe()
         keeper = LeaseKeeper(lock, lambda reason: exit_lease_lost(database, reason))
         keeper.start()
     try:

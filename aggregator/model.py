@@ -31,7 +31,7 @@ class Enclosure:
 
 @dataclass(frozen=True, slots=True)
 class Features:
-    """What dedup derives from one version of an entry's text and link (see `dedup.features`)."""
+    """What dedup derives from one version of an entry's text and link (see `features.features`)."""
 
     canonical_url: str | None
     url_key: int | None  # 64-bit digest of canonical_url
@@ -108,3 +108,53 @@ class Held:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}"
+
+
+# ---- deduplication
+
+
+@dataclass(slots=True)
+class ClusterEntry:
+    """One entry as the clustering decision sees it (`clustering.decide`): mutable, since deciding
+    moves it between clusters."""
+
+    id: int
+    source: str
+    title: str
+    published: datetime | None
+    updated: datetime | None
+    first_seen: datetime
+    url_key: int | None = None
+    fingerprint: int | None = None
+    text_chars: int = 0
+    signature: bytes | None = None
+    withdrawn: bool = False
+    fresh: bool = False  # features computed in this run: its index keys are not stored yet
+    keys: tuple[int, ...] = ()  # its index keys, when computed in this run
+    canonical_id: int | None = None
+    dup_reason: str | None = None
+    dup_score: float | None = None
+    key: str = ""  # its key within its source: with the source name, a tie-break that survives a rebuild
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMember:
+    """An entry of a duplicate cluster as `aggregator duplicates` lists it."""
+
+    id: int
+    title: str
+    source: str
+    key: str
+    link: str | None
+    reason: str | None = None  # None for the canonical entry
+    score: float | None = None
+
+    def describe(self) -> str:
+        why = f"near {self.score:.2f}" if self.reason == "near" and self.score is not None else (self.reason or "")
+        return f"{why:<10} {self.source}: {self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    canonical: ClusterMember
+    members: tuple[ClusterMember, ...]

@@ -171,9 +171,7 @@ class Ops:
     def last_ok(self) -> float | None:
         if self.jobs is not None:
             return self._last_ok
-        from .schedule import last_cycle
-
-        cycle = last_cycle(self.store) or {}
+        cycle = self.store.last_cycle() or {}
         try:
             return datetime.fromisoformat(cycle["at"]).timestamp()
         except (KeyError, TypeError, ValueError):

@@ -59,7 +59,7 @@ def article_context(settings: Settings, source: SourceSettings, site: Site, now:
     """How the articles of `source` are read: its options over its site's defaults."""
     from dataclasses import replace
 
-    from . import dedup
+    from .features import tracking_patterns
     from .sources.articles import ArticleContext
     from .sources.permalinks import unknown_placeholder
     from .sources.sites import IMAGE_KEYS, LINK_KEYS
@@ -87,7 +87,7 @@ def article_context(settings: Settings, source: SourceSettings, site: Site, now:
         categories=tuple(settings.canonical_category(c) for c in source.categories),
         aliases=settings.category_aliases,
         base_url=settings.output.base_url,
-        dedup_patterns=dedup.tracking_patterns(settings.dedup.tracking_params) if settings.dedup.enabled else None,
+        dedup_patterns=tracking_patterns(settings.dedup.tracking_params) if settings.dedup.enabled else None,
         site=site,
         link_keys=tuple(dict.fromkeys((*source.link_keys, *LINK_KEYS[site.generator]))),
         image_keys=tuple(dict.fromkeys((*source.image_keys, *IMAGE_KEYS[site.generator]))),
@@ -96,6 +96,7 @@ def article_context(settings: Settings, source: SourceSettings, site: Site, now:
         now=now,
         follow_symlinks=source.follow_symlinks,
         limits=settings.limits_for(source),
+        parse_seconds=settings.tuning.parse_seconds,
     )
 
 
@@ -158,7 +159,8 @@ def ingest_files(
             todo.append(stamp)
     report.seen = len(stamps)
     held: set[str] = set()
-    for done, item in enumerate(read_articles(source.path, todo, ctx, source.max_file_bytes), 1):
+    found = read_articles(source.path, todo, ctx, source.max_file_bytes, settings.tuning.read_parallel_min)
+    for done, item in enumerate(found, 1):
         if isinstance(item, Rejected):
             report.rejected.append(item)
             log.warning("rejected %s", item)
@@ -175,7 +177,7 @@ def ingest_files(
             flush()
         if progress and done % 200 == 0:
             progress(report.unchanged + done, len(stamps))
-    if len(todo) >= render.PARALLEL_MIN:
+    if len(todo) >= settings.tuning.render_parallel_min:
         render.warm_up()  # the build's workers boot while the last entries are stored
     flush()
     if progress:

@@ -21,10 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, tuple_
-
 from .config import RetentionSettings
-from .store import EntryRow, SourceRow, Store, TombstoneRow, delete_keys, maintenance_statements, now_utc
+from .store import PruneCandidates, Store, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -52,71 +50,22 @@ def beyond_newest(ids_newest_first: Sequence[int], keep: int) -> list[int]:
     return list(ids_newest_first[keep:])
 
 
-def _remote_source_ids(store: Store) -> list[int]:
-    with store.engine.connect() as c:
-        return list(c.scalars(select(SourceRow.id).where(SourceRow.kind != "files")))
-
-
-def plan(store: Store, rules: RetentionSettings, now: datetime) -> tuple[list[int], list[int], list[int]]:
-    """Ids to prune: (too old, over the per-source limit, withdrawn article files to forget)."""
+def plan(store: Store, rules: RetentionSettings, now: datetime) -> PruneCandidates:
+    """Ids to prune: too old, over the per-source limit, withdrawn article files to forget."""
     old: list[int] = []
     excess: list[int] = []
     forget: list[int] = []
-    remote = _remote_source_ids(store)
+    remote = store.remote_source_ids()
     limit = cutoff(now, rules.max_age_days)
-    with store.engine.connect() as c:
-        if limit is not None:
-            if remote:
-                q = select(EntryRow.id).where(EntryRow.source_id.in_(remote), EntryRow.sort_date < limit)
-                old = list(c.scalars(q))
-            q = (
-                select(EntryRow.id)
-                .join(SourceRow, SourceRow.id == EntryRow.source_id)
-                .where(SourceRow.kind == "files", EntryRow.withdrawn_at < limit)
-            )
-            forget = list(c.scalars(q))
-        if rules.max_entries_per_source is not None:
-            seen = set(old)
-            for sid in remote:
-                q = (
-                    select(EntryRow.id)
-                    .where(EntryRow.source_id == sid)
-                    .order_by(EntryRow.sort_date.desc(), EntryRow.id.desc())
-                )
-                excess += [i for i in beyond_newest(list(c.scalars(q)), rules.max_entries_per_source) if i not in seen]
-    return old, excess, forget
-
-
-def _tombstone_and_delete(store: Store, ids: Sequence[int], now: datetime, tombstone: bool) -> int:
-    """One small transaction: remember the entries' identities, then delete them."""
-    t = EntryRow.__table__
-    fingerprint = t.c.get("fingerprint")  # present once the dedup stage has its columns
-    cols = [t.c.source_id, t.c.key, t.c.uid] + ([fingerprint] if fingerprint is not None else [])
-    with store.engine.begin() as c:
-        if tombstone:
-            rows = c.execute(select(*cols).where(t.c.id.in_(ids))).all()
-            if rows:
-                pairs = [(r[0], r[1]) for r in rows]
-                tt = TombstoneRow.__table__
-                c.execute(delete(tt).where(tuple_(tt.c.source_id, tt.c.key).in_(pairs)))
-                c.execute(
-                    insert(tt),
-                    [
-                        {
-                            "source_id": r[0],
-                            "key": r[1],
-                            "uid": r[2],
-                            "fingerprint": r[3] if len(r) > 3 else None,
-                            "pruned_at": now,
-                        }
-                        for r in rows
-                    ],
-                )
-        # Categories go with the entry (ON DELETE CASCADE), its dedup index keys are dropped here
-        # (an index without a foreign key); duplicates that pointed at it become orphans the
-        # dedup stage re-clusters.
-        delete_keys(c, ids)
-        return c.execute(delete(t).where(t.c.id.in_(ids))).rowcount or 0
+    if limit is not None:
+        old = store.remote_entries_before(remote, limit)
+        forget = store.file_entries_withdrawn_before(limit)
+    if rules.max_entries_per_source is not None:
+        seen = set(old)
+        for sid in remote:
+            newest_first = store.source_entries_newest_first(sid)
+            excess += [i for i in beyond_newest(newest_first, rules.max_entries_per_source) if i not in seen]
+    return PruneCandidates(old, excess, forget)
 
 
 def prune(
@@ -132,13 +81,17 @@ def prune(
     report = PruneReport()
     if rules.max_age_days is None and rules.max_entries_per_source is None:
         return report
-    old, excess, forget = plan(store, rules, now)
-    for ids, attr, tombstone in ((old, "by_age", True), (excess, "by_count", True), (forget, "withdrawn", False)):
+    found = plan(store, rules, now)
+    for ids, attr, tombstone in (
+        (found.old, "by_age", True),
+        (found.excess, "by_count", True),
+        (found.forget, "withdrawn", False),
+    ):
         for i in range(0, len(ids), batch):
             if stop is not None and stop.is_set():
                 report.seconds = time.monotonic() - started
                 return report
-            n = _tombstone_and_delete(store, ids[i : i + batch], now, tombstone)
+            n = store.remove_entries(ids[i : i + batch], now, tombstone)
             setattr(report, attr, getattr(report, attr) + n)
     report.seconds = time.monotonic() - started
     return report
@@ -146,9 +99,4 @@ def prune(
 
 def upkeep(store: Store) -> None:
     """Periodic database maintenance (the dialect decides what that is)."""
-    statements = maintenance_statements(store.engine.dialect.name)
-    if not statements:
-        return
-    with store.engine.begin() as c:
-        for sql in statements:
-            c.exec_driver_sql(sql)
+    store.upkeep()

@@ -25,16 +25,13 @@ keeping the old one if the new one is bad.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,12 +41,13 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from . import pipeline, retention
 from .config import ConfigError, Settings, SourceSettings, load_config
-from .store import DaemonStateRow, EntryRow, SourceRow, Store, database_size, now_utc
+from .logs import counts, job_log
+from .store import Store, now_utc
+from .timing import Debounce, after_fetch, fetch_decision, first_run, jitter, retry_delay
 
 log = logging.getLogger("aggregator.daemon")
 
@@ -57,197 +55,14 @@ WATCH_QUIET = 1.0  # seconds of calm in a folder before it is rescanned
 WATCH_MAX_WAIT = 10.0  # a folder that never calms down is rescanned at least this often
 BUILD_QUIET = 1.0  # seconds without a new change before building
 BUILD_MAX_WAIT = 15.0  # a steady stream of changes still publishes this often
-RETRY_BASE = 2.0  # first retry after a failed job, doubling
-RETRY_CAP = 300.0
 SHUTDOWN_GRACE = 8.0  # seconds in-flight jobs get after SIGTERM
 STOP_DEADLINE = SHUTDOWN_GRACE + 4.0  # after SIGTERM the process is gone by then, whatever hangs
-FIRST_SPREAD = 60.0  # overdue and never-fetched sources start spread over up to this many seconds
-LAST_CYCLE = "last_cycle"
-
-
-# ------------------------------------------------------------------ decisions (pure)
-
-
-@dataclass(slots=True)
-class Debounce:
-    """When to act on a burst of changes: `quiet` seconds after the last one, but never later
-    than `max_wait` after the first, so a folder that keeps changing is still picked up."""
-
-    quiet: float
-    max_wait: float
-    first: float | None = None
-
-    def note(self, now: float) -> float:
-        if self.first is None:
-            self.first = now
-        return min(now + self.quiet, self.first + self.max_wait)
-
-    def fired(self) -> None:
-        self.first = None
-
-
-def retry_delay(failures: int, base: float = RETRY_BASE, cap: float = RETRY_CAP) -> float:
-    """Exponential back-off for a job that failed `failures` times in a row."""
-    return min(cap, base * 2 ** max(0, failures - 1))
-
-
-def stagger(name: str, spread: float) -> float:
-    """A stable offset in [0, spread) for a source, so sources that are all due at once (a fresh
-    database, a restart after downtime) start spread out, in the same order every time."""
-    return (zlib.crc32(name.encode()) % 10_000) / 10_000 * spread
-
-
-def first_run(next_due: datetime | None, now: datetime, every: float, name: str) -> datetime:
-    """When a remote source's job first runs: at its stored `next_due` if that is still ahead,
-    else soon, staggered."""
-    if next_due is not None and next_due > now:
-        return next_due
-    return now + timedelta(seconds=stagger(name, min(every, FIRST_SPREAD)))
-
-
-def fetch_decision(next_due: datetime | None, disabled: str | None, now: datetime) -> str:
-    """ "fetch" when the source's time has come, "wait" when its stored next_due is still ahead
-    (backing off, Retry-After), "disabled" when a 410 turned it off."""
-    if disabled:
-        return "disabled"
-    if next_due is not None and next_due > now:
-        return "wait"
-    return "fetch"
-
-
-def after_fetch(next_due: datetime | None, now: datetime, every: float) -> datetime | None:
-    """Where to move a fetch job after it ran: to the source's new `next_due`, but never into a
-    tight loop when the pipeline left it in the past. None: keep the interval trigger's time."""
-    if next_due is None:
-        return None
-    return max(next_due, now + timedelta(seconds=min(every, 30.0)))
-
-
-def jitter(every: float) -> int:
-    """Up to 10 % of the interval (at most 5 minutes), so sources on one host drift apart."""
-    return max(0, int(min(every * 0.1, 300.0)))
-
-
-def counts(report: object) -> dict[str, int]:
-    """The integer fields of a pipeline report, plus the lengths of its list fields."""
-    out: dict[str, int] = {}
-    if not is_dataclass(report):
-        return out
-    for f in fields(report):
-        value = getattr(report, f.name)
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int):
-            out[f.name] = value
-        elif isinstance(value, list):
-            out[f.name] = len(value)
-    return out
-
-
-def format_fields(values: dict[str, Any]) -> str:
-    """`key=value` pairs for the text log; values with spaces are quoted."""
-    parts = []
-    for k, v in values.items():
-        if isinstance(v, float):
-            v = f"{v:.2f}"
-        text = str(v)
-        if not text or any(c in text for c in ' ="'):
-            text = json.dumps(text, ensure_ascii=False)
-        parts.append(f"{k}={text}")
-    return " ".join(parts)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and the job's fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        out.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            out["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
-
-
-def configure_logging(json_logs: bool, verbosity: int) -> None:
-    """The daemon logs its job lines at INFO by default (the CLI's default level is WARNING)."""
-    root = logging.getLogger()
-    fmt: logging.Formatter = (
-        JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler(sys.stderr))
-    for h in root.handlers:
-        h.setFormatter(fmt)
-    if verbosity >= 0:
-        logging.getLogger("aggregator").setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
-    # APScheduler's own "Running job…" lines, and the stages' per-source lines, would double ours
-    # (one line per job); -v brings them back.
-    logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
-    for stage in ("aggregator.pipeline", "aggregator.dedup"):
-        logging.getLogger(stage).setLevel(logging.NOTSET if verbosity > 0 else logging.WARNING)
-
-
-def job_log(level: int, kind: str, source: str | None, outcome: str, seconds: float, **extra: Any) -> None:
-    values: dict[str, Any] = {"job": kind}
-    if source is not None:
-        values["source"] = source
-    values["outcome"] = outcome
-    values.update(extra)
-    values["seconds"] = round(seconds, 3)
-    log.log(level, format_fields(values), extra={"fields": values})
-
-
-# ------------------------------------------------------------------ database reads for the daemon
-
-
-def due_times(store: Store) -> dict[str, tuple[datetime | None, str | None]]:
-    """Per source name: (next_due, why it is disabled)."""
-    with store.engine.connect() as c:
-        rows = c.execute(select(SourceRow.name, SourceRow.next_due, SourceRow.disabled)).all()
-    return {name: (due, disabled) for name, due, disabled in rows}
-
-
-def due_time(store: Store, name: str) -> tuple[datetime | None, str | None]:
-    """(next_due, why disabled) of one source: the per-fetch read, one indexed row."""
-    with store.engine.connect() as c:
-        row = c.execute(select(SourceRow.next_due, SourceRow.disabled).where(SourceRow.name == name)).first()
-    return (row[0], row[1]) if row else (None, None)
-
-
-def record_cycle(store: Store, values: dict[str, Any]) -> None:
-    t = DaemonStateRow.__table__
-    with store.engine.begin() as c:
-        done = c.execute(t.update().where(t.c.name == LAST_CYCLE).values(value=json.dumps(values, default=str)))
-        if not done.rowcount:
-            c.execute(t.insert().values(name=LAST_CYCLE, value=json.dumps(values, default=str)))
-
-
-def last_cycle(store: Store) -> dict[str, Any] | None:
-    t = DaemonStateRow.__table__
-    with store.engine.connect() as c:
-        value = c.execute(select(t.c.value).where(t.c.name == LAST_CYCLE)).scalar()
-    return json.loads(value) if value else None
-
-
-# ------------------------------------------------------------------ the daemon
-
-
-def _fetch_function() -> Callable[..., Any] | None:
-    """`pipeline.fetch_one(store, settings, source)`: fetch one remote source now."""
-    return getattr(pipeline, "fetch_one", None)
 
 
 def remote_sources(settings: Settings) -> list[SourceSettings]:
     """Every enabled remote source, OPML files expanded (the fetch stage's own list)."""
-    try:
-        from .sources.opml import remote_sources as expand
-    except ImportError:  # pragma: no cover - a build without the remote stage
-        return [s for s in settings.sources if s.url is not None and s.enabled]
+    from .sources.opml import remote_sources as expand
+
     return [s for s in expand(settings) if s.enabled]
 
 
@@ -277,8 +92,6 @@ class Daemon:
     _build_debounce: Debounce = field(default_factory=lambda: Debounce(BUILD_QUIET, BUILD_MAX_WAIT))
     _jobs: dict[str, _JobState] = field(default_factory=dict)
     _intervals: dict[str, float] = field(default_factory=dict)
-    _watches: dict[str, Any] = field(default_factory=dict)
-    _warned_no_fetch: bool = False
     _remote: dict[str, SourceSettings] = field(default_factory=dict)
     server: Any = None
     servers: list = field(default_factory=list)
@@ -439,11 +252,6 @@ class Daemon:
         except ConfigError as e:  # an unreadable OPML file: keep the sources we had
             log.error("%s; keeping the remote sources already scheduled", e)
             remote = list(self._remote.values())
-        if remote and _fetch_function() is None:
-            if not self._warned_no_fetch:
-                log.warning("remote sources are configured but this build has no fetch stage; skipping them")
-                self._warned_no_fetch = True
-            remote = []
         self._remote = {s.name: s for s in remote}
         desired = self.desired_jobs()
         for job in self.scheduler.get_jobs():
@@ -451,7 +259,7 @@ class Daemon:
                 job.remove()
                 self._intervals.pop(job.id, None)
         now = now_utc()
-        due = due_times(self.store) if any(v[0] == "fetch" for v in desired.values()) else {}
+        due = self.store.due_times() if any(v[0] == "fetch" for v in desired.values()) else {}
         for job_id, (kind, source, every) in desired.items():
             if self._intervals.get(job_id) == every and self.scheduler.get_job(job_id) is not None:
                 continue
@@ -459,10 +267,10 @@ class Daemon:
             if kind == "fetch":
                 stored = due.get(source.name, (None, None))[0]
                 start = existing.next_run_time if existing else first_run(stored, now, every, source.name)
-                func, executor = self._fetch_job, "default"
+                func, executor = self.fetch_now, "default"
             else:
                 start = existing.next_run_time if existing else now  # scan every folder at start
-                func, executor = self._scan_job, "local"
+                func, executor = self.scan_now, "local"
             if existing is not None:
                 existing.remove()
             self.scheduler.add_job(
@@ -480,7 +288,7 @@ class Daemon:
         every = self.settings.retention.every
         if self._intervals.get("retention") != every:
             self.scheduler.add_job(
-                self._retention_job,
+                self.prune_now,
                 IntervalTrigger(seconds=every, timezone=UTC),
                 id="retention",
                 name="retention",
@@ -521,7 +329,7 @@ class Daemon:
             return
         run_at = datetime.now(UTC) + timedelta(seconds=max(0.0, wait))
         self.scheduler.add_job(
-            self._build_job, "date", run_date=run_at, id="build", name="build", executor="local", replace_existing=True
+            self.build_now, "date", run_date=run_at, id="build", name="build", executor="local", replace_existing=True
         )
 
     def _guarded(self, job_id: str, kind: str, source: str | None, body: Callable[[], dict[str, Any]]) -> None:
@@ -560,7 +368,7 @@ class Daemon:
         else:
             self._move(job_id, now_utc() + timedelta(seconds=delay))
 
-    def _scan_job(self, name: str) -> None:
+    def scan_now(self, name: str) -> None:
         job_id = f"scan:{name}"
         state = self._state(job_id)
         with self._lock:
@@ -584,27 +392,26 @@ class Daemon:
 
         self._guarded(job_id, "scan", name, body)
 
-    def _fetch_job(self, name: str) -> None:
+    def fetch_now(self, name: str) -> None:
         job_id = f"fetch:{name}"
 
         def body() -> dict[str, Any]:
-            fetch = _fetch_function()
             source = self._remote.get(name)
-            if fetch is None or source is None:
+            if source is None:
                 return {"outcome": "skipped"}
             every = self._every(source)
-            next_due, disabled = due_time(self.store, name)
+            next_due, disabled = self.store.due_time(name)
             decision = fetch_decision(next_due, disabled, now_utc())
             if decision != "fetch":
                 when = after_fetch(next_due, now_utc(), every) if decision == "wait" else None
                 if when is not None:
                     self._move(job_id, when)
                 return {"outcome": "not-due" if decision == "wait" else "disabled", "next_due": _iso(when)}
-            report = fetch(self.store, self.settings, source)
-            touched = list(getattr(report, "touched", []) or [])
+            report = pipeline.fetch_one(self.store, self.settings, source)
+            touched = list(report.touched)
             if touched:
                 self.request_build(touched)
-            when = after_fetch(due_time(self.store, name)[0], now_utc(), every)
+            when = after_fetch(self.store.due_time(name)[0], now_utc(), every)
             if when is not None:
                 self._move(job_id, when)
             out = counts(report)
@@ -615,7 +422,7 @@ class Daemon:
 
         self._guarded(job_id, "fetch", name, body)
 
-    def _build_job(self) -> None:
+    def build_now(self) -> None:
         with self._lock:
             self._build_debounce.fired()
             touched = sorted(self._touched)
@@ -639,14 +446,14 @@ class Daemon:
             }
             seconds = round(time.monotonic() - started, 3)
             try:
-                record_cycle(self.store, {"at": now_utc().isoformat(), **values, "seconds": seconds})
+                self.store.record_cycle({"at": now_utc().isoformat(), **values, "seconds": seconds})
             except DBAPIError as e:  # the feeds are published; only `status` misses this cycle
                 log.warning("cannot record the cycle for `aggregator status`: %s", _first_line(e))
             return values
 
         self._guarded("build", "build", None, body)
 
-    def _retention_job(self) -> None:
+    def prune_now(self) -> None:
         def body() -> dict[str, Any]:
             report = retention.prune(self.store, self.settings.retention, stop=self._stop)
             retention.upkeep(self.store)
@@ -659,47 +466,15 @@ class Daemon:
     # -------------------------------------------------------------- watching folders
 
     def _start_observer(self) -> None:
-        try:
-            from watchdog.observers import Observer
-        except ImportError:  # pragma: no cover - watchdog is a dependency; rescans still happen
-            log.warning("watchdog is not available: folders are only rescanned on their interval")
-            return
-        self.observer = Observer()
-        self.observer.daemon = True
+        from .watch import FolderWatcher
+
+        self.observer = FolderWatcher(self.poke)
         self._sync_watches()
         self.observer.start()
 
     def _sync_watches(self) -> None:
-        if self.observer is None:
-            return
-        from watchdog.events import FileSystemEventHandler
-
-        daemon = self
-
-        class Changes(FileSystemEventHandler):
-            def __init__(self, job_id: str):
-                self.job_id = job_id
-
-            def on_any_event(self, event: Any) -> None:
-                if event.event_type in ("opened", "closed_no_write") or (
-                    event.is_directory and event.event_type == "modified"
-                ):
-                    return
-                daemon.poke(self.job_id)
-
-        wanted = {s.name: s.path for s in self.settings.file_sources}
-        for name in list(self._watches):
-            if name not in wanted or self._watches[name][0] != wanted[name]:
-                self.observer.unschedule(self._watches.pop(name)[1])
-        for name, path in wanted.items():
-            if name in self._watches or path is None:
-                continue
-            try:
-                watch = self.observer.schedule(Changes(f"scan:{name}"), str(path), recursive=True)
-            except OSError as e:  # e.g. inotify watch limit: the interval rescan still works
-                log.warning("cannot watch %s (%s); it is rescanned on its interval only", path, e)
-                continue
-            self._watches[name] = (path, watch)
+        if self.observer is not None:
+            self.observer.sync({s.name: s.path for s in self.settings.file_sources})
 
 
 def _iso(when: datetime | None) -> str:
@@ -709,56 +484,3 @@ def _iso(when: datetime | None) -> str:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else e.__class__.__name__
-
-
-# ------------------------------------------------------------------ `aggregator status`
-
-
-@dataclass(slots=True)
-class SourceHealth:
-    name: str
-    kind: str
-    last_fetch: datetime | None
-    last_status: int | None
-    error_count: int
-    next_due: datetime | None
-    last_error: str | None
-    entries: int
-
-
-@dataclass(slots=True)
-class Status:
-    running: bool
-    holder: str | None
-    last_cycle: dict[str, Any] | None
-    sources: list[SourceHealth]
-    categories: list[tuple[str, str, int]]  # name, slug, visible entries
-    database_bytes: int | None
-
-
-def status(store: Store) -> Status:
-    from .lock import writer_lock_for
-
-    lock = writer_lock_for(store.engine)
-    running = lock.is_held_elsewhere()
-    holder = lock.holder() if running else None
-    with store.engine.connect() as c:
-        per_source = dict(c.execute(select(EntryRow.source_id, func.count()).group_by(EntryRow.source_id)).all())
-        rows = c.execute(select(SourceRow).order_by(SourceRow.name)).all()
-    sources = [
-        SourceHealth(
-            r.name,
-            r.kind,
-            r.last_fetch,
-            r.last_status,
-            r.error_count or 0,
-            r.next_due,
-            r.last_error,
-            per_source.get(r.id, 0),
-        )
-        for r in rows
-    ]
-    counts_ = store.category_counts()
-    categories = [(c.name, c.slug, counts_.get(c.id, (0, None))[0]) for c in store.categories()]
-    return Status(running, holder.describe() if holder else None, last_cycle(store), sources, categories,
-                  database_size(store.engine))  # fmt: skip

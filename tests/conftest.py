@@ -43,3 +43,14 @@ def site(tmp_path: Path) -> Path:
     shutil.copytree(EXAMPLES, tmp_path / "articles")
     write_config(tmp_path, '[categories]\n"Finance" = "金融"')
     return tmp_path
+
+
+def reset_database(url: str) -> None:
+    """Empty a scratch PostgreSQL database: every table, Alembic's bookkeeping included."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.begin() as c:
+        c.exec_driver_sql("DROP SCHEMA public CASCADE")
+        c.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()

@@ -4,6 +4,7 @@ it may do is be rejected with a reason (never crash the run, never hang it)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC
 from zoneinfo import ZoneInfo
 
@@ -81,11 +82,11 @@ def test_a_parse_past_its_time_limit_is_rejected_and_the_next_goes_on(tmp_path, 
             time.sleep(30)
         return real(data, stamp, ctx)
 
-    monkeypatch.setattr(articles, "PARSE_SECONDS", 0.2)
     monkeypatch.setattr(articles, "parse_article", slow_for_one)
     started = time.monotonic()
-    slow = read_article(tmp_path, FileStamp("slow.md", 0, 10), CONTEXT, 1000)
-    fine = read_article(tmp_path, FileStamp("fine.md", 0, 10), CONTEXT, 1000)
+    ctx = replace(CONTEXT, parse_seconds=0.2)
+    slow = read_article(tmp_path, FileStamp("slow.md", 0, 10), ctx, 1000)
+    fine = read_article(tmp_path, FileStamp("fine.md", 0, 10), ctx, 1000)
     assert isinstance(slow, Rejected) and "longer than 0.2 s" in slow.reason and slow.where.endswith("slow.md")
     assert isinstance(fine, Entry) and fine.title == "Fine"
     assert time.monotonic() - started < 10

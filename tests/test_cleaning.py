@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from aggregator import dedup, text
+from aggregator import clustering, features, text
 from aggregator.cleaning import Limits, cap_new_categories, clean, clean_entry, xml_text
 from aggregator.model import Enclosure, Entry, Rejected
 from aggregator.sources import feeds, remote
@@ -173,10 +173,10 @@ def test_parse_feed_on_feed_shaped_garbage(body):
 @settings(max_examples=300, deadline=None)
 def test_canonical_url_is_an_http_url_or_none_and_idempotent(value):
     for url in (value, "http://x.test/" + value, "https://" + value):
-        c = dedup.canonical_url(url)
+        c = features.canonical_url(url)
         if c is not None:
             assert c.startswith(("http://", "https://"))
-            assert dedup.canonical_url(c) == c
+            assert features.canonical_url(c) == c
 
 
 @given(st.text(max_size=100))
@@ -211,7 +211,7 @@ def test_text_patterns_are_linear(crafted):
     quick(text.plain_text, crafted)
     quick(text.plain_text, html.unescape(crafted))
     quick(text.summarize, crafted)
-    quick(dedup.normalized_text, crafted)
+    quick(features.normalized_text, crafted)
 
 
 def test_drop_scripts_keeps_what_is_outside():
@@ -220,12 +220,12 @@ def test_drop_scripts_keeps_what_is_outside():
 
 
 def test_dedup_patterns_are_linear():
-    quick(dedup.canonical_url, "http://x.test/" + "/" * N + "a")
-    quick(dedup.title_core, "【" * N)
-    quick(dedup.title_core, " " * N + "re" + " " * N)
-    quick(dedup.title_tokens, "中" * N)
-    quick(dedup.normalized_text, ("来源" + " " * 50 + "\n") * (N // 50))
-    quick(dedup.normalized_text, "source" + " " * N)
+    quick(features.canonical_url, "http://x.test/" + "/" * N + "a")
+    quick(clustering.title_core, "【" * N)
+    quick(clustering.title_core, " " * N + "re" + " " * N)
+    quick(clustering.title_tokens, "中" * N)
+    quick(features.normalized_text, ("来源" + " " * 50 + "\n") * (N // 50))
+    quick(features.normalized_text, "source" + " " * N)
 
 
 def test_feed_and_remote_patterns_are_linear():

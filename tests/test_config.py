@@ -101,9 +101,9 @@ def test_cli_exits_2_without_a_config(tmp_path: Path):
 def test_database_cache_mb_sizes_the_cli_store_page_cache(tmp_path: Path):
     from sqlalchemy import text
 
-    from aggregator.cli import Context
+    from aggregator.cli import CliContext
 
     path = write(tmp_path, '[database]\nurl = "sqlite:///db/a.sqlite3"\ncache_mb = 128\n')
-    ctx = Context(str(path), 0)
+    ctx = CliContext(str(path), 0)
     with ctx.store(ctx.settings()) as store, store.engine.connect() as c:
         assert c.execute(text("PRAGMA cache_size")).scalar() == -128 * 1024

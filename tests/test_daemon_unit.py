@@ -18,25 +18,14 @@ from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from test_daemon import FeedServer
 
-from aggregator import pipeline, schedule
+from aggregator import logs, pipeline
 from aggregator.config import load_config
-from aggregator.schedule import (
-    Daemon,
-    Debounce,
-    JsonFormatter,
-    after_fetch,
-    configure_logging,
-    counts,
-    fetch_decision,
-    first_run,
-    format_fields,
-    jitter,
-    last_cycle,
-    retry_delay,
-    stagger,
-    status,
-)
-from aggregator.store import SourceRow, Store
+from aggregator.logs import JsonFormatter, configure_logging, counts, format_fields
+from aggregator.schedule import Daemon
+from aggregator.status import status
+from aggregator.store import Store
+from aggregator.store.schema import SourceRow
+from aggregator.timing import Debounce, after_fetch, fetch_decision, first_run, jitter, retry_delay, stagger
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -160,16 +149,16 @@ def daemon(site: Path, feeds: FeedServer):
 
 def test_scan_then_build_publishes_and_records_the_cycle(daemon: Daemon, site: Path, caplog):
     caplog.set_level(logging.INFO, logger="aggregator.daemon")
-    daemon._scan_job("local")
+    daemon.scan_now("local")
     assert daemon._touched  # the changes wait for the debounced build
     assert not (site / "out" / "all" / "atom.xml").exists()
-    daemon._build_job()
+    daemon.build_now()
     assert (site / "out" / "all" / "atom.xml").exists()
     assert not daemon._touched
-    cycle = last_cycle(daemon.store)
+    cycle = daemon.store.last_cycle()
     assert cycle is not None and cycle["written"] > 0 and cycle["touched"] > 0
-    daemon._build_job()
-    assert last_cycle(daemon.store)["written"] == 0  # nothing changed: nothing rewritten
+    daemon.build_now()
+    assert daemon.store.last_cycle()["written"] == 0  # nothing changed: nothing rewritten
     lines = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("job=scan source=local outcome=ok") and "new=" in m for m in lines)
     assert any(m.startswith("job=build outcome=ok") for m in lines)
@@ -180,20 +169,20 @@ def test_fetch_job_follows_next_due(daemon: Daemon, feeds: FeedServer, site: Pat
     daemon.scheduler.start(paused=True)
     daemon.sync_jobs()
     assert daemon.scheduler.get_job("fetch:remote") is not None
-    daemon._fetch_job("remote")
+    daemon.fetch_now("remote")
     assert feeds.requests == ["/feed.xml"]
     assert daemon._touched
     job = daemon.scheduler.get_job("fetch:remote")
     assert job.next_run_time > datetime.now(UTC) + timedelta(minutes=50)  # moved to the stored next_due
-    daemon._fetch_job("remote")  # not due yet: no request
+    daemon.fetch_now("remote")  # not due yet: no request
     assert feeds.requests == ["/feed.xml"]
     assert any("outcome=not-due" in r.getMessage() for r in caplog.records)
-    daemon._build_job()
+    daemon.build_now()
     assert "Remote one" in (site / "out" / "remote-news" / "atom.xml").read_text(encoding="utf-8")
     # A source a 410 disabled is not fetched.
     with daemon.store.engine.begin() as c:
         c.execute(update(SourceRow).where(SourceRow.name == "remote").values(disabled="410 Gone", next_due=None))
-    daemon._fetch_job("remote")
+    daemon.fetch_now("remote")
     assert feeds.requests == ["/feed.xml"]
 
 
@@ -217,7 +206,7 @@ def test_a_failing_job_is_logged_with_its_source_and_retried(daemon: Daemon, mon
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(pipeline, "ingest_files", boom)
-    daemon._scan_job("local")
+    daemon.scan_now("local")
     line = next(r for r in caplog.records if "outcome=error" in r.getMessage())
     assert "source=local" in line.getMessage() and "disk on fire" in line.getMessage()
     assert line.fields["retry_in"] == 2.0
@@ -228,13 +217,13 @@ def test_a_failing_job_is_logged_with_its_source_and_retried(daemon: Daemon, mon
         raise OperationalError("INSERT", {}, Exception("database is locked"))
 
     monkeypatch.setattr(pipeline, "ingest_files", locked)
-    daemon._scan_job("local")
+    daemon.scan_now("local")
     line = next(r for r in caplog.records if "outcome=database-error" in r.getMessage())
     assert line.fields["retry_in"] == 4.0  # second failure in a row: backed off further
 
     monkeypatch.setattr(pipeline, "settle", locked)
     daemon._touched.update({1, 2})
-    daemon._build_job()
+    daemon.build_now()
     assert daemon._touched == {1, 2}  # kept for the retry
     assert daemon.scheduler.get_job("build") is not None
 
@@ -269,8 +258,8 @@ def test_reload(daemon: Daemon, site: Path, caplog):
 
 
 def test_status(daemon: Daemon):
-    daemon._scan_job("local")
-    daemon._build_job()
+    daemon.scan_now("local")
+    daemon.build_now()
     st = status(daemon.store)
     assert not st.running and st.holder is None
     assert st.last_cycle is not None
@@ -319,14 +308,6 @@ def test_run_until_stopped_in_process(daemon: Daemon, site: Path):
     assert not daemon.scheduler.running
 
 
-def test_no_fetch_stage_means_no_remote_jobs(daemon: Daemon, monkeypatch, caplog):
-    monkeypatch.setattr(schedule, "_fetch_function", lambda: None)
-    daemon.scheduler.start(paused=True)
-    daemon.sync_jobs()
-    assert daemon.scheduler.get_job("fetch:remote") is None
-    assert "no fetch stage" in caplog.text
-
-
 # ------------------------------------------------------------------ the CLI commands, in-process
 
 
@@ -347,7 +328,7 @@ def test_cli_status_run_and_lock_in_process(site: Path, monkeypatch):
         return 0
 
     monkeypatch.setattr(Daemon, "run", fake_run)
-    monkeypatch.setattr(schedule, "configure_logging", lambda *_: None)  # keep pytest's log capture as is
+    monkeypatch.setattr(logs, "configure_logging", lambda *_: None)  # keep pytest's log capture as is
     r = runner.invoke(main, ["--config", cfg, "run", "--serve", "--port", "9999", "--json-logs"])
     assert r.exit_code == 0 and seen["serve"] == ("127.0.0.1", 9999)
     lock = FileWriterLock(site / "db" / "agg.sqlite3")

@@ -8,28 +8,23 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from aggregator import dedup
+from aggregator import clustering, dedup
+from aggregator.clustering import compare, decide, rank, title_core, title_similarity, titles_agree
 from aggregator.config import DedupSettings
-from aggregator.dedup import (
-    Item,
+from aggregator.features import (
+    NUM_PERM,
     canonical_url,
-    compare,
-    decide,
     features,
     fingerprint,
     normalized_text,
-    rank,
     shingles,
     signature,
     similarity,
-    title_core,
-    title_similarity,
-    titles_agree,
     tracking_patterns,
     url_key,
 )
 from aggregator.lsh import BANDS, TEXT_SPACE, URL_SPACE, band_keys, index_keys, kind
-from aggregator.model import FileStamp
+from aggregator.model import ClusterEntry, FileStamp
 from aggregator.sources.articles import ArticleContext, parse_article
 from tests.conftest import EXAMPLES
 
@@ -67,11 +62,11 @@ def html(paras: list[str]) -> str:
     return "".join(f"<p>{p}</p>" for p in paras)
 
 
-def item(i: int, title: str = "t", body: str = "", link: str | None = None, **kw) -> Item:
+def item(i: int, title: str = "t", body: str = "", link: str | None = None, **kw) -> ClusterEntry:
     f = features(link, body)
     kw.setdefault("first_seen", datetime(2022, 9, 7, tzinfo=UTC))
     kw.setdefault("published", datetime(2022, 9, 7, tzinfo=UTC))
-    return Item(
+    return ClusterEntry(
         id=i,
         source=kw.pop("source", "local"),
         title=title,
@@ -194,7 +189,7 @@ def test_unrelated_english_texts_share_few_shingles() -> None:
 def test_signature_similarity_and_bands() -> None:
     text = normalized_text(html(PORT))
     sig = signature(shingles(text))
-    assert sig is not None and len(sig) == dedup.NUM_PERM * 4
+    assert sig is not None and len(sig) == NUM_PERM * 4
     assert similarity(sig, sig) == 1.0
     other = signature(shingles(normalized_text(html(PORT_RESULTS))))
     assert other is not None and similarity(sig, other) < 0.2
@@ -276,15 +271,15 @@ def test_titles_must_agree_more_the_less_the_bodies_do() -> None:
 
 def test_rank_priority_then_earliest_published_then_latest_updated_then_id() -> None:
     t0 = datetime(2022, 9, 7, tzinfo=UTC)
-    a = Item(1, "blog", "t", t0, None, t0)
-    b = Item(2, "wire", "t", t0 + timedelta(hours=2), None, t0)
+    a = ClusterEntry(1, "blog", "t", t0, None, t0)
+    b = ClusterEntry(2, "wire", "t", t0 + timedelta(hours=2), None, t0)
     assert sorted([b, a], key=lambda x: rank(x, []))[0] is a
     assert sorted([a, b], key=lambda x: rank(x, ["wire"]))[0] is b
-    newer = Item(3, "blog", "t", t0, t0 + timedelta(days=1), t0)
+    newer = ClusterEntry(3, "blog", "t", t0, t0 + timedelta(days=1), t0)
     assert sorted([a, newer], key=lambda x: rank(x, []))[0] is newer
-    twin = Item(4, "blog", "t", t0, None, t0)
+    twin = ClusterEntry(4, "blog", "t", t0, None, t0)
     assert sorted([twin, a], key=lambda x: rank(x, []))[0] is a
-    undated = Item(5, "blog", "t", None, None, t0 - timedelta(days=1))
+    undated = ClusterEntry(5, "blog", "t", None, None, t0 - timedelta(days=1))
     assert sorted([a, undated], key=lambda x: rank(x, []))[0] is undated
 
 
@@ -325,7 +320,7 @@ def test_seeds_stay_distinct() -> None:
     assert compare(a, b, 0.1) is None  # even a very low threshold: the titles disagree
 
 
-def _cluster_items() -> dict[int, Item]:
+def _cluster_items() -> dict[int, ClusterEntry]:
     t0 = datetime(2022, 9, 7, tzinfo=UTC)
     u = "http://news.example.cn/port/3391.html"
     return {
@@ -374,15 +369,15 @@ def test_decide_withdrawn_entries_neither_match_nor_stay_shown() -> None:
 
 
 def test_settings_digest_tracks_what_changes_results() -> None:
-    base = dedup.settings_digest(DedupSettings())
-    assert dedup.settings_digest(DedupSettings()) == base
-    assert dedup.settings_digest(DedupSettings(tracking_params=["x"]))[0] != base[0]
-    assert dedup.settings_digest(DedupSettings(near_threshold=0.8)) == (
+    base = clustering.settings_digest(DedupSettings())
+    assert clustering.settings_digest(DedupSettings()) == base
+    assert clustering.settings_digest(DedupSettings(tracking_params=["x"]))[0] != base[0]
+    assert clustering.settings_digest(DedupSettings(near_threshold=0.8)) == (
         base[0],
-        dedup.settings_digest(DedupSettings(near_threshold=0.8))[1],
+        clustering.settings_digest(DedupSettings(near_threshold=0.8))[1],
     )
-    assert dedup.settings_digest(DedupSettings(near_threshold=0.8))[1] != base[1]
-    assert dedup.settings_digest(DedupSettings(source_priority=["a"]))[1] != base[1]
+    assert clustering.settings_digest(DedupSettings(near_threshold=0.8))[1] != base[1]
+    assert clustering.settings_digest(DedupSettings(source_priority=["a"]))[1] != base[1]
 
 
 def test_report_summary() -> None:

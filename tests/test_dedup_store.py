@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, delete, select, update
+from conftest import reset_database
+from sqlalchemy import delete, select, update
 
-from aggregator import dedup
-from aggregator.config import DedupSettings, Settings
-from aggregator.keyindex import TABLES as KEY_TABLES
+from aggregator import clustering, dedup, features
+from aggregator.config import DedupSettings, Settings, Tuning
 from aggregator.lsh import BAND, BANDS, index_keys, kind
 from aggregator.model import Entry
-from aggregator.store import Base, EntryRow, Store
+from aggregator.store import DedupTransaction, KeyIndexShape, SchemaError, Store, database
+from aggregator.store.keyindex import TABLES as KEY_TABLES
+from aggregator.store.schema import EntryRow
 from tests.test_dedup import EN, PORT, PORT_RESULTS, html
 
 T0 = datetime(2022, 9, 7, 2, 0, tzinfo=UTC)
@@ -37,9 +40,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
     else:
         if not PG_URL:
             pytest.skip("AGG_TEST_PG_URL not set")
-        scratch = create_engine(PG_URL)
-        Base.metadata.drop_all(scratch)
-        scratch.dispose()
+        reset_database(PG_URL)
         s = Store(PG_URL)
     yield s
     s.close()
@@ -98,9 +99,9 @@ def site(store: Store) -> Site:
 
 @pytest.mark.parametrize("run_batch", [1000, 1, 2])
 def test_copies_tracking_urls_and_reprints_collapse_same_topic_stays(
-    site: Site, run_batch: int, monkeypatch: pytest.MonkeyPatch
+    site: Site, run_batch: int
 ) -> None:
-    monkeypatch.setattr(dedup, "RUN_BATCH", run_batch)  # decided in one step, or in many
+    run = partial(dedup.run, batch=run_batch)  # decided in one step, or in many
     touched = site.save(
         entry("a.md"),
         entry("b.md", published=T0 + timedelta(minutes=1)),
@@ -115,7 +116,7 @@ def test_copies_tracking_urls_and_reprints_collapse_same_topic_stays(
         entry("e.md", "临江港前三季度吞吐量增长6.8%", PORT_RESULTS, "http://news.example.cn/port/2022/0907/3392.html"),
         entry("f.md", "Harbor Logistics opens third terminal", EN, None),
     )
-    report = dedup.run(site.store, settings(), touched)
+    report = run(site.store, settings(), touched)
     state = site.state()
     # a, b and c are versions of one page (one canonical URL): the latest-dated is shown.
     assert site.shown() == ["c.md", "e.md", "f.md"]
@@ -361,7 +362,7 @@ def test_run_is_one_transaction(site: Site, monkeypatch: pytest.MonkeyPatch) -> 
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(dedup, "_write", boom)
+    monkeypatch.setattr(DedupTransaction, "write", boom)  # the decision cannot be stored
     with pytest.raises(RuntimeError):
         dedup.run(site.store, settings(), touched)
     assert site.shown() == ["a.md", "b.md"]
@@ -373,7 +374,7 @@ def test_run_is_one_transaction(site: Site, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_unknown_state_rows_are_replaced(site: Site) -> None:
-    from aggregator.store import DedupStateRow
+    from aggregator.store.schema import DedupStateRow
 
     dedup.run(site.store, settings(), site.save(entry("a.md")))
     with site.store.engine.begin() as c:
@@ -430,7 +431,7 @@ def test_the_shown_entry_borrows_the_categories_of_its_duplicates(site: Site) ->
 
 
 def test_a_stale_record_of_a_borrowed_category_is_repaired(site: Site) -> None:
-    from aggregator.store import EntryCategoryRow
+    from aggregator.store.schema import EntryCategoryRow
 
     touched = site.save(entry("a.md", categories=("港口",)), entry("b.md", link=URL + "#x", categories=("财经",)))
     dedup.run(site.store, settings(), touched)
@@ -464,7 +465,7 @@ def test_features_from_the_parse_workers_give_the_same_clusters(store: Store, tm
     from dataclasses import replace
 
     def computed(e: Entry) -> Entry:
-        return replace(e, features=dedup.features(e.link, e.content_html))
+        return replace(e, features=features.features(e.link, e.content_html))
 
     batch = [
         entry("a.md"),
@@ -498,9 +499,6 @@ def test_features_from_the_parse_workers_give_the_same_clusters(store: Store, tm
 def test_ingest_workers_compute_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from aggregator.config import load_config
     from aggregator.pipeline import ingest
-    from aggregator.sources import articles
-
-    monkeypatch.setattr(articles, "PARALLEL_MIN", 0)  # the worker path, as for a big folder
     folder = tmp_path / "articles"
     folder.mkdir()
     for name, title, paras in (("a.md", TITLE, PORT), ("b.md", "【转载】" + TITLE, REPRINT)):
@@ -510,6 +508,7 @@ def test_ingest_workers_compute_features(tmp_path: Path, monkeypatch: pytest.Mon
         '[database]\nurl = "sqlite:///agg.sqlite3"\n[[sources]]\nname = "local"\npath = "articles"\n', encoding="utf-8"
     )
     cfg = load_config(tmp_path / "config.toml")
+    cfg = cfg.model_copy(update={"tuning": Tuning(read_parallel_min=0)})  # the worker path, as for a big folder
     store = Store(cfg.database.url)
     try:
         touched = ingest(store, cfg).touched
@@ -517,19 +516,19 @@ def test_ingest_workers_compute_features(tmp_path: Path, monkeypatch: pytest.Mon
         with store.engine.connect() as c:
             rows = c.execute(select(e.c.key, e.c.version, e.c.dedup_version, e.c.content, e.c.fingerprint)).all()
         for key, version, dedup_version, content, fp in rows:
-            assert dedup_version == version and fp == dedup.features(None, content).fingerprint, key
+            assert dedup_version == version and fp == features.features(None, content).fingerprint, key
         assert dedup.run(store, cfg, touched).computed == 0
         assert Site(store).shown() == ["a.md"]
     finally:
         store.close()
 
 
-def test_band_keys_move_down_the_levels_and_match_in_any(site: Site, monkeypatch) -> None:
+def test_band_keys_move_down_the_levels_and_match_in_any(site: Site, request: pytest.FixtureRequest) -> None:
     """New band keys go to level 0; a run merges a level that outgrew its size into the next
     (swapping tables when that one is empty), and keeps a filter of every level below 0; a
     near-duplicate is found whichever level either side's keys are in, and an entry's new
     version takes its keys out of every level."""
-    from aggregator import keyindex
+    from aggregator.store import keyindex
 
     def levels() -> dict[int, tuple[int, int, keyindex.BloomFilter | None]]:
         """level → (slot, keys, filter)"""
@@ -546,8 +545,9 @@ def test_band_keys_move_down_the_levels_and_match_in_any(site: Site, monkeypatch
         return f is not None and bool(f.may_hold(np.array(keys, dtype=np.uint64)).all())
 
     per_entry = BANDS + 1  # these entries have no link: their bands and their text key
-    monkeypatch.setattr(keyindex, "LEVEL0_KEYS", 30)  # more than one entry's keys
-    monkeypatch.setattr(keyindex, "RATIO", 2)  # level 1 holds 60 keys, level 2 120
+    # Level 0 holds more than one entry's keys, level 1 60, level 2 120.
+    site.store = Store(site.store.url, key_shape=KeyIndexShape(level0_keys=30, ratio=2))
+    request.addfinalizer(site.store.close)
     dedup.run(site.store, settings(), site.save(entry("a.md", link=None)))
     assert at(0) == {"a.md"} and levels()[0][1] == per_entry and levels()[1][1] == 0
 
@@ -590,9 +590,9 @@ def test_band_keys_move_down_the_levels_and_match_in_any(site: Site, monkeypatch
 def test_digests_stored_as_text_by_an_older_database_read_back_as_numbers() -> None:
     """A SQLite database created when the digests were hex strings has text columns: the
     integers now written there come back as decimal text, and must still equal new digests."""
-    from aggregator.store import Digest
+    from aggregator.store.schema import Digest
 
-    digest = dedup.url_key(dedup.canonical_url("http://e.com/a/1"))
+    digest = features.url_key(features.canonical_url("http://e.com/a/1"))
     assert isinstance(digest, int)
     assert Digest().process_result_value(str(digest), None) == digest
     assert Digest().process_result_value(digest, None) == digest
@@ -604,28 +604,34 @@ def test_a_band_shared_by_chance_offers_no_candidate(site: Site) -> None:
     """Unrelated texts share an LSH band now and then, the more often the bigger the store: such
     a pair is dropped on the two signatures, before entries are loaded and compared, while a
     reprint (which shares bands because it is alike) stays a candidate."""
-    from aggregator import keyindex
-
     dedup.run(site.store, settings(), site.save(entry("port.md", link=None)))
     dedup.run(site.store, settings(), site.save(entry("reprint.md", "【转载】" + TITLE, REPRINT, None)))
     dedup.run(site.store, settings(), site.save(entry("harbor.md", "Harbor Logistics opens terminal", EN, None)))
     port, reprint, harbor = (site.ids[k] for k in ("port.md", "reprint.md", "harbor.md"))
-    e = EntryRow.__table__
-    with site.store.engine.connect() as c, c.begin() as t:
-        items: dict[int, dedup.Item] = {}
-        dedup._load(c, e, [port], items, {})
+    with site.store.dedup_transaction() as tx:
+        items = tx.load([port, reprint, harbor])
         # The accident: one of the port story's band keys stored for the unrelated harbor story too.
-        keyindex.insert(c, [(index_keys(None, None, items[port].signature)[0], harbor)])
-        offered = dedup._candidates(c, e, items, set(), near_threshold=0.6)
-        unfiltered = dedup._candidates(c, e, items, set(), near_threshold=0.0)
-        t.rollback()
-    assert offered == {port: [reprint]}
-    assert unfiltered == {port: sorted([reprint, harbor])}  # the shared band did offer it
+        tx.insert_keys([(index_keys(None, None, items[port].signature)[0], harbor)])
+    decide = {port: items[port]}
+    with site.store.dedup_transaction() as tx:
+        found = tx.shared_keys([(k, port) for k in clustering.index_keys(decide)[port]])
+    exact, by_band = clustering.offered(found, decide, set())
+    assert by_band == {port: {reprint, harbor}}  # the shared band did offer it
+    signatures = {i: it.signature for i, it in items.items()}
+    assert clustering.with_near(exact, by_band, decide, signatures, 0.6) == {port: [reprint]}
+    assert clustering.with_near(exact, by_band, decide, signatures, 0.0) == {port: sorted([reprint, harbor])}
+    # And the stage: the port story, decided again, joins only its reprint's cluster.
+    with site.store.engine.begin() as c:
+        c.execute(update(EntryRow).values(dedup_pending=True))
+    dedup.run(site.store, settings(), [port])
+    state = site.state()
+    assert state["harbor.md"][:2] == (None, None)
+    assert {state["port.md"][0], state["reprint.md"][0]} in ({None, "port.md"}, {None, "reprint.md"})
 
 
 def test_the_index_tables_of_an_older_database_are_dropped_and_its_entries_indexed_again(tmp_path: Path) -> None:
     """Databases made before 2026-12-04 hold the band keys in other tables, and index the URL
-    and text digests on the entries table: those go, and the next run computes every entry's
+    and text digests on the entries table: `db upgrade` drops those, and the next run computes every entry's
     features again (ALGORITHM), which fills the key index, URL and text keys included."""
     from sqlalchemy import inspect
 
@@ -641,7 +647,11 @@ def test_the_index_tables_of_an_older_database_are_dropped_and_its_entries_index
         for t in KEY_TABLES:
             c.execute(t.delete())  # as if they were new: the keys were in the old tables
         c.exec_driver_sql("UPDATE dedup_state SET value = 'older' WHERE name IN ('features', 'decisions')")
+        c.exec_driver_sql("DROP TABLE alembic_version")  # as 0.1 left it: no numbered migrations
     store.close()
+    with pytest.raises(SchemaError, match="aggregator db upgrade"):
+        Store(url)
+    database.upgrade(url)
     site.store = store = Store(url)
     try:
         tables = inspect(store.engine).get_table_names()

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, run_cli
 from lxml import etree
 
-from aggregator.config import load_config
+from aggregator.config import Tuning, load_config
 from aggregator.publish import build, files
 from aggregator.publish.files import is_temp_name, is_whole, looks_whole, remove_stale_temps
 from aggregator.store import Store
@@ -185,9 +185,6 @@ def test_stale_temps_are_removed_before_this_run_writes_any(site: Path, monkeypa
 
     if (os.cpu_count() or 1) < 2:
         pytest.skip("render workers need two cores")
-    monkeypatch.setattr(render, "PARALLEL_MIN", 0)  # the worker path, as for a big corpus
-    monkeypatch.setattr(render, "PAGES_PER_TASK", 2)
-    monkeypatch.setattr(publish, "EARLY_HOLD", 0)  # every page task handed over before dedup
     events: list[str] = []
     real_clean, real_pages = publish.remove_stale_temps, render.Work.pages
 
@@ -206,6 +203,8 @@ def test_stale_temps_are_removed_before_this_run_writes_any(site: Path, monkeypa
     stale = site / "out" / "a" / ".x.html.123.tmp"
     stale.write_bytes(b"<half")
     settings = load_config(site / "config.toml")
+    # The worker path, as for a big corpus, every page task handed over before dedup.
+    settings = settings.model_copy(update={"tuning": Tuning(render_parallel_min=0, pages_per_task=2, early_hold=0)})
     store = Store(settings.database.url)
     try:
         update(store, settings)

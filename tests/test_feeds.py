@@ -16,7 +16,7 @@ from aggregator.model import Enclosure, Entry
 from aggregator.sources.feeds import (
     FeedContext,
     FeedError,
-    Item,
+    ParsedItem,
     assign_keys,
     choose_identity,
     item_key,
@@ -297,8 +297,8 @@ def test_entity_bomb_does_not_exhaust_memory(name: str):
 # ---------------------------------------------------------------- identity policy
 
 
-def item(guid: str | None, link: str | None, title: str = "t") -> Item:
-    return Item(Entry(source="s", key="", title=title, content_html="", summary=""), guid, link, f"h-{title}")
+def item(guid: str | None, link: str | None, title: str = "t") -> ParsedItem:
+    return ParsedItem(Entry(source="s", key="", title=title, content_html="", summary=""), guid, link, f"h-{title}")
 
 
 def test_guid_identity_by_default():

@@ -18,7 +18,8 @@ from werkzeug import Request, Response
 
 from aggregator.pipeline import PARSE_PROCESSES_MIN, fetch
 from aggregator.sources.remote import HOST_SLOW, HOST_START, HostSlots
-from aggregator.store import EntryRow, Store
+from aggregator.store import Store
+from aggregator.store.schema import EntryRow
 
 
 @pytest.fixture

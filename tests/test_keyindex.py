@@ -6,7 +6,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from aggregator.keyindex import BloomFilter, capacity
+from aggregator.store.keyindex import BloomFilter, capacity
 
 
 def keys(n: int, seed: int) -> np.ndarray:

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, write_config
+from conftest import ROOT, reset_database, write_config
 from sqlalchemy import create_engine, text
 
 from aggregator.lock import EXIT_LEASE_LOST, LEASE_NAME, renewal_verdict
-from aggregator.store import Base
+from aggregator.store import Store
 
 PG_URL = os.environ.get("AGG_TEST_PG_URL")  # a scratch database; .ci/run starts one
 
@@ -27,13 +27,15 @@ HOLDER = textwrap.dedent("""
     from sqlalchemy import create_engine, text
     import aggregator.lock as lockmod
 
-    engine = create_engine(sys.argv[1], connect_args={"timeout": 30})
-    lease = lockmod.LeaseWriterLock(engine, seconds=3)
-    lockmod.writer_lock_for = lambda _engine: lease
-    with lockmod.writer(engine, "run"):
+    from aggregator.store import Store
+
+    store = Store(sys.argv[1])
+    lease = lockmod.LeaseWriterLock(store, seconds=3)
+    lockmod.writer_lock_for = lambda _store: lease
+    with lockmod.writer(store, "run"):
         print("held", flush=True)
         while True:
-            with engine.begin() as c:
+            with store.engine.begin() as c:
                 c.execute(text("INSERT INTO marks VALUES (:t)"), {"t": time.time()})
             time.sleep(0.1)
     print("left the writer block", flush=True)
@@ -49,11 +51,10 @@ def test_renewal_verdict():
 
 def _holder(tmp_path: Path) -> tuple[subprocess.Popen, str]:
     url = f"sqlite:///{tmp_path / 'lease.sqlite3'}"
-    engine = create_engine(url)
-    Base.metadata.create_all(engine)
-    with engine.begin() as c:
+    store = Store(url)
+    with store.engine.begin() as c:
         c.execute(text("CREATE TABLE marks (t REAL)"))
-    engine.dispose()
+    store.close()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen([sys.executable, "-c", HOLDER, url], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -107,9 +108,8 @@ def test_a_holder_that_cannot_renew_before_the_lease_lapses_exits(tmp_path: Path
 
 @pytest.mark.skipif(not PG_URL, reason="AGG_TEST_PG_URL not set")
 def test_the_daemon_on_postgresql_stops_when_its_lease_is_taken(tmp_path: Path):
+    reset_database(PG_URL)
     scratch = create_engine(PG_URL)
-    with scratch.begin() as c:
-        Base.metadata.drop_all(c)
     (tmp_path / "articles").mkdir()
     cfg = write_config(tmp_path)
     cfg.write_text(cfg.read_text(encoding="utf-8").replace("sqlite:///db/agg.sqlite3", PG_URL), encoding="utf-8")
@@ -136,6 +136,5 @@ def test_the_daemon_on_postgresql_stops_when_its_lease_is_taken(tmp_path: Path):
         if p.poll() is None:
             p.kill()
             p.wait()
-        with scratch.begin() as c:
-            Base.metadata.drop_all(c)
         scratch.dispose()
+        reset_database(PG_URL)

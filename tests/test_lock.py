@@ -12,20 +12,18 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli
-from sqlalchemy import create_engine
 
 from aggregator.lock import (
     FileWriterLock,
     Holder,
     LeaseWriterLock,
     LockHeld,
-    lease_free,
     refusal,
-    sqlite_path,
     writer,
     writer_lock_for,
 )
-from aggregator.store import Base, Store
+from aggregator.store import Store, lease_free
+from aggregator.store.database import sqlite_file as sqlite_path
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -96,8 +94,7 @@ def test_file_lock_is_freed_when_the_holder_is_killed(tmp_path: Path):
 
 
 def test_lease_lock(tmp_path: Path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'lease.sqlite3'}")
-    Base.metadata.create_all(engine)
+    engine = Store(f"sqlite:///{tmp_path / 'lease.sqlite3'}")
     a, b = LeaseWriterLock(engine, seconds=30), LeaseWriterLock(engine, seconds=30)
     a.acquire("run")
     assert b.is_held_elsewhere() and not a.is_held_elsewhere()
@@ -111,12 +108,11 @@ def test_lease_lock(tmp_path: Path):
     b.acquire("update")
     assert b.holder().command == "update"
     b.release()
-    engine.dispose()
+    engine.close()
 
 
 def test_lapsed_lease_is_taken_over(tmp_path: Path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'lease.sqlite3'}")
-    Base.metadata.create_all(engine)
+    engine = Store(f"sqlite:///{tmp_path / 'lease.sqlite3'}")
     dead = LeaseWriterLock(engine, seconds=0.5)
     dead.acquire("run")  # never renewed: its holder "died"
     heir = LeaseWriterLock(engine, seconds=30)
@@ -124,32 +120,32 @@ def test_lapsed_lease_is_taken_over(tmp_path: Path):
     assert heir.holder().command == "run" and not heir.is_held_elsewhere()
     assert dead.renew() is False  # the old holder's renewal no longer touches the row
     assert dead.is_held_elsewhere()
-    engine.dispose()
+    engine.close()
 
 
 def test_writer_context_renews_a_lease(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    engine = create_engine(f"sqlite:///{tmp_path / 'lease.sqlite3'}")
-    Base.metadata.create_all(engine)
+    engine = Store(f"sqlite:///{tmp_path / 'lease.sqlite3'}")
     import aggregator.lock as lockmod
 
     # Expiry times are stored to the second, so the lease must be a few seconds long for a
     # renewal (every seconds/3) to always leave it in the future.
     lease = LeaseWriterLock(engine, seconds=3)
-    monkeypatch.setattr(lockmod, "writer_lock_for", lambda _engine: lease)
+    monkeypatch.setattr(lockmod, "writer_lock_for", lambda _store: lease)
     with writer(engine, "run"):
         time.sleep(4)  # longer than the lease: only the renewals keep it
         with pytest.raises(LockHeld):
             LeaseWriterLock(engine, seconds=30).acquire("update")
     assert not LeaseWriterLock(engine).is_held_elsewhere()  # released on exit
-    engine.dispose()
+    engine.close()
 
 
 def test_writer_lock_for_picks_the_kind(tmp_path: Path):
     store = Store(f"sqlite:///{tmp_path / 'agg.sqlite3'}")
-    assert isinstance(writer_lock_for(store.engine), FileWriterLock)
+    assert isinstance(writer_lock_for(store), FileWriterLock)
     store.close()
-    mem = create_engine("sqlite://")
+    mem = Store("sqlite://")
     assert isinstance(writer_lock_for(mem), LeaseWriterLock)
+    mem.close()
 
 
 def test_update_refused_while_another_writer_holds_the_lock(site: Path):

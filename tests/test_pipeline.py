@@ -208,14 +208,9 @@ PG_URL = os.environ.get("AGG_TEST_PG_URL")  # a scratch database; .ci/run starts
 
 @pytest.mark.skipif(not PG_URL, reason="AGG_TEST_PG_URL not set")
 def test_postgresql_publishes_the_same_bytes_as_sqlite(site: Path, tmp_path: Path):
-    from sqlalchemy import create_engine
+    from conftest import reset_database
 
-    import aggregator.publish  # noqa: F401  (registers the publishing tables on Base)
-    from aggregator.store import Base
-
-    scratch = create_engine(PG_URL)
-    Base.metadata.drop_all(scratch)
-    scratch.dispose()
+    reset_database(PG_URL)
     cfg = site / "config.toml"
     assert run_cli(cfg, "update").returncode == 0
     pg = tmp_path / "pg"

@@ -15,13 +15,14 @@ import feedparser
 import pytest
 from lxml import etree
 
-from aggregator.config import load_config
+from aggregator.config import Tuning, load_config
 from aggregator.pipeline import update
 from aggregator.publish import FeedPlan, build, feed_plans, keep
 from aggregator.publish.archive import Page, plan_pages
-from aggregator.publish.feeds import Enclosure, FeedInfo, Item, render_atom, render_json, render_rss
+from aggregator.publish.formats import FeedEnclosure, FeedInfo, FeedItem, render_atom, render_json, render_rss
 from aggregator.publish.websub import ping, ping_one
-from aggregator.store import EntryRow, Store
+from aggregator.store import Store
+from aggregator.store.schema import EntryRow
 
 A = "{http://www.w3.org/2005/Atom}"
 DC = "{http://purl.org/dc/elements/1.1/}"
@@ -141,7 +142,7 @@ FILES = (("atom", "atom.xml"), ("rss", "rss.xml"), ("json", "feed.json"))
 
 def info(**kw) -> FeedInfo:
     items = (
-        Item(
+        FeedItem(
             id="urn:uuid:00000000-0000-0000-0000-000000000001",
             title="First <story>",
             link="https://example.org/1",
@@ -152,10 +153,10 @@ def info(**kw) -> FeedInfo:
             summary="Short text",
             content_html="<p>Body &amp; more</p>",
             image="https://example.org/1.jpg",
-            enclosure=Enclosure("https://example.org/1.mp3", 12345, "audio/mpeg"),
+            enclosure=FeedEnclosure("https://example.org/1.mp3", 12345, "audio/mpeg"),
             also=(("Other outlet", "https://other.example/1"),),
         ),
-        Item(
+        FeedItem(
             id="urn:uuid:00000000-0000-0000-0000-000000000002",
             title="Second",
             link="https://feeds.example.org/a/2.html",
@@ -307,8 +308,10 @@ def notes_site(tmp_path: Path, n: int, extra_config: str = "", max_items: int = 
     return cfg
 
 
-def run(cfg: Path, force: bool = False):
+def run(cfg: Path, force: bool = False, tuning: Tuning | None = None):
     settings = load_config(cfg)
+    if tuning is not None:
+        settings = settings.model_copy(update={"tuning": tuning})
     store = Store(settings.database.url)
     try:
         report = update(store, settings)
@@ -535,7 +538,6 @@ def test_unreachable_hub_never_fails_the_build(tmp_path: Path):
 def test_worker_processes_and_a_tiny_cache_render_the_same_bytes(tmp_path: Path, monkeypatch):
     """A big build renders in worker processes, each with a bounded cache of items and elements;
     neither may change a byte of what is written (nor which files are)."""
-    from aggregator.publish import render
 
     cfg = notes_site(tmp_path, 40, max_items=4)
     (tmp_path / "articles" / "page.md").write_text("---\ntitle: No link\ndate: 2022-03-02\n---\nHosted here.\n")
@@ -544,14 +546,15 @@ def test_worker_processes_and_a_tiny_cache_render_the_same_bytes(tmp_path: Path,
     assert sum("/archive/" in k for k in reference) > 20 and any(k.startswith("a/") for k in reference)
 
     for parallel_min, cache in ((0, 3), (10**9, 1)):
-        monkeypatch.setattr(render, "PARALLEL_MIN", parallel_min)
-        monkeypatch.setattr(render, "CACHE_ENTRIES", cache)
         other = tmp_path / f"out-{parallel_min}-{cache}"
+        tuning = Tuning(render_parallel_min=parallel_min, render_cache_entries=cache)
         store = Store(settings.database.url)
         try:
             report = build(
                 store,
-                settings.model_copy(update={"output": settings.output.model_copy(update={"dir": other})}),
+                settings.model_copy(
+                    update={"output": settings.output.model_copy(update={"dir": other}), "tuning": tuning}
+                ),
                 force=True,
             )
         finally:
@@ -582,14 +585,11 @@ def test_pages_rendered_during_dedup_match_a_build_after_it(tmp_path: Path, monk
     build that starts after dedup writes them."""
     import os
 
-    from aggregator import publish
     from aggregator.publish import pages, render
 
     if (os.cpu_count() or 1) < 2:
         pytest.skip("render workers need two cores")
-    monkeypatch.setattr(render, "PARALLEL_MIN", 0)
-    monkeypatch.setattr(render, "PAGES_PER_TASK", 2)
-    monkeypatch.setattr(publish, "EARLY_HOLD", 0)
+    workers = Tuning(render_parallel_min=0, pages_per_task=2, early_hold=0)  # every page task handed over early
     calls: list[int] = []
     real = render.Work.pages
 
@@ -608,15 +608,12 @@ def test_pages_rendered_during_dedup_match_a_build_after_it(tmp_path: Path, monk
             f"{body}\n",
             encoding="utf-8",
         )
-    _, settings = run(cfg)
+    _, settings = run(cfg, tuning=workers)
     assert calls[0] is True, "pages were handed to workers before dedup"
     store = Store(settings.database.url)
     try:
         rows = {r.key: r for r in store.listing(None, None)}
-        with store.engine.connect() as c:
-            recorded = {
-                uid for (uid,) in c.execute(pages.PageRow.__table__.select().with_only_columns(pages.PageRow.uid))
-            }
+        recorded = set(store.page_signatures())
         with store.session() as s:
             hidden = s.query(EntryRow).filter(EntryRow.key == "b.md").one()
         assert "b.md" not in rows and hidden.canonical_id == rows["a.md"].id
@@ -625,9 +622,10 @@ def test_pages_rendered_during_dedup_match_a_build_after_it(tmp_path: Path, monk
         kept = pages.page_path(out, rows["a.md"].uid).read_text(encoding="utf-8")
         assert "finance" in kept and "ports" in kept and rows["a.md"].uid in recorded
 
-        monkeypatch.setattr(render, "PARALLEL_MIN", 10**9)
         other = tmp_path / "out-after"
-        build(store, settings.model_copy(update={"output": settings.output.model_copy(update={"dir": other})}))
+        in_process = Tuning(render_parallel_min=10**9)
+        build(store, settings.model_copy(update={"output": settings.output.model_copy(update={"dir": other}),
+                                                 "tuning": in_process}))  # fmt: skip
     finally:
         store.close()
     assert digests(other).keys() == digests(out).keys()
@@ -645,15 +643,15 @@ def test_a_page_queued_again_is_not_rendered_from_its_older_task(tmp_path: Path,
 
     if (os.cpu_count() or 1) < 2:
         pytest.skip("render workers need two cores")
-    monkeypatch.setattr(render, "PARALLEL_MIN", 0)
     _, settings = run(notes_site(tmp_path, 2))
+    settings = settings.model_copy(update={"tuning": Tuning(render_parallel_min=0)})
     store = Store(settings.database.url)
     try:
         with render.Work(store, settings, {}) as work:
             work.pages([("u1", 1, "old"), ("u2", 2, "s2")], hold=10**6)  # queued, none handed over
             assert work.parallel
             work.pages([("u1", 1, "new")], hold=10**6)
-            queued = [t for task in reversed(work._todo) for t in task]
+            queued = work.queued()
     finally:
         store.close()
     assert queued == [("u2", 2, "s2"), ("u1", 1, "new")]

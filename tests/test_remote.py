@@ -34,7 +34,8 @@ from aggregator.sources.remote import (
     parse_retry_after,
     redirect_step,
 )
-from aggregator.store import EntryRow, SourceRow, Store
+from aggregator.store import Store
+from aggregator.store.schema import EntryRow, SourceRow
 
 DATA = Path(__file__).parent / "data" / "feeds"
 NOW = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)

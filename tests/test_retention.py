@@ -13,7 +13,8 @@ from aggregator.config import RetentionSettings
 from aggregator.lsh import BANDS
 from aggregator.model import Entry
 from aggregator.retention import beyond_newest, cutoff, plan, prune, upkeep
-from aggregator.store import EntryCategoryRow, EntryRow, Store, TombstoneRow, maintenance_statements
+from aggregator.store import Store
+from aggregator.store.schema import EntryCategoryRow, EntryRow, TombstoneRow
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -53,8 +54,6 @@ def test_pure_helpers():
     assert cutoff(NOW, 3) == NOW - timedelta(days=3)
     assert beyond_newest([5, 4, 3, 2], 2) == [3, 2]
     assert beyond_newest([5], 2) == []
-    assert maintenance_statements("sqlite") == ["PRAGMA optimize"]
-    assert maintenance_statements("postgresql") == []
 
 
 def test_no_rules_prunes_nothing(store: Store):
@@ -88,7 +87,7 @@ def test_pruned_entries_take_their_index_keys_along(store: Store):
 
     from aggregator import dedup
     from aggregator.config import Settings
-    from aggregator.keyindex import TABLES as KEY_TABLES
+    from aggregator.store.keyindex import TABLES as KEY_TABLES
 
     # Long, distinct bodies, so both have a signature: 25 band keys, a URL key and a text key each.
     text = ["".join(chr(0x4E00 + (i * 7919 + n * 104729) % 3000) for n in range(400)) for i in (1, 2)]
@@ -128,7 +127,8 @@ def test_prune_by_count_keeps_newest_per_source(store: Store):
 
 def test_age_and_count_do_not_double_count(store: Store):
     save(store, "a", [entry("a", i, 10 * i) for i in range(6)])  # 0, 10, …, 50 days old
-    old, excess, _ = plan(store, RetentionSettings(max_age_days=25, max_entries_per_source=2), NOW)
+    found = plan(store, RetentionSettings(max_age_days=25, max_entries_per_source=2), NOW)
+    old, excess = found.old, found.excess
     assert len(old) == 3 and len(excess) == 1 and not set(old) & set(excess)
 
 

@@ -137,7 +137,7 @@ def config(tmp_path: Path, source: str, fetch_opts: str = "allow_private = true"
 def titles(store: Store) -> set[str]:
     from sqlalchemy import select
 
-    from aggregator.store import EntryRow
+    from aggregator.store.schema import EntryRow
 
     with store.engine.connect() as c:
         return set(c.execute(select(EntryRow.title)).scalars())

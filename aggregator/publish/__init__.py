@@ -24,8 +24,8 @@ from .. import __version__
 from ..config import Settings
 from ..store import Store
 from . import archive, pages, render, websub
-from .feeds import CONTENT_TYPES, EMPTY_FEED_DATE, FILENAMES
 from .files import PublishError, is_whole, remove_stale_temps, sync, write_if_changed
+from .formats import CONTENT_TYPES, EMPTY_FEED_DATE, FILENAMES
 from .plans import ALL, FeedPlan, also_reported, eligible, feed_plans, feed_url, keep, permalink
 from .render import STATIC_DIR, STYLESHEET, templates
 
@@ -53,9 +53,6 @@ class BuildReport:
 # starts a new process, can leave a recorded page empty (or damage from outside).
 _pages_checked = False
 
-# Page tasks kept back when pages are handed over before dedup: they fill in at the end of
-# the build, after the feed documents (see render.Work).
-EARLY_HOLD = 4
 
 
 @dataclass(slots=True)
@@ -76,19 +73,18 @@ def early_pages(store: Store, settings: Settings, touched: Sequence[int]) -> Ite
     dedup; the build then renders the few whose categories dedup changed and removes the pages
     of entries it hid. Yields None when there are too few pages to be worth workers, which
     `touched` (the entries ingested this run) tells without asking the store in a quiet cycle."""
-    if len(touched) < render.PARALLEL_MIN:
+    if len(touched) < settings.tuning.render_parallel_min:
         yield None
         return
-    archive.ensure_table(store)
-    pages.ensure_table(store)
-    render.prepare(store, force=False, first=not store.signatures())  # boots while pages are planned
+    render.prepare(store, settings, force=False, first=not store.signatures())  # boots while pages are planned
     todo, _ = pages.plan(store, settings, _settings_digest(settings))
-    if len(todo) < render.PARALLEL_MIN:
+    if len(todo) < settings.tuning.render_parallel_min:
         yield None
         return
     remove_stale_temps(settings.output.dir)  # now: once workers write, temp files are theirs
     with render.Work(store, settings, store.source_names()) as work:
-        work.pages(todo, hold=EARLY_HOLD)
+        # Page tasks kept back: they fill in at the end of the build, after the feed documents.
+        work.pages(todo, hold=settings.tuning.early_hold)
         yield Early(work, todo) if work.parallel else None
 
 
@@ -101,11 +97,9 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
     report = BuildReport()
     if early is None:  # else early_pages removed them, before its workers began writing theirs
         remove_stale_temps(out.dir)
-    archive.ensure_table(store)
-    pages.ensure_table(store)
     plans = feed_plans(settings, store.categories())
     recorded = store.signatures()
-    render.prepare(store, force, first=not recorded)
+    render.prepare(store, settings, force, first=not recorded)
     new_signatures: dict[str, str] = {}
     settings_digest = _settings_digest(settings)
     report.written += _write_static(settings)
@@ -226,13 +220,14 @@ def _write_site(store: Store, settings: Settings, plans: Sequence[FeedPlan]) -> 
     out = settings.output
     counts = store.category_counts()
     total = store.visible_count()
-    newest_overall = max((d for _, d in counts.values() if d), default=EMPTY_FEED_DATE)
+    newest_overall = max((c.newest for c in counts.values() if c.newest), default=EMPTY_FEED_DATE)
     feeds = []
     for plan in plans:
         if plan.category_id is None:
             count, newest = total, (newest_overall if total else None)
         else:
-            count, newest = counts.get(plan.category_id, (0, None))
+            found = counts.get(plan.category_id)
+            count, newest = (found.entries, found.newest) if found else (0, None)
         latest = store.entries_by_id([i for i, _ in eligible(store, plan, 5)])
         feeds.append(
             {

@@ -14,38 +14,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import String, delete, insert, select
-from sqlalchemy.orm import Mapped, mapped_column
-
 from ..cleaning import safe_url
 from ..config import Settings
-from ..store import Base, EntryCategoryRow, EntryRow, Store, loads_list
+from ..store import Store, StoredEntry
 
 PAGE_DIR = "a"
-_CHUNK = 500
 Todo = tuple[str, int, str]  # (uid, entry id, signature) of a page to write
 
 
-class PageRow(Base):
-    """What each article page was last rendered from."""
-
-    __tablename__ = "article_pages"
-
-    uid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    signature: Mapped[str] = mapped_column(String(64))
-
-
 @dataclass(frozen=True, slots=True)
-class Context:
+class PageContext:
     site_title: str
     language: str
     base_url: str
     sources: dict[int, str]
     render: Callable[[str, dict], bytes]  # template name, context → bytes
-
-
-def ensure_table(store: Store) -> None:
-    PageRow.__table__.create(store.engine, checkfirst=True)
 
 
 def page_name(uid: str) -> str:
@@ -68,20 +51,10 @@ def plan(
     wanted. `rendered`: uid → signature of pages written in this run but not recorded yet.
     `sizes`: an empty page counts as missing (a stat per page: 65 ms for 15,000)."""
     out_dir = Path(settings.output.dir)
-    visible = (EntryRow.link.is_(None), EntryRow.withdrawn_at.is_(None), EntryRow.canonical_id.is_(None))
-    ec = EntryCategoryRow.__table__
-    with store.engine.connect() as c:
-        wanted = {
-            uid: (i, version, [])
-            for i, uid, version in c.execute(select(EntryRow.id, EntryRow.uid, EntryRow.version).where(*visible))
-        }
-        by_id = {i: cats for i, _, cats in wanted.values()}
-        # A page lists its entry's categories, which dedup may change (lending those of its
-        # duplicates) without a new version of the entry.
-        q = select(ec.c.entry_id, ec.c.category_id).join(EntryRow, EntryRow.id == ec.c.entry_id).where(*visible)
-        for i, cat in c.execute(q):
-            by_id[i].append(cat)
-        recorded = dict(c.execute(select(PageRow.uid, PageRow.signature)).all()) | (rendered or {})
+    # A page lists its entry's categories, which dedup may change (lending those of its
+    # duplicates) without a new version of the entry.
+    wanted = store.page_entries()
+    recorded = store.page_signatures() | (rendered or {})
     on_disk = _files(out_dir / PAGE_DIR, sizes)
     todo = []
     for uid in sorted(wanted):
@@ -92,7 +65,7 @@ def plan(
     return todo, sorted(set(recorded) - set(wanted))
 
 
-def render(store: Store, out_dir: Path, todo: Sequence[Todo], ctx: Context) -> int:
+def render(store: Store, out_dir: Path, todo: Sequence[Todo], ctx: PageContext) -> int:
     """Write the pages of `todo` whose bytes changed; returns how many."""
     from .files import write_if_changed
 
@@ -106,11 +79,7 @@ def render(store: Store, out_dir: Path, todo: Sequence[Todo], ctx: Context) -> i
 
 def record(store: Store, todo: Sequence[Todo]) -> None:
     """Remember what the pages of `todo` were rendered from."""
-    for i in range(0, len(todo), _CHUNK):
-        chunk = todo[i : i + _CHUNK]
-        with store.engine.begin() as c:
-            c.execute(delete(PageRow).where(PageRow.uid.in_([uid for uid, _, _ in chunk])))
-            c.execute(insert(PageRow), [{"uid": uid, "signature": sig} for uid, _, sig in chunk])
+    store.record_pages([(uid, sig) for uid, _, sig in todo])
 
 
 def remove_files(out_dir: Path, gone: Sequence[str]) -> int:
@@ -126,10 +95,7 @@ def remove_files(out_dir: Path, gone: Sequence[str]) -> int:
 
 
 def forget(store: Store, gone: Sequence[str]) -> None:
-    if gone:
-        with store.engine.begin() as c:
-            for i in range(0, len(gone), _CHUNK):
-                c.execute(delete(PageRow).where(PageRow.uid.in_(gone[i : i + _CHUNK])))
+    store.forget_pages(gone)
 
 
 def _files(folder: Path, nonempty: bool) -> set[str]:
@@ -156,10 +122,10 @@ def _signature(settings_digest: str, version: str, categories: Sequence[int]) ->
     return hashlib.sha256(f"{settings_digest}\x00{version}\x00{categories}".encode()).hexdigest()
 
 
-def _context(row: EntryRow, categories: Sequence, ctx: Context) -> dict:
+def _context(row: StoredEntry, categories: Sequence, ctx: PageContext) -> dict:
     published = row.published or row.first_seen
     updated = row.updated if row.updated and row.updated > published else None
-    authors = loads_list(row.author) or ([row.outlet] if row.outlet else [ctx.sources.get(row.source_id, "")])
+    authors = row.authors or ([row.outlet] if row.outlet else [ctx.sources.get(row.source_id, "")])
     return {
         "site_title": ctx.site_title,
         "language": ctx.language,
@@ -171,7 +137,7 @@ def _context(row: EntryRow, categories: Sequence, ctx: Context) -> dict:
         "published_iso": published.isoformat(),
         "updated": updated.strftime("%Y-%m-%d %H:%M UTC") if updated else None,
         "categories": [{"name": c.name, "url": f"../index.html#{c.slug}", "feed": f"../{c.slug}/"} for c in categories],
-        "tags": loads_list(row.tags),
+        "tags": row.tags,
         "image": safe_url(row.image, 8192),  # http(s) only: never javascript: or data: in <img src>
         "content": row.content,
         "summary": row.summary,

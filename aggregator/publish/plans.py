@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from ..config import Settings
-from ..store import CategoryRow, EntryRow, SourceRow, Store, loads_list
+from ..store import CategoryRef, Store
 from . import archive
-from .feeds import FILENAMES
+from .formats import FILENAMES
 
 ALL = "all"
 _CHUNK = 500
@@ -57,7 +55,7 @@ def archive_url(base_url: str, slug: str, page: archive.Page, fmt: str) -> str:
     return f"{base_url}{slug}/{archive.ARCHIVE_DIR}/{page.dirname}/{FILENAMES[fmt]}"
 
 
-def feed_plans(settings: Settings, categories: Sequence[CategoryRow]) -> list[FeedPlan]:
+def feed_plans(settings: Settings, categories: Sequence[CategoryRef]) -> list[FeedPlan]:
     out = settings.output
     plans = [
         FeedPlan(
@@ -98,46 +96,20 @@ def keep(plan: FeedPlan, title: str, summary: str, tags: Sequence[str]) -> bool:
 
 
 def eligible(store: Store, plan: FeedPlan, limit: int | None) -> list[tuple[int, str]]:
-    """(id, version) of the entries the feed may show, newest first, at most `limit`."""
+    """(id, version) of the entries the feed may show, newest first, at most `limit` (None: all)."""
     if not plan.filtered:
-        # limit=None: SQLAlchemy's .limit(None) means no limit (every entry, for archiving).
-        return store.listing_versions(plan.category_id, limit)  # type: ignore[arg-type]
-    from ..store import EntryCategoryRow
-
+        return store.listing_versions(plan.category_id, limit)
     found: list[tuple[int, str]] = []
     offset = 0
     while limit is None or len(found) < limit:
-        q = select(EntryRow.id, EntryRow.version, EntryRow.title, EntryRow.summary, EntryRow.tags).where(
-            EntryRow.withdrawn_at.is_(None), EntryRow.canonical_id.is_(None)
-        )
-        if plan.category_id is not None:
-            q = q.join(EntryCategoryRow, EntryCategoryRow.entry_id == EntryRow.id).where(
-                EntryCategoryRow.category_id == plan.category_id
-            )
-        q = q.order_by(EntryRow.sort_date.desc(), EntryRow.id.desc()).offset(offset).limit(_CHUNK)
-        with store.engine.connect() as c:
-            rows = c.execute(q).all()
+        rows = store.listing_page(plan.category_id, offset, _CHUNK)
         if not rows:
             break
         offset += len(rows)
-        found += [(i, v) for i, v, title, summary, tags in rows if keep(plan, title, summary, loads_list(tags))]
+        found += [(r.id, r.version) for r in rows if keep(plan, r.title, r.summary, r.tags)]
     return found if limit is None else found[:limit]
 
 
 def also_reported(store: Store, ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
     """Per canonical entry: (outlet or source, URL) of the duplicates dedup linked to it."""
-    out: dict[int, list[tuple[str, str]]] = {}
-    if not ids:
-        return out
-    q = (
-        select(EntryRow.canonical_id, EntryRow.outlet, SourceRow.name, EntryRow.link)
-        .join(SourceRow, SourceRow.id == EntryRow.source_id)
-        .where(EntryRow.canonical_id.in_(list(ids)), EntryRow.withdrawn_at.is_(None), EntryRow.link.is_not(None))
-        .order_by(EntryRow.canonical_id, EntryRow.id)
-    )
-    with store.engine.connect() as c:
-        for cid, outlet, source, link in c.execute(q):
-            pair = (outlet or source, link)
-            if pair not in out.setdefault(cid, []):
-                out[cid].append(pair)
-    return out
+    return store.also_reported(ids)

@@ -12,7 +12,6 @@ rendered in this process.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -25,21 +24,18 @@ from lxml import etree
 
 from ..cleaning import safe_url, xml_text
 from ..config import Settings
-from ..dedup import tracking_patterns, without_tracking
-from ..store import CategoryRef, Store, loads_list
+from ..features import tracking_patterns, without_tracking
+from ..store import CategoryRef, Store
 from ..text import summarize
 from . import archive, pages
-from .feeds import FILENAMES, RENDERERS, Enclosure, FeedInfo, Item, entry_elements
 from .files import write_if_changed
+from .formats import FILENAMES, RENDERERS, FeedEnclosure, FeedInfo, FeedItem, entry_elements
 from .i18n import text
 from .plans import FeedPlan, archive_url, feed_url, permalink
 
 log = logging.getLogger(__name__)
 URL_CHARS = 8192  # a stored image or enclosure URL longer than this is not published
-CACHE_ENTRIES = 4000  # entries whose items and elements a renderer keeps (~15 KB each; 2,000 missed 20 %)
-PARALLEL_MIN = 3000  # entries to render (feed items plus article pages) worth starting workers for
 RUNS_PER_WORKER = 1  # runs of consecutive feed jobs per worker (each starts with a cold cache)
-PAGES_PER_TASK = 500
 PRELOAD = (__name__, "feedgen.entry", "jinja2")  # what workers import before their first task
 STATIC_DIR = "static"
 STYLESHEET = "feed.xsl"
@@ -86,7 +82,7 @@ class Renderer:
         self.settings = settings
         self.sources = sources
         # (entry id, summary only, also) → (item, withdrawn); (item id, summary only, also) → format → element
-        self._items: OrderedDict[tuple, tuple[Item, bool]] = OrderedDict()
+        self._items: OrderedDict[tuple, tuple[FeedItem, bool]] = OrderedDict()
         self._elements: OrderedDict[tuple, dict[str, etree._Element]] = OrderedDict()
         formats = set(settings.output.formats).union(*(c.formats or () for c in settings.categories.values()))
         self._xml_formats = tuple(f for f in ("atom", "rss") if f in formats)
@@ -123,9 +119,9 @@ class Renderer:
 
     def items(
         self, ids: Sequence[int], summary_only: bool, also: dict[int, Also], summary_chars: int | None = None
-    ) -> list[tuple[Item, bool]]:
+    ) -> list[tuple[FeedItem, bool]]:
         """(item, withdrawn) of each entry of `ids` still stored, in order, from the cache or the store."""
-        found: dict[int, tuple[Item, bool]] = {}
+        found: dict[int, tuple[FeedItem, bool]] = {}
         for i in ids:
             key = (i, summary_only, also.get(i, ()), summary_chars)
             hit = self._items.get(key)
@@ -136,7 +132,7 @@ class Renderer:
         if missing:
             rows = self.store.entries_by_id(missing)
             cats = self.store.entry_categories([r.id for r in rows])
-            shape = Shape(
+            shape = ItemShape(
                 self.settings.output.base_url,
                 summary_only,
                 summary_chars,
@@ -151,10 +147,11 @@ class Renderer:
                     log.exception("entry %s (%s): cannot be published, skipped", r.id, r.uid)
                     continue
                 found[r.id] = (item, r.withdrawn_at is not None)
-                self._remember(self._items, (r.id, summary_only, a, summary_chars), found[r.id], CACHE_ENTRIES)
+                size = self.settings.tuning.render_cache_entries
+                self._remember(self._items, (r.id, summary_only, a, summary_chars), found[r.id], size)
         return [found[i] for i in ids if i in found]
 
-    def _renders(self, item: Item) -> bool:
+    def _renders(self, item: FeedItem) -> bool:
         """Can the item be rendered? Its elements are built (and cached for the documents) now,
         so an entry that fails is left out of the document instead of failing the build."""
         try:
@@ -164,7 +161,7 @@ class Renderer:
             return False
         return True
 
-    def element(self, item: Item, fmt: str, scheme: str) -> etree._Element:
+    def element(self, item: FeedItem, fmt: str, scheme: str) -> etree._Element:
         """The item's element. Not a copy: appending it to a document moves it out of the
         previous one, which was serialized already (a document lists an entry once)."""
         # Within a build, an entry's item differs only by these (the rest is the same row).
@@ -173,7 +170,7 @@ class Renderer:
         if els is None or fmt not in els:
             # Every XML format at once: the documents listing an entry come in both formats.
             els = entry_elements(item, self._xml_formats, scheme)
-            self._remember(self._elements, key, els, CACHE_ENTRIES)
+            self._remember(self._elements, key, els, self.settings.tuning.render_cache_entries)
         else:
             self._elements.move_to_end(key)
         return els[fmt]
@@ -188,7 +185,7 @@ class Renderer:
 def feed_info(
     settings: Settings,
     plan: FeedPlan,
-    items: Sequence[Item],
+    items: Sequence[FeedItem],
     page: archive.Page | None = None,
     older: archive.Page | None = None,
 ) -> FeedInfo:
@@ -230,7 +227,7 @@ def feed_info(
 
 
 @dataclass(frozen=True, slots=True)
-class Shape:
+class ItemShape:
     """How a feed presents its items: options of the feed and of the site."""
 
     base_url: str
@@ -240,7 +237,9 @@ class Shape:
     tracking: tuple[str, ...] = ()  # query parameters dropped from published links
 
 
-def make_item(row, categories: list[CategoryRef], sources: dict[int, str], shape: Shape, also: Also = ()) -> Item:
+def make_item(
+    row, categories: list[CategoryRef], sources: dict[int, str], shape: ItemShape, also: Also = ()
+) -> FeedItem:
     """A stored entry row as a feed item.
 
     The last line of defence: sources clean what they store (`cleaning`), but a row stored by an
@@ -249,14 +248,14 @@ def make_item(row, categories: list[CategoryRef], sources: dict[int, str], shape
     (`javascript:`, `data:`) is not published."""
     published = row.published or row.first_seen
     updated = max(row.updated or published, published)
-    authors = tuple(x for a in loads_list(row.author) if (x := xml_text(str(a)))) or (
+    authors = tuple(x for a in row.authors if (x := xml_text(str(a)))) or (
         (xml_text(row.outlet),) if row.outlet else (xml_text(sources[row.source_id]),)
     )
     link = safe_url(row.link, URL_CHARS)
     summary = xml_text(row.summary)
     if shape.summary_chars and len(summary) > shape.summary_chars:
         summary = summarize(summary, shape.summary_chars)
-    return Item(
+    return FeedItem(
         id=f"urn:uuid:{row.uid}",
         title=xml_text(row.title),
         # Ids aside, links lose the tracking parameters dedup ignores: readers need not carry them.
@@ -274,15 +273,14 @@ def make_item(row, categories: list[CategoryRef], sources: dict[int, str], shape
     )
 
 
-def _enclosure(value: str | None) -> Enclosure | None:
+def _enclosure(d: dict | None) -> FeedEnclosure | None:
     """A stored enclosure, when its size is known (RSS requires a length) and its URL is http(s)."""
-    if not value:
+    if not d:
         return None
-    d = json.loads(value)
     url = safe_url(d.get("url"), URL_CHARS)
     if not url or not d.get("length"):
         return None
-    return Enclosure(url, int(d["length"]), xml_text(str(d.get("type") or "application/octet-stream")))
+    return FeedEnclosure(url, int(d["length"]), xml_text(str(d.get("type") or "application/octet-stream")))
 
 
 @cache
@@ -303,9 +301,9 @@ def templates():
     return env
 
 
-def page_context(settings: Settings, sources: dict[int, str]) -> pages.Context:
+def page_context(settings: Settings, sources: dict[int, str]) -> pages.PageContext:
     out = settings.output
-    return pages.Context(
+    return pages.PageContext(
         site_title=out.title,
         language=out.language,
         base_url=out.base_url,
@@ -378,15 +376,20 @@ class Work:
             for f in self._futures:
                 f.result()
         self._queued.update(uid for uid, _, _ in todo)
-        tasks = [todo[i : i + PAGES_PER_TASK] for i in range(0, len(todo), PAGES_PER_TASK)]
+        per_task = self.settings.tuning.pages_per_task
+        tasks = [todo[i : i + per_task] for i in range(0, len(todo), per_task)]
         self._todo = tasks[::-1] + self._todo
-        if self._pool is None and len(todo) >= PARALLEL_MIN:
+        if self._pool is None and len(todo) >= self.settings.tuning.render_parallel_min:
             self._start()
         if hold is None:
             self.keep_busy()
         elif self._pool is not None:
             while len(self._todo) > hold:
                 self._submit_page()
+
+    def queued(self) -> list[pages.Todo]:
+        """The page tasks' items not handed to workers yet, in the order they will be."""
+        return [t for task in reversed(self._todo) for t in task]
 
     def keep_busy(self) -> None:
         """Hand the workers pages to render, just enough that none is left waiting."""
@@ -404,7 +407,8 @@ class Work:
     def feeds(self, jobs: Sequence[FeedJob], position: Callable[[], dict[int, int]]) -> None:
         """Render `jobs` (and pages not handed over yet): in the workers, which this returns
         without waiting for (see `wait`), or here."""
-        if self._pool is None and sum(j.size for j in jobs) + sum(map(len, self._todo)) >= PARALLEL_MIN:
+        wanted = sum(j.size for j in jobs) + sum(map(len, self._todo))
+        if self._pool is None and wanted >= self.settings.tuning.render_parallel_min:
             self._start()
         if self._pool is None:
             renderer = Renderer(self.store, self.settings, self.sources)
@@ -429,13 +433,12 @@ class Work:
         """Start the worker processes, unless this machine or database cannot use them."""
         from ..workers import cpu_workers, process_pool
 
-        url = self.store.engine.url
         workers = cpu_workers()
-        if workers < 2 or (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")):
-            return False
+        if workers < 2 or (self.store.dialect == "sqlite" and self.store.sqlite_path is None):
+            return False  # an in-memory database: workers could not see it
         # Fresh workers, not forks: after a cold ingest this process is big, and a fork starts as
         # big as its parent before it adds a cache of its own.
-        start = (url.render_as_string(hide_password=False), self.settings, self.sources)
+        start = (self.store.url, self.settings, self.sources)
         self._pool = process_pool(workers, PRELOAD, _start_worker, start, fresh=True)
         self._workers = workers
         return True
@@ -450,12 +453,12 @@ def warm_up() -> None:
         start_forkserver(PRELOAD)
 
 
-def prepare(store: Store, force: bool, first: bool) -> None:
+def prepare(store: Store, settings: Settings, force: bool, first: bool) -> None:
     """Before planning a build: when it will likely need workers (a first or forced build of
     a big store), get their process started meanwhile."""
     from ..workers import cpu_workers, start_forkserver
 
-    if cpu_workers() >= 2 and (force or first) and store.visible_count() >= PARALLEL_MIN:
+    if cpu_workers() >= 2 and (force or first) and store.visible_count() >= settings.tuning.render_parallel_min:
         start_forkserver(PRELOAD)
 
 

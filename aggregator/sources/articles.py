@@ -32,7 +32,6 @@ from .sites import DRAFT, HUGO, IMAGE_KEYS, JEKYLL, LINK_KEYS, PLAIN, Site, clas
 log = logging.getLogger(__name__)
 
 MARKDOWN_EXTENSIONS = frozenset({".md", ".markdown"})
-PARSE_SECONDS = 20.0  # wall-clock limit of one article's parse (a crafted file must not hold the run)
 MAX_LIST_ITEMS = 1000  # categories or tags of one article: a flattened YAML list stops here
 
 
@@ -252,6 +251,7 @@ class ArticleContext:
     now: datetime | None = None  # what "the future" is measured from; None: never held back by date
     follow_symlinks: bool = False
     limits: Limits | None = None  # cuts applied at the boundary (`cleaning`); None: the defaults
+    parse_seconds: float = 20.0  # wall-clock limit of one article's parse (a crafted file must not hold the run)
 
 
 def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry | Held:
@@ -410,7 +410,7 @@ def read_article(root: Path, stamp: FileStamp, ctx: ArticleContext, max_bytes: i
         if stamp.size > max_bytes:
             raise ArticleError(f"file is {stamp.size:,} bytes, over the {max_bytes:,}-byte limit")
         data = read_regular_file(root / stamp.path, max_bytes, ctx.follow_symlinks)
-        with time_limit(PARSE_SECONDS):
+        with time_limit(ctx.parse_seconds):
             found = parse_article(data, stamp, ctx)
         if isinstance(found, Held):
             return found
@@ -433,7 +433,7 @@ def _read_chunk(
     out = [read_article(root, s, ctx, max_bytes) for s in stamps]
     if ctx.dedup_patterns is None:
         return out
-    from ..dedup import features
+    from ..features import features
 
     return [
         replace(e, features=features(e.link, e.content_html, ctx.dedup_patterns)) if isinstance(e, Entry) else e
@@ -441,7 +441,6 @@ def _read_chunk(
     ]
 
 
-PARALLEL_MIN = 400  # below this, starting worker processes costs more than it saves
 _CHUNK = 200
 # Chunks queued per worker: enough that they parse on while the caller stores a transaction's
 # worth of entries (pipeline.INGEST_BATCH, ten chunks), few enough to keep memory flat.
@@ -449,15 +448,16 @@ IN_FLIGHT = 8
 
 
 def read_articles(
-    root: Path, stamps: list[FileStamp], ctx: ArticleContext, max_bytes: int
+    root: Path, stamps: list[FileStamp], ctx: ArticleContext, max_bytes: int, parallel_min: int = 400
 ) -> Iterator[Entry | Held | Rejected]:
     """`read_article` for many files, in order. Large batches (a cold start) are parsed in
     worker processes, one per core, with a bounded number of chunks in flight so memory
-    stays flat however big the folder is."""
+    stays flat however big the folder is. `parallel_min`: fewer files are read here (starting
+    worker processes would cost more than it saves)."""
     from ..workers import cpu_workers, process_pool
 
     workers = cpu_workers()
-    if len(stamps) < PARALLEL_MIN or workers < 2:
+    if len(stamps) < parallel_min or workers < 2:
         for s in stamps:
             yield read_article(root, s, ctx, max_bytes)
         return

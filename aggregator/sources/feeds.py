@@ -70,7 +70,7 @@ class FeedContext:
 
 
 @dataclass(frozen=True, slots=True)
-class Item:
+class ParsedItem:
     """One parsed entry and the identities it could have; `entry.key` is set by `assign_keys`."""
 
     entry: Entry
@@ -81,7 +81,7 @@ class Item:
 
 @dataclass(slots=True)
 class ParsedFeed:
-    items: list[Item]
+    items: list[ParsedItem]
     title: str | None = None
     flag: str | None = None  # why feedparser found the document ill-formed, when it still yielded entries
     hint: float | None = None  # seconds between updates the feed itself suggests (ttl, sy:updatePeriod)
@@ -150,7 +150,7 @@ def _keep(parsed: ParsedFeed, ctx: FeedContext, where: object, make) -> None:
         parsed.rejected.append(Rejected(ctx.source, where, f"{e.__class__.__name__}: {xml_text(str(e))[:200]}"))
         return
     parsed.cuts += [f"{done.entry.link or where}: {c}" for c in done.cuts]
-    parsed.items.append(Item(done.entry, item.guid, done.entry.link, item.fallback))
+    parsed.items.append(ParsedItem(done.entry, item.guid, done.entry.link, item.fallback))
 
 
 def _guid(value: object, limits: Limits) -> str | None:
@@ -209,7 +209,7 @@ def _hint_seconds(feed) -> float | None:
 # ---------------------------------------------------------------- RSS / Atom entries
 
 
-def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedContext, doc_base: str) -> Item:
+def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedContext, doc_base: str) -> ParsedItem:
     base = _entry_base(e, doc_base)
     link = _entry_link(e, base)
     content, content_base, from_summary = _content(e, base)
@@ -247,7 +247,7 @@ def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedCon
             base,
         ),
     )
-    return Item(entry, guid, link, _fallback(title, dict.get(e, "published") or dict.get(e, "updated") or ""))
+    return ParsedItem(entry, guid, link, _fallback(title, dict.get(e, "published") or dict.get(e, "updated") or ""))
 
 
 def _entry_base(e, doc_base: str) -> str:
@@ -392,7 +392,9 @@ def parse_json_feed(body: bytes, ctx: FeedContext) -> ParsedFeed:
     return parsed
 
 
-def _json_item(i: dict, feed_title: str | None, feed_authors: tuple[str, ...], base: str, ctx: FeedContext) -> Item:
+def _json_item(
+    i: dict, feed_title: str | None, feed_authors: tuple[str, ...], base: str, ctx: FeedContext
+) -> ParsedItem:
     link = next(
         (absolute_url(str(u), base) for u in (i.get("url"), i.get("external_url")) if isinstance(u, str) and u),
         None,
@@ -438,7 +440,7 @@ def _json_item(i: dict, feed_title: str | None, feed_authors: tuple[str, ...], b
             base,
         ),
     )
-    return Item(entry, guid, link, _fallback(title, str(i.get("date_published") or "")))
+    return ParsedItem(entry, guid, link, _fallback(title, str(i.get("date_published") or "")))
 
 
 def _list(value: object) -> list:

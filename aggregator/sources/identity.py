@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..model import Entry
 
 if TYPE_CHECKING:
-    from .feeds import Item
+    from .feeds import ParsedItem
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +23,7 @@ class IdentityDecision:
 
 
 def choose_identity(
-    items: Sequence[Item], mode: str, reason: str | None, stored: Mapping[str, str]
+    items: Sequence[ParsedItem], mode: str, reason: str | None, stored: Mapping[str, str]
 ) -> IdentityDecision:
     """Per-source GUID policy. A source starts with guid identity and falls back to links, for
     good, when its GUIDs cannot be trusted: most are missing, one is repeated for different
@@ -54,7 +54,7 @@ def choose_identity(
     return IdentityDecision("guid", None)
 
 
-def item_key(item: Item, mode: str) -> str:
+def item_key(item: ParsedItem, mode: str) -> str:
     if mode == "link" and item.link:
         return f"link:{item.link}"
     if item.guid:
@@ -64,7 +64,7 @@ def item_key(item: Item, mode: str) -> str:
     return f"hash:{item.fallback}"
 
 
-def assign_keys(items: Sequence[Item], mode: str) -> list[Entry]:
+def assign_keys(items: Sequence[ParsedItem], mode: str) -> list[Entry]:
     """Entries with their identity set; a repeated identity within one document keeps the first."""
     out: dict[str, Entry] = {}
     for i in items:

@@ -9,8 +9,8 @@ batch, so every commit wrote back more pages, and each lookup fell through more 
 were not in any cache (measured: 1.26× the cost at 1,000,000 entries). So the index is a
 log-structured merge tree:
 
-- **Levels.** Keys are inserted into level 0, which stays small (`LEVEL0_KEYS`). When a level
-  outgrows its size (each level `RATIO` times the one above), it is merged into the next in
+- **Levels.** Keys are inserted into level 0, which stays small (`Shape.level0_keys`). When a level
+  outgrows its size (each level `Shape.ratio` times the one above), it is merged into the next in
   key order, which writes each page of the next level about once for many keys; into an
   empty level it is not copied at all: the two tables swap places. Every key is in exactly
   one level. Levels live in fixed tables (`SLOTS`); which table is which level is a row in
@@ -34,57 +34,40 @@ from __future__ import annotations
 import os
 import weakref
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 
-from .lsh import KEY_BITS, SPACES
-from .lsh import kind as key_kind
+from ..lsh import KEY_BITS, SPACES
+from ..lsh import kind as key_kind
+from .schema import KEY_LEVELS as LEVELS
+from .schema import KEY_SLOTS as SLOTS
+from .schema import KEY_TABLES as TABLES
 
 if TYPE_CHECKING:  # numpy is imported by the functions that use it: a run with nothing new does not
     import numpy as np
 
-LEVEL0_KEYS = 50_000  # 2,000 entries: level 0 stays a few hundred pages, mostly in cache
-RATIO = 8  # each level holds up to this many times the keys of the one above
-SLOTS = 6  # tables; the last level has no limit (level 4 holds up to 200 million keys)
 HOLDERS = 12  # entries a key offers at most (the newest holding it): bounds a lookup's work per key
 BITS_PER_KEY = 12  # Bloom filter: ≈ 1 % false positives with 5 bits of one 64-bit word per key
-# Tables of earlier versions: the two-level band index before 2026-12-04, then this index
-# under names from when it held band keys only.
-_LEGACY = ("minhash_bands", "minhash_bands_recent", "band_levels", *(f"lsh_bands_{n}" for n in range(6)))
-
-metadata = MetaData()  # the store's declarative models use it too: one schema
-TABLES = tuple(
-    Table(
-        f"dedup_keys_{n}",
-        metadata,
-        Column("key", BigInteger, primary_key=True, autoincrement=False),
-        Column("entry_id", Integer, primary_key=True, autoincrement=False),
-        sqlite_with_rowid=False,  # the primary key's B-tree is the table: lookup and rows in one
-    )
-    for n in range(SLOTS)
-)
-LEVELS = Table(
-    "key_levels",
-    metadata,
-    Column("slot", Integer, primary_key=True, autoincrement=False),  # TABLES[slot]
-    Column("level", Integer, nullable=False),
-    Column("size", BigInteger, nullable=False),  # keys stored, at most (deletes are not counted)
-    Column("stamp", BigInteger, nullable=False),  # changes with `bits`: what a cached filter is checked against
-    Column("bits", LargeBinary),  # Bloom filter, 64-bit little-endian words; NULL on level 0 and empty levels
-)
 
 
-def drop_legacy(c: Connection) -> None:
-    """Drop the tables this index replaced (the next dedup run indexes every entry again)."""
-    for name in _LEGACY:
-        c.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How big the levels grow. The defaults suit any store; a test passes small ones to see
+    merges happen with a handful of entries."""
+
+    level0_keys: int = 50_000  # 2,000 entries: level 0 stays a few hundred pages, mostly in cache
+    ratio: int = 8  # each level holds up to this many times the keys of the one above
 
 
-def capacity(level: int) -> int | None:
+DEFAULT_SHAPE = Shape()
+
+
+def capacity(level: int, shape: Shape = DEFAULT_SHAPE) -> int | None:
     """How many keys `level` holds before it is merged into the next; None: no limit."""
-    return None if level >= SLOTS - 1 else LEVEL0_KEYS * RATIO**level
+    return None if level >= SLOTS - 1 else shape.level0_keys * shape.ratio**level
 
 
 def _mark(c: Connection) -> str:
@@ -186,12 +169,12 @@ def _newest_holders(c: Connection, table: str, keys: list[int]):
         yield k, [int(x) for x in held.split(",")] if isinstance(held, str) else list(held)
 
 
-def settle(c: Connection) -> None:
+def settle(c: Connection, shape: Shape = DEFAULT_SHAPE) -> None:
     """Merge every level that outgrew its capacity into the next, top down."""
     state = _state(c, for_update=True)
     for n in range(SLOTS - 1):
         src, dst = state[n], state[n + 1]
-        limit = capacity(n)
+        limit = capacity(n, shape)
         if limit is None or src.size <= limit:
             break
         if dst.size == 0 or c.execute(select(TABLES[dst.slot].c.key).limit(1)).first() is None:
@@ -199,7 +182,7 @@ def settle(c: Connection) -> None:
             state[n], state[n + 1] = dst, src
             src.level, dst.level, dst.size = n + 1, n, 0
             if n == 0:  # level 0 has no filter
-                src.filter = _build(c, src.slot, src.size, src.level)
+                src.filter = _build(c, src.slot, src.size, src.level, shape)
                 _save(c, src)
             else:
                 c.execute(update(LEVELS).where(LEVELS.c.slot == src.slot).values(level=src.level))
@@ -212,7 +195,7 @@ def settle(c: Connection) -> None:
         c.execute(d.insert().from_select(["key", "entry_id"], select(s.c.key, s.c.entry_id).order_by(s.c.key)))
         c.execute(s.delete())
         dst.size += src.size
-        dst.filter = _build(c, dst.slot, dst.size, dst.level) if moved is None else f.with_keys(moved)
+        dst.filter = _build(c, dst.slot, dst.size, dst.level, shape) if moved is None else f.with_keys(moved)
         _save(c, dst)
         src.size, src.filter = 0, None
         c.execute(update(LEVELS).where(LEVELS.c.slot == src.slot).values(size=0, stamp=0, bits=None))
@@ -263,11 +246,11 @@ def _filter(c: Connection, lv: _Level) -> BloomFilter:
     return hit[1]
 
 
-def _build(c: Connection, slot: int, size: int, level: int) -> BloomFilter:
+def _build(c: Connection, slot: int, size: int, level: int, shape: Shape = DEFAULT_SHAPE) -> BloomFilter:
     """A filter of every key of TABLES[slot], with room for what its level will hold (all of
     it, or twice `size` for the last level), so that it is rarely made again."""
     stored = _keys(c, slot)
-    limit = capacity(level)
+    limit = capacity(level, shape)
     room = 2 * max(size, len(stored))
     if limit is not None:
         room = max(room, limit + limit // 2)

@@ -33,14 +33,14 @@ RSS_DOCS = "https://www.rssboard.org/rss-specification"
 
 
 @dataclass(frozen=True, slots=True)
-class Enclosure:
+class FeedEnclosure:
     url: str
     length: int  # bytes; RSS requires it, so an enclosure of unknown size is not published
     type: str  # MIME type
 
 
 @dataclass(frozen=True, slots=True)
-class Item:
+class FeedItem:
     id: str  # permanent id (urn:uuid:…)
     title: str
     link: str
@@ -51,7 +51,7 @@ class Item:
     summary: str
     content_html: str | None  # None: publish the summary only
     image: str | None = None
-    enclosure: Enclosure | None = None
+    enclosure: FeedEnclosure | None = None
     also: tuple[tuple[str, str], ...] = ()  # (name, URL) of other reports of the same story
     also_label: str = "Also reported by:"  # in the site's language
 
@@ -67,7 +67,7 @@ class FeedInfo:
     language: str
     author: str
     category_scheme: str
-    items: tuple[Item, ...] = ()
+    items: tuple[FeedItem, ...] = ()
     ttl_minutes: int | None = None
     icon: str | None = None  # square
     logo: str | None = None  # 2:1; also the RSS channel image
@@ -110,7 +110,7 @@ def _generator(info: FeedInfo, fmt: str):
     return fg
 
 
-def entry_elements(item: Item, formats: Sequence[str], category_scheme: str) -> dict[str, etree._Element]:
+def entry_elements(item: FeedItem, formats: Sequence[str], category_scheme: str) -> dict[str, etree._Element]:
     """One item as an Atom <entry> and/or RSS <item> element (per format of `formats`):
     feedgen's, finished where it falls short.
 
@@ -146,12 +146,12 @@ def entry_elements(item: Item, formats: Sequence[str], category_scheme: str) -> 
     return out
 
 
-def entry_element(item: Item, fmt: str, category_scheme: str) -> etree._Element:
+def entry_element(item: FeedItem, fmt: str, category_scheme: str) -> etree._Element:
     """The item's element in one format (see `entry_elements`)."""
     return entry_elements(item, (fmt,), category_scheme)[fmt]
 
 
-def _finish_atom_entry(entry: etree._Element, item: Item) -> etree._Element:
+def _finish_atom_entry(entry: etree._Element, item: FeedItem) -> etree._Element:
     for link in entry.iterfind("link"):
         link.set("rel", "alternate")
         link.set("type", "text/html")
@@ -163,7 +163,7 @@ def _finish_atom_entry(entry: etree._Element, item: Item) -> etree._Element:
     return entry
 
 
-def _finish_rss_item(el: etree._Element, item: Item) -> etree._Element:
+def _finish_rss_item(el: etree._Element, item: FeedItem) -> etree._Element:
     anchor = el.find("guid")
     for name in reversed(item.authors):
         creator = etree.Element(f"{{{DC_NS}}}creator")
@@ -179,10 +179,10 @@ def _finish_rss_item(el: etree._Element, item: Item) -> etree._Element:
 
 
 # How a renderer gets an item's element: build it, or copy it from a build-wide cache.
-ElementSource = Callable[[Item, str, str], etree._Element]
+ElementSource = Callable[[FeedItem, str, str], etree._Element]
 
 
-def _with_also(item: Item) -> str:
+def _with_also(item: FeedItem) -> str:
     """The content, followed by links to the other reports of the same story (dedup clusters)."""
     content = item.content_html or ""
     if not item.also:
@@ -266,7 +266,7 @@ def render_json(info: FeedInfo, element: ElementSource | None = None) -> bytes:
     return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
-def _json_item(item: Item) -> dict:
+def _json_item(item: FeedItem) -> dict:
     out: dict = {"id": item.id, "url": item.link, "title": item.title}
     if item.content_html is not None:
         out["content_html"] = _with_also(item)

@@ -1,0 +1,107 @@
+"""Categories: created on first sight with a unique slug, remembered by which source brought
+them in (`[limits] new_categories_per_day`), counted over the visible entries."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from ..text import slugify
+from .entries import BATCH, VISIBLE, E
+from .records import CategoryCount, CategoryRef
+from .schema import CategoryOriginRow, CategoryRow, EntryCategoryRow
+
+RESERVED_SLUGS = frozenset({"all", "a", "archive", "static", "index"})
+
+
+def unique_slug(name: str, taken: set[str]) -> str:
+    """A slug for `name` not in `taken`: the pinyin/word slug, else one with a short hash of
+    the name appended, so the same name always gets the same fallback."""
+    base = slugify(name) or "category"
+    digest = hashlib.sha1(name.encode()).hexdigest()
+    candidates = [base] if base not in RESERVED_SLUGS else []
+    candidates += [f"{base}-{digest[:n]}" for n in (6, 10, 40)]
+    for c in candidates:
+        if c not in taken:
+            return c
+    raise ValueError(f"cannot find a free slug for category {name!r}")
+
+
+def _as_utc(value: datetime | str | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _existing(s, names: set[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    ordered = sorted(names)
+    for i in range(0, len(ordered), BATCH):
+        q = select(CategoryRow.name, CategoryRow.id).where(CategoryRow.name.in_(ordered[i : i + BATCH]))
+        found.update(s.execute(q).all())
+    return found
+
+
+class CategoryStore:
+    """Categories (a part of `Store`)."""
+
+    engine: object
+
+    @staticmethod
+    def _category_ids(s: Session, names: set[str], source_id: int, now: datetime) -> dict[str, int]:
+        """The ids of `names`, creating the missing ones (in the caller's transaction)."""
+        if not names:
+            return {}
+        found = _existing(s, names)
+        missing = sorted(names - found.keys())
+        if missing:
+            taken = set(s.scalars(select(CategoryRow.slug)))
+            for name in missing:
+                slug = unique_slug(name, taken)
+                taken.add(slug)
+                row = CategoryRow(name=name, slug=slug)
+                s.add(row)
+                s.flush()
+                found[name] = row.id
+            s.execute(
+                insert(CategoryOriginRow),
+                [{"category_id": found[n], "source_id": source_id, "created_at": now} for n in missing],
+            )
+        return found
+
+    def existing_categories(self, names: set[str]) -> set[str]:
+        """Which of `names` are stored categories."""
+        if not names:
+            return set()
+        with self.engine.connect() as c:
+            return set(_existing(c, names))
+
+    def categories_created_since(self, source_id: int, since: datetime) -> int:
+        """How many categories entries of this source created after `since`."""
+        q = select(func.count()).where(CategoryOriginRow.source_id == source_id, CategoryOriginRow.created_at > since)
+        with self.engine.connect() as c:
+            return c.scalar(q) or 0
+
+    def categories(self) -> list[CategoryRef]:
+        """Every category, by slug."""
+        t = CategoryRow.__table__
+        with self.engine.connect() as c:
+            return [CategoryRef(*r) for r in c.execute(select(t.c.id, t.c.name, t.c.slug).order_by(t.c.slug))]
+
+    def category_counts(self) -> dict[int, CategoryCount]:
+        """Per category id: its visible entries and the newest one's date."""
+        q = (
+            select(EntryCategoryRow.category_id, func.count(), func.max(E.c.sort_date))
+            .join(E, E.c.id == EntryCategoryRow.entry_id)
+            .where(*VISIBLE)
+            .group_by(EntryCategoryRow.category_id)
+        )
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        # SQLite hands back aggregate datetimes as text; normalise through the column type.
+        return {cid: CategoryCount(n, _as_utc(newest)) for cid, n, newest in rows}

@@ -1,0 +1,183 @@
+"""Opening a database: the engine, the SQLite pragmas, and which schema revision it is at.
+
+The one place for dialect-specific statements besides the dedup key index's bulk reads.
+A database is only used at the revision the models describe (`schema.SCHEMA_REVISION`):
+an empty one is created at it; an older one (made by an earlier version, before numbered
+migrations or at an earlier migration) is refused with a message naming `aggregator db
+upgrade`, which runs the Alembic migrations in `migrations/`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from .schema import SCHEMA_REVISION, metadata
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"  # Alembic's own bookkeeping: one row, the revision
+UPGRADE_HINT = "run `aggregator db upgrade` first"
+# PostgreSQL advisory lock key for creating or upgrading the schema: workers starting together
+# on an empty database must not both create it.
+_SCHEMA_LOCK = 0x61676772  # "aggr"
+
+
+class SchemaError(Exception):
+    """The database is not at the schema this version uses; the message says what to do."""
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for a server database or an in-memory one."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def engine_for(url: str, cache_mb: int = 64) -> Engine:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        _sqlite_pragmas(engine, cache_mb)
+    return engine
+
+
+def _sqlite_pragmas(engine: Engine, cache_mb: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        # 64 MB of page cache instead of SQLite's 2 MB default: the entry and LSH indexes are
+        # random-keyed B-trees, and a cold ingest otherwise re-reads their pages constantly.
+        cur.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
+        cur.execute("PRAGMA temp_store=MEMORY")
+        cur.close()
+
+
+def revision(c: Connection) -> str | None:
+    """The schema revision stored in the database; None when it has none."""
+    if not inspect(c).has_table(VERSION_TABLE):
+        return None
+    return c.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
+
+
+def _is_empty(c: Connection) -> bool:
+    return not inspect(c).has_table("sources") and not inspect(c).has_table(VERSION_TABLE)
+
+
+def _lock_schema(c: Connection) -> None:
+    if c.dialect.name == "postgresql":
+        c.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+
+
+def ensure_schema(engine: Engine, database: str) -> None:
+    """Create the schema in an empty database; refuse one at another revision (SchemaError)."""
+    with engine.connect() as c:
+        found = revision(c)
+        if found == SCHEMA_REVISION:
+            return
+        empty = found is None and _is_empty(c)
+    if empty:
+        with engine.begin() as c:
+            _lock_schema(c)
+            if _is_empty(c):
+                metadata.create_all(c)
+                _stamp(c, SCHEMA_REVISION)
+                return
+            found = revision(c)
+        if found == SCHEMA_REVISION:
+            return  # another process created it meanwhile
+    if found is None:
+        raise SchemaError(
+            f"{database}: the database was made by aggregator 0.1 (before numbered schema migrations); "
+            f"{UPGRADE_HINT} (back it up before, as for any upgrade)"
+        )
+    raise SchemaError(
+        f"{database}: the database is at schema revision {found}, this version uses {SCHEMA_REVISION}; "
+        + (UPGRADE_HINT if found < SCHEMA_REVISION else "it was upgraded by a newer version of aggregator")
+    )
+
+
+def _stamp(c: Connection, rev: str) -> None:
+    """Record the revision as Alembic does (its table, one row), without importing Alembic:
+    a fresh database made from the models is at the head revision."""
+    c.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+    c.exec_driver_sql(f"DELETE FROM {VERSION_TABLE}")
+    c.exec_driver_sql(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('{rev}')")
+
+
+def _alembic_config(c: Connection):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = c
+    return cfg
+
+
+def upgrade(url: str) -> tuple[str | None, str]:
+    """Bring the database to the head revision with the Alembic migrations; (before, after)."""
+    from alembic import command
+
+    engine = engine_for(url)
+    try:
+        with engine.begin() as c:
+            _lock_schema(c)
+            before = revision(c)
+            if before != SCHEMA_REVISION:
+                command.upgrade(_alembic_config(c), "head")
+            return before, revision(c) or ""
+    finally:
+        engine.dispose()
+
+
+def current(url: str) -> tuple[str | None, bool]:
+    """(revision, whether the database holds any table at all)."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as c:
+            return revision(c), not _is_empty(c)
+    finally:
+        engine.dispose()
+
+
+def database_size(engine: Engine) -> int | None:
+    """Bytes the database occupies: the file (with its WAL) for SQLite, pg_database_size otherwise."""
+    if engine.dialect.name == "sqlite":
+        db = engine.url.database
+        if not db or db == ":memory:":
+            return None
+        return sum(Path(db + suffix).stat().st_size for suffix in ("", "-wal") if Path(db + suffix).exists())
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as c:
+            return c.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
+    return None
+
+
+def upkeep(engine: Engine) -> None:
+    """Periodic maintenance, per dialect: SQLite refreshes its planner statistics (freed pages
+    are reused, so the file stops growing once retention keeps the row count steady);
+    PostgreSQL's autovacuum already does the equivalent."""
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as c:
+            c.exec_driver_sql("PRAGMA optimize")
+
+
+def answers(engine: Engine) -> bool:
+    """Does the database answer `SELECT 1`? (/healthz asks; an error is the answer "no".)"""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+        return True
+    except SQLAlchemyError:
+        return False

@@ -1,0 +1,370 @@
+"""Entries and their versions: saving what a source produced, withdrawing, and the reads
+publishing needs.
+
+Entries are never duplicated by re-runs: (source, key) is unique and every write is an
+upsert decided in Python (`entry_rules`) from one bulk read. Writes go in batches, one
+transaction each, so an interrupted run leaves the previous state or the new one, never half
+of an entry.
+
+**The visible-entry rule** lives here and only here (`VISIBLE`): an entry readers see is not
+withdrawn and not a hidden duplicate (no canonical entry above it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from .. import entry_rules as rules
+from ..model import Entry
+from . import keyindex
+from .records import CategoryRef, ListedEntry, SaveResult, StoredEntry, StoredStamp, entry_uid
+from .schema import CategoryRow, DedupCategoryRow, EntryCategoryRow, EntryRow, SourceRow, TombstoneRow
+
+BATCH = 500  # ids per IN (...) list
+E = EntryRow.__table__
+
+# An entry readers see: not withdrawn, not a hidden duplicate. Every listing and count uses it.
+VISIBLE = (E.c.withdrawn_at.is_(None), E.c.canonical_id.is_(None))
+
+
+def loads_list(value: str | None) -> list:
+    return json.loads(value) if value else []
+
+
+def _json(items: Sequence[str]) -> str | None:
+    return json.dumps(list(items), ensure_ascii=False) if items else None
+
+
+def _enclosure_json(e: Entry) -> str | None:
+    x = e.enclosure
+    return json.dumps({"url": x.url, "type": x.type, "length": x.length}) if x else None
+
+
+def _values(e: Entry, version: str) -> dict:
+    """The columns one version of an entry writes."""
+    stamp = e.stamp
+    row = {
+        "version": version,
+        "title": e.title,
+        "link": e.link,
+        "author": _json(e.authors),
+        "tags": _json(e.tags),
+        "outlet": e.outlet,
+        "image": e.image,
+        "enclosure": _enclosure_json(e),
+        "summary": e.summary,
+        "content": e.content_html,
+        "published": e.published,
+        "updated": e.updated,
+        "file_mtime_ns": stamp.mtime_ns if stamp else None,
+        "file_size": stamp.size if stamp else None,
+        "withdrawn_at": None,
+        "dedup_pending": True,  # look at it again
+    }
+    if e.features is not None:
+        f = e.features
+        row |= {
+            "canonical_url": f.canonical_url,
+            "url_key": f.url_key,
+            "fingerprint": f.fingerprint,
+            "text_chars": f.text_chars,
+            "minhash": f.signature,
+            "dedup_version": version,
+        }
+    return row
+
+
+def _listing(category_id: int | None, *columns):
+    """Visible entries (of one category, or all), newest first."""
+    q = select(*columns).where(*VISIBLE)
+    if category_id is not None:
+        ec = EntryCategoryRow.__table__
+        q = q.join(ec, ec.c.entry_id == E.c.id).where(ec.c.category_id == category_id)
+    return q.order_by(E.c.sort_date.desc(), E.c.id.desc())
+
+
+# Statements publishing runs for every few dozen entries, built once: constructing and
+# compiling them anew each time cost more than the rows they fetch.
+_PUBLISHED_COLUMNS = (
+    "id", "source_id", "key", "uid", "version", "title", "link", "author", "tags", "outlet", "image", "enclosure",
+    "summary", "content", "published", "updated", "first_seen", "withdrawn_at",
+)  # fmt: skip
+_BY_ID = select(*(E.c[n] for n in _PUBLISHED_COLUMNS)).where(E.c.id.in_(bindparam("ids", expanding=True)))
+_CATEGORIES_OF = (
+    select(EntryCategoryRow.entry_id, CategoryRow.id, CategoryRow.name, CategoryRow.slug)
+    .join(CategoryRow, CategoryRow.id == EntryCategoryRow.category_id)
+    .where(EntryCategoryRow.entry_id.in_(bindparam("ids", expanding=True)))
+    .order_by(CategoryRow.name)
+)
+
+
+def delete_keys(c, entry_ids: Sequence[int]) -> None:
+    """Drop the dedup index keys of these entries: call it before their stored features change
+    or go, since the keys are recomputed from them (the index has no lookup by entry)."""
+    from ..lsh import index_keys
+
+    rows = []
+    for i in range(0, len(entry_ids), BATCH):
+        q = select(E.c.id, E.c.url_key, E.c.fingerprint, E.c.minhash).where(E.c.id.in_(entry_ids[i : i + BATCH]))
+        rows += [(k, i) for i, uk, fp, sig in c.execute(q) for k in index_keys(uk, fp, sig)]
+    keyindex.delete(c, rows)
+
+
+class EntryStore:
+    """Saving entries and reading them back (a part of `Store`)."""
+
+    engine: object
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def stamps(self, source_id: int) -> dict[str, StoredStamp]:
+        """Every stored entry of a source by key, with what a re-scan compares against."""
+        q = select(E.c.key, E.c.id, E.c.file_mtime_ns, E.c.file_size, E.c.version, E.c.withdrawn_at).where(
+            E.c.source_id == source_id
+        )
+        with self.engine.connect() as c:
+            return {k: StoredStamp(i, m, sz, v, w is not None) for k, i, m, sz, v, w in c.execute(q)}
+
+    def save_entries(
+        self, source_id: int, entries: Sequence[Entry], known: dict[str, StoredStamp], now: datetime
+    ) -> tuple[SaveResult, list[int]]:
+        """Insert new entries and update changed ones, in one transaction.
+
+        Returns the counts and the ids of entries whose content is new or changed
+        (what the dedup stage must look at)."""
+        result = SaveResult()
+        touched: list[int] = []
+        if not entries:
+            return result, touched
+        with self.session() as s, s.begin():
+            entries = _without_tombstoned(s, source_id, entries, known)  # pruned stays pruned
+            cat_ids = self._category_ids(s, {c for e in entries for c in e.categories}, source_id, now)
+            inserts: list[tuple[Entry, dict]] = []
+            keys: list[tuple[int, int]] = []  # (index key, entry id) of features computed by the parse
+            touches: list[dict] = []
+            for e in entries:
+                version = e.version()
+                old = known.get(e.key)
+                kind = rules.classify(
+                    version,
+                    old.version if old else None,
+                    bool(old and old.withdrawn),
+                    e.stamp,
+                    (old.mtime_ns, old.size) if old else (None, None),
+                )
+                if kind == rules.NEW:
+                    row = _values(e, version) | {
+                        "source_id": source_id,
+                        "key": e.key,
+                        "uid": entry_uid(e.source, e.key),
+                        "first_seen": now,
+                        "changed_at": now,
+                        "sort_date": rules.first_sort_date(e.published, now),
+                    }
+                    inserts.append((e, row))
+                    result.new += 1
+                elif kind in (rules.UNCHANGED, rules.TOUCHED):
+                    result.unchanged += 1
+                    if kind == rules.TOUCHED:
+                        touches.append({"b_id": old.id, "m": e.stamp.mtime_ns, "s": e.stamp.size})
+                else:
+                    assert old is not None
+                    keys += self._rewrite(s, old, e, version, cat_ids, now)
+                    touched.append(old.id)
+                    result.updated += 1
+            if touches:
+                # A file saved again with the same content: remember its new stamp so the
+                # next scan skips it without reading.
+                q = update(E).where(E.c.id == bindparam("b_id"))
+                s.execute(q.values(file_mtime_ns=bindparam("m"), file_size=bindparam("s")), touches)
+            if inserts:
+                new_ids = _insert(s, source_id, inserts, cat_ids)
+                keys += [(k, new_ids[e.key]) for e, _ in inserts if e.features is not None for k in e.features.keys]
+                touched.extend(new_ids.values())
+            if keys:
+                keyindex.insert(s.connection(), keys)
+        return result, touched
+
+    @staticmethod
+    def _rewrite(s: Session, old: StoredStamp, e: Entry, version: str, cat_ids: dict[str, int],
+                 now: datetime) -> list[tuple[int, int]]:  # fmt: skip
+        """Store a changed version of a stored entry; returns its new index keys."""
+        row = _values(e, version)
+        row["changed_at"] = now
+        sort_date = rules.changed_sort_date(e.published, now)
+        if sort_date is not None:
+            row["sort_date"] = sort_date
+        row["updated"] = rules.changed_updated(e.published, e.updated, old.version != version, now)
+        keys: list[tuple[int, int]] = []
+        if e.features is not None:  # new features: the old ones' keys go first
+            delete_keys(s.connection(), [old.id])
+            keys = [(k, old.id) for k in e.features.keys]
+        s.execute(update(E).where(E.c.id == old.id).values(**row))
+        s.execute(delete(EntryCategoryRow).where(EntryCategoryRow.entry_id == old.id))
+        # None of its categories is borrowed from a duplicate any more (dedup lends again).
+        s.execute(delete(DedupCategoryRow).where(DedupCategoryRow.entry_id == old.id))
+        links = [{"entry_id": old.id, "category_id": cat_ids[c]} for c in e.categories]
+        if links:
+            s.execute(insert(EntryCategoryRow), links)
+        return keys
+
+    def withdraw(self, ids: Sequence[int], now: datetime) -> None:
+        """Entries whose file is gone: hidden from feeds, kept for history."""
+        with self.engine.begin() as c:
+            for i in range(0, len(ids), BATCH):
+                c.execute(
+                    update(E)
+                    .where(E.c.id.in_(ids[i : i + BATCH]))
+                    .values(withdrawn_at=now, changed_at=now, dedup_pending=True)
+                )
+
+    # ------------------------------------------------------------ identity of feed items
+
+    def entry_links(self, source_id: int) -> dict[str, str]:
+        """link → key of a source's stored entries (to notice GUIDs that change between fetches)."""
+        q = select(E.c.link, E.c.key).where(E.c.source_id == source_id, E.c.link.is_not(None))
+        with self.engine.connect() as c:
+            return {link: key for link, key in c.execute(q)}
+
+    def rekey(self, source_id: int, mapping: dict[str, str]) -> int:
+        """Give stored entries a new key (their public uid stays); keys already taken are skipped."""
+        if not mapping:
+            return 0
+        with self.engine.begin() as c:
+            taken = set(c.scalars(select(E.c.key).where(E.c.source_id == source_id)))
+            todo = []
+            for old, new in mapping.items():
+                if old in taken and new not in taken:
+                    taken.discard(old)
+                    taken.add(new)
+                    todo.append({"b_old": old, "b_new": new})
+            if todo:
+                q = update(E).where(E.c.source_id == source_id, E.c.key == bindparam("b_old"))
+                c.execute(q.values(key=bindparam("b_new")), todo)
+        return len(todo)
+
+    # ------------------------------------------------------------ reads for publishing
+
+    def listing_versions(self, category_id: int | None, limit: int | None) -> list[tuple[int, str]]:
+        """(id, version) of the visible entries, newest first, at most `limit` (None: all):
+        cheap input for a change signature."""
+        q = _listing(category_id, E.c.id, E.c.version).limit(limit)
+        with self.engine.connect() as c:
+            return [(i, v) for i, v in c.execute(q)]
+
+    def listing(self, category_id: int | None, limit: int | None) -> list[StoredEntry]:
+        """The visible entries, newest first, at most `limit` (None: all)."""
+        return self.entries_by_id([i for i, _ in self.listing_versions(category_id, limit)])
+
+    def listing_page(self, category_id: int | None, offset: int, limit: int) -> list[ListedEntry]:
+        """A page of the visible entries, newest first, with what a keyword filter looks at."""
+        q = _listing(category_id, E.c.id, E.c.version, E.c.title, E.c.summary, E.c.tags).offset(offset).limit(limit)
+        with self.engine.connect() as c:
+            return [ListedEntry(i, v, t, s, loads_list(tags)) for i, v, t, s, tags in c.execute(q)]
+
+    def entries_by_id(self, ids: Sequence[int]) -> list[StoredEntry]:
+        """Entries as publishing needs them, in the order of `ids`; ids no longer stored are skipped."""
+        found = {}
+        with self.engine.connect() as c:
+            for i in range(0, len(ids), BATCH):
+                for r in c.execute(_BY_ID, {"ids": list(ids[i : i + BATCH])}):
+                    found[r.id] = StoredEntry(
+                        r.id, r.source_id, r.key, r.uid, r.version, r.title, r.link, loads_list(r.author),
+                        loads_list(r.tags), r.outlet, r.image, json.loads(r.enclosure) if r.enclosure else None,
+                        r.summary, r.content, r.published, r.updated, r.first_seen, r.withdrawn_at,
+                    )  # fmt: skip
+        return [found[i] for i in ids if i in found]
+
+    def entry_categories(self, entry_ids: Sequence[int]) -> dict[int, list[CategoryRef]]:
+        """Each entry's categories, by name."""
+        out: dict[int, list[CategoryRef]] = {i: [] for i in entry_ids}
+        with self.engine.connect() as c:
+            for i in range(0, len(entry_ids), BATCH):
+                for eid, *ref in c.execute(_CATEGORIES_OF, {"ids": list(entry_ids[i : i + BATCH])}):
+                    out[eid].append(CategoryRef(*ref))
+        return out
+
+    def also_reported(self, ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
+        """Per canonical entry: (outlet or source, URL) of the duplicates dedup linked to it."""
+        out: dict[int, list[tuple[str, str]]] = {}
+        if not ids:
+            return out
+        q = (
+            select(E.c.canonical_id, E.c.outlet, SourceRow.name, E.c.link)
+            .join(SourceRow, SourceRow.id == E.c.source_id)
+            .where(E.c.canonical_id.in_(list(ids)), E.c.withdrawn_at.is_(None), E.c.link.is_not(None))
+            .order_by(E.c.canonical_id, E.c.id)
+        )
+        with self.engine.connect() as c:
+            for cid, outlet, source, link in c.execute(q):
+                pair = (outlet or source, link)
+                if pair not in out.setdefault(cid, []):
+                    out[cid].append(pair)
+        return out
+
+    def page_entries(self) -> dict[str, tuple[int, str, list[int]]]:
+        """uid → (id, version, category ids) of the visible entries with no original URL: the
+        ones that get an article page of their own."""
+        ec = EntryCategoryRow.__table__
+        visible = (E.c.link.is_(None), *VISIBLE)
+        with self.engine.connect() as c:
+            wanted = {uid: (i, v, []) for i, uid, v in c.execute(select(E.c.id, E.c.uid, E.c.version).where(*visible))}
+            by_id = {i: cats for i, _, cats in wanted.values()}
+            q = select(ec.c.entry_id, ec.c.category_id).join(E, E.c.id == ec.c.entry_id).where(*visible)
+            for i, cat in c.execute(q):
+                by_id[i].append(cat)
+        return wanted
+
+    # ------------------------------------------------------------ counts
+
+    def visible_count(self) -> int:
+        """Entries readers see."""
+        with self.engine.connect() as c:
+            return c.scalar(select(func.count()).where(*VISIBLE)) or 0
+
+    def entry_count(self) -> int:
+        """Every stored entry, withdrawn and duplicates included."""
+        with self.engine.connect() as c:
+            return c.scalar(select(func.count()).select_from(E)) or 0
+
+    def entries_per_source(self) -> dict[int, int]:
+        """Per source id: its entries that are not withdrawn (duplicates included: they are the
+        source's even when another copy is shown)."""
+        q = select(E.c.source_id, func.count()).where(E.c.withdrawn_at.is_(None)).group_by(E.c.source_id)
+        with self.engine.connect() as c:
+            return {sid: n for sid, n in c.execute(q)}
+
+
+def _insert(s: Session, source_id: int, inserts: list[tuple[Entry, dict]], cat_ids: dict[str, int]) -> dict[str, int]:
+    """Insert new entries and their categories; returns their ids by key."""
+    # Core, not ORM, insert: the ORM's bulk path costs ~3× more per row.
+    s.execute(insert(E), [row for _, row in inserts])
+    new_keys = [e.key for e, _ in inserts]
+    by_key: dict[str, int] = {}
+    for i in range(0, len(new_keys), BATCH):
+        q = select(E.c.key, E.c.id).where(E.c.source_id == source_id, E.c.key.in_(new_keys[i : i + BATCH]))
+        by_key.update((k, i) for k, i in s.execute(q))
+    links = [{"entry_id": by_key[e.key], "category_id": cat_ids[c]} for e, _ in inserts for c in e.categories]
+    if links:
+        s.execute(insert(EntryCategoryRow), links)
+    return by_key
+
+
+def _without_tombstoned(
+    s: Session, source_id: int, entries: Sequence[Entry], known: dict[str, StoredStamp]
+) -> Sequence[Entry]:
+    """Drop new entries that retention pruned before (a feed still carrying an old item)."""
+    new_keys = [e.key for e in entries if e.key not in known]
+    dead: set[str] = set()
+    for i in range(0, len(new_keys), BATCH):
+        q = select(TombstoneRow.key).where(
+            TombstoneRow.source_id == source_id, TombstoneRow.key.in_(new_keys[i : i + BATCH])
+        )
+        dead.update(s.scalars(q))
+    return [e for e in entries if e.key not in dead] if dead else entries
