@@ -270,6 +270,19 @@ def _new_category_budget(
     return entries
 
 
+def _new_location(store: Store, src, row, result, state, outcome, now):
+    """Where the source is fetched from next: the feed found on its page, a permanent
+    redirect's target, or the page again when the feed found there is gone."""
+    from .sources.remote import FETCHED
+
+    if result.page is not None and outcome == FETCHED:
+        store.save_discovery(row.id, result.page, state.location, now)
+        log.info("source=%s %s is a page; its feed is %s", src.name, result.page, state.location)
+    elif state.location != row.location:
+        log.warning("source=%s moved permanently: %s → %s", src.name, row.location, state.location)
+    return _rediscover_if_gone(store, src, row, result, state, outcome)
+
+
 def _rediscover_if_gone(store: Store, src, row, result, state, outcome):
     """A feed found on a page that answers 404 or 410 is forgotten: the next fetch reads the
     page again (sites move their feeds), instead of the source being disabled."""
@@ -387,12 +400,7 @@ def _store_fetch(run: FetchRun, fetched: Fetched) -> None:
         extra = {"identity": decision.mode, "identity_reason": decision.reason, "feed_flags": parsed.flag}
         if parsed.flag:
             log.warning("source=%s %s: ill-formed feed, entries kept: %s", src.name, result.url, parsed.flag)
-    if result.page is not None and outcome == FETCHED:
-        store.save_discovery(row.id, result.page, state.location, now)
-        log.info("source=%s %s is a page; its feed is %s", src.name, result.page, state.location)
-    elif state.location != row.location:
-        log.warning("source=%s moved permanently: %s → %s", src.name, row.location, state.location)
-    state = _rediscover_if_gone(store, src, row, result, state, outcome)
+    state = _new_location(store, src, row, result, state, outcome, now)
     # Entries are already committed; if the run dies before this batch is written, the next run
     # fetches those feeds again without validators and finds their entries unchanged.
     if not extra:

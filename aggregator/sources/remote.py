@@ -281,9 +281,8 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
     import aiohttp
     from yarl import URL
 
-    from .httpopts import is_socks, proxy_for, split_proxy
-    from .netpolicy import PrivateAddress, check_resolved, host_reason
-    from .sessions import session_kind
+    from .netpolicy import PrivateAddress, host_reason
+    from .sessions import hop_options, session_kind
 
     guarded = session_kind(req)[0] == "guarded"  # the session's connector checks each address
 
@@ -313,29 +312,10 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
                 refused = None if req.allow_private else host_reason(host)
                 if refused is not None:
                     raise PrivateAddress(host, refused)
-                proxy = proxy_for(url, req.proxy)
-                proxy_auth = None
-                if proxy and not is_socks(proxy):
-                    proxy, proxy_auth = split_proxy(proxy)
-                if (proxy or not guarded) and not req.allow_private:
-                    # The connection goes to the proxy, which the operator chose, or (a hop that
-                    # NO_PROXY exempts) through the proxied sources' unguarded connector: the
-                    # policy is about the target, so judge what its name resolves to here.
-                    await check_resolved(host, urlsplit(url).port or 80)
-                # Secrets go only to the configured host, never to where a redirect points.
-                own = req.trusted_host is None or host.lower() == req.trusted_host
-                sent = trusted if own else plain
-                # aiohttp sends `proxy_headers` only on a CONNECT (https); a plain-http request
-                # through the proxy carries Proxy-Authorization itself.
-                tunnel = url.lower().startswith("https:")
-                if proxy_auth and not tunnel:
-                    sent = {**sent, "Proxy-Authorization": proxy_auth}
+                options = await hop_options(req, url, host, guarded, trusted, plain)
                 async with session.get(
                     url,
-                    headers=sent,
-                    proxy=None if is_socks(proxy) else proxy,
-                    proxy_headers={"Proxy-Authorization": proxy_auth} if proxy_auth and tunnel else None,
-                    ssl=None if req.verify_tls else False,
+                    **options,
                     allow_redirects=False,
                 ) as resp:
                     status = resp.status
@@ -412,32 +392,11 @@ async def fetch_many(
     parsing and storing one feed never holds a connection slot). A slot is taken before a
     source's clock starts, so a stalled server delays the others on its host by at most its own
     timeout."""
-    import aiohttp
-
-    from .netpolicy import connector
-    from .sessions import ProxyUnavailable, follow_discovery, session_kind, socks_connector
+    from .sessions import ProxyUnavailable, Sessions, follow_discovery
 
     overall = asyncio.Semaphore(concurrency)
     hosts: dict[str, HostSlots] = {}
-    timeout = aiohttp.ClientTimeout(total=None)
-    # One session per policy (see `session_kind`): sources allowed to reach private addresses,
-    # and proxied ones (whose connections go to the proxy), get a connector without the
-    # guard, the others one that refuses them (see `netpolicy`); a SOCKS proxy is a connector.
-    sessions: dict[tuple[str, str], object] = {}
-
-    def session_for(req: FetchRequest):
-        kind = session_kind(req)
-        if kind not in sessions:
-            if kind[0] == "socks":
-                conn = socks_connector(kind[1], limit=concurrency)
-            else:
-                conn = connector(kind[0] == "open", limit=concurrency, limit_per_host=0, ttl_dns_cache=300)
-            # No cookie jar: a fetch sends the configured cookies only, never what a server set.
-            sessions[kind] = aiohttp.ClientSession(
-                connector=conn, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
-            )
-        return sessions[kind]
-
+    session_for = Sessions(concurrency)
     try:
 
         async def one(req: FetchRequest) -> None:
@@ -463,6 +422,5 @@ async def fetch_many(
 
         await asyncio.gather(*(one(r) for r in requests))
     finally:
-        for session in sessions.values():
-            await session.close()
+        await session_for.close()
 

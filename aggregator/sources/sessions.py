@@ -9,8 +9,76 @@ connector of its own (aiohttp-socks, an optional dependency).
 from __future__ import annotations
 
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 from .remote import FetchRequest, FetchResult, fetch_one
+
+
+async def hop_options(req: FetchRequest, url: str, host: str, guarded: bool, trusted: dict, plain: dict) -> dict:
+    """The `session.get` options of one hop of `req` to `url`: its headers (the source's own only
+    for its configured host), its proxy, and TLS verification. Checks the target's addresses
+    when the connection goes to a proxy or through the unguarded connector."""
+    from .httpopts import is_socks, proxy_for, split_proxy
+    from .netpolicy import check_resolved
+
+    proxy = proxy_for(url, req.proxy)
+    proxy_auth = None
+    if proxy and not is_socks(proxy):
+        proxy, proxy_auth = split_proxy(proxy)
+    if (proxy or not guarded) and not req.allow_private:
+        # The connection goes to the proxy, which the operator chose, or (a hop that NO_PROXY
+        # exempts) through the proxied sources' unguarded connector: the policy is about the
+        # target, so judge what its name resolves to here.
+        await check_resolved(host, urlsplit(url).port or 80)
+    # Secrets go only to the configured host, never to where a redirect points.
+    own = req.trusted_host is None or host.lower() == req.trusted_host
+    headers = trusted if own else plain
+    # aiohttp sends `proxy_headers` only on a CONNECT (https); a plain-http request through the
+    # proxy carries Proxy-Authorization itself.
+    tunnel = url.lower().startswith("https:")
+    if proxy_auth and not tunnel:
+        headers = {**headers, "Proxy-Authorization": proxy_auth}
+    return {
+        "headers": headers,
+        "proxy": None if is_socks(proxy) else proxy,
+        "proxy_headers": {"Proxy-Authorization": proxy_auth} if proxy_auth and tunnel else None,
+        "ssl": None if req.verify_tls else False,
+    }
+
+
+class Sessions:
+    """The sessions of one `fetch_many`, made on first use: one per `session_kind`. Sources
+    allowed private addresses and proxied ones (whose connections go to the proxy) share a
+    connector without the guard, the others one that refuses private addresses (`netpolicy`);
+    a SOCKS proxy is a connector of its own."""
+
+    def __init__(self, concurrency: int):
+        self.concurrency = concurrency
+        self.sessions: dict[tuple[str, str], object] = {}
+
+    def __call__(self, req: FetchRequest):
+        import aiohttp
+
+        from .netpolicy import connector
+
+        kind = session_kind(req)
+        if kind not in self.sessions:
+            if kind[0] == "socks":
+                conn = socks_connector(kind[1], limit=self.concurrency)
+            else:
+                conn = connector(kind[0] == "open", limit=self.concurrency, limit_per_host=0, ttl_dns_cache=300)
+            # No cookie jar: a fetch sends the configured cookies only, never what a server set.
+            self.sessions[kind] = aiohttp.ClientSession(
+                connector=conn,
+                timeout=aiohttp.ClientTimeout(total=None),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                raise_for_status=False,
+            )
+        return self.sessions[kind]
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            await session.close()
 
 
 class ProxyUnavailable(Exception):
