@@ -14,13 +14,29 @@ from urllib.parse import urlsplit
 from .remote import FetchRequest, FetchResult, fetch_one
 
 
-async def hop_options(req: FetchRequest, url: str, host: str, guarded: bool, trusted: dict, plain: dict) -> dict:
+def request_headers(req: FetchRequest, accept: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(headers for any host, headers for the source's configured host): the second adds the
+    source's own headers, cookies and basic auth."""
+    plain = {"User-Agent": req.user_agent, "Accept": accept}
+    if req.etag:
+        plain["If-None-Match"] = req.etag
+    if req.last_modified:
+        plain["If-Modified-Since"] = req.last_modified
+    trusted = {**plain, **dict(req.headers)}
+    if req.auth is not None and not req.auth.problem:
+        trusted["Authorization"] = req.auth.header()
+    return plain, trusted
+
+
+async def hop_options(req: FetchRequest, url: str, host: str, accept: str) -> dict:
     """The `session.get` options of one hop of `req` to `url`: its headers (the source's own only
     for its configured host), its proxy, and TLS verification. Checks the target's addresses
     when the connection goes to a proxy or through the unguarded connector."""
     from .httpopts import is_socks, proxy_for, split_proxy
     from .netpolicy import check_resolved
 
+    plain, trusted = request_headers(req, accept)
+    guarded = session_kind(req)[0] == "guarded"  # the session's connector checks each address
     proxy = proxy_for(url, req.proxy)
     proxy_auth = None
     if proxy and not is_socks(proxy):
