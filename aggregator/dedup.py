@@ -30,7 +30,7 @@ RUN_BATCH = 1000  # entries decided per step of a run: bounds memory on a cold s
 class DedupReport:
     examined: int = 0  # entries whose cluster was (re)decided
     computed: int = 0  # entries whose features were (re)computed
-    duplicates: int = 0  # of the examined, how many are now linked to a canonical entry
+    duplicates: int = 0  # entries this run left linked to a canonical entry (those it demoted included)
     promoted: int = 0  # members that became canonical because theirs left
     reasons: Counter = field(default_factory=Counter)
     seconds: float = 0.0
@@ -74,7 +74,7 @@ def _run(store: Store, settings, touched_ids: Iterable[int], batch_size: int) ->
         ids = tx.to_decide(set(touched_ids), everything=state.get("decisions") != decision_digest)
         later = set(ids)
         affected: set[int] = set()  # canonical entries, old and new, whose borrowed categories may change
-        final: dict[int, str | None] = {}  # examined entry → its duplicate reason, None when shown
+        final: dict[int, str | None] = {}  # decided entry → its duplicate reason, None when shown
         for batch in _chunks(clustering.ranked(tx.rank_inputs(ids), priority), batch_size):
             later.difference_update(batch)
             items: dict[int, ClusterEntry] = {}
@@ -98,8 +98,9 @@ def _run(store: Store, settings, touched_ids: Iterable[int], batch_size: int) ->
             affected |= {i for pair in decision.repoints for i in pair}
             report.examined += len(batch)
             report.promoted += sum(1 for old, _ in decision.repoints if old in ids)
-            # Counted as things stand at the end: a later batch may demote an entry of this one.
-            for i in decision.changed & ids:
+            # Counted as things stand at the end (a later batch may demote an entry of this one),
+            # demoted ones included: a newer version that takes its page's place hides the older.
+            for i in decision.changed:
                 it = items[i]
                 final[i] = it.dup_reason if it.canonical_id and not it.withdrawn else None
         report.reasons.update(r for r in final.values() if r)

@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 from aggregator.model import Entry, FileStamp, Held, Rejected
 from aggregator.runtime import TimeLimitExceeded, time_limit
 from aggregator.sources import articles
-from aggregator.sources.articles import ArticleError, parse_article, read_article
+from aggregator.sources.articles import ArticleError, parse_article, read_article, read_articles
 from aggregator.sources.dates import DateError, local_date, parse_date
 from aggregator.sources.frontmatter import FrontMatterError, split_front_matter
 from aggregator.sources.sites import PELICAN, Site
+from aggregator.sources.walk import scan
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FENCES = st.sampled_from(["---\n", "+++\n", "", "\ufeff---\r\n", "Title: x\n", "title: y\n---\n"])
@@ -98,3 +99,18 @@ def test_control_characters_in_front_matter_are_removed(tmp_path):
     got = read_article(tmp_path, FileStamp("c.md", 0, 100), CONTEXT, 1000)
     assert isinstance(got, Entry)
     assert (got.title, got.authors, got.categories) == ("ctrltitle", ("ab",), ("xy",))
+
+
+def test_the_parse_time_limit_holds_off_the_main_thread_too(tmp_path):
+    """The daemon reads folders on job threads, where no signal arrives: its reads go to a
+    worker process, where the limit applies (a limit of a microsecond rejects every parse)."""
+    import threading
+
+    for i in range(3):
+        (tmp_path / f"{i}.md").write_text(f"---\ntitle: Post {i}\n---\nbody\n", encoding="utf-8")
+    ctx = replace(CONTEXT, parse_seconds=1e-6)
+    got: list = []
+    worker = threading.Thread(target=lambda: got.extend(read_articles(tmp_path, scan(tmp_path).files, ctx, 10_000)))
+    worker.start()
+    worker.join(60)
+    assert len(got) == 3 and all(isinstance(r, Rejected) and "longer than" in r.reason for r in got)

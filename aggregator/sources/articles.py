@@ -454,13 +454,19 @@ def read_articles(
     worker processes, one per core, with a bounded number of chunks in flight so memory
     stays flat however big the folder is. `parallel_min`: fewer files are read here (starting
     worker processes would cost more than it saves)."""
+    import threading
+
     from ..workers import cpu_workers, process_pool
 
     workers = cpu_workers()
-    if len(stamps) < parallel_min or workers < 2:
+    # The parse time limit is a signal, which only a main thread receives: off it (the daemon's
+    # scan jobs) even a few files go to a worker process, whose tasks run on its main thread.
+    here = threading.current_thread() is threading.main_thread()
+    if not stamps or (here and (len(stamps) < parallel_min or workers < 2)):
         for s in stamps:
             yield read_article(root, s, ctx, max_bytes)
         return
+    workers = max(1, workers if len(stamps) >= parallel_min else 1)
     from collections import deque
 
     chunks = iter([stamps[i : i + _CHUNK] for i in range(0, len(stamps), _CHUNK)])
