@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "articles"
@@ -54,3 +55,13 @@ def reset_database(url: str) -> None:
         c.exec_driver_sql("DROP SCHEMA public CASCADE")
         c.exec_driver_sql("CREATE SCHEMA public")
     engine.dispose()
+
+
+@pytest.fixture
+def server():
+    """A threaded HTTP server on 127.0.0.1 (concurrent fetches reach it at once)."""
+    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    srv.start()
+    yield srv
+    srv.clear()
+    srv.stop()

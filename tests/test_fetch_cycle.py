@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from pytest_httpserver import HTTPServer
 from sqlalchemy import select
 from werkzeug import Request, Response
 
@@ -20,15 +19,6 @@ from aggregator.pipeline import PARSE_PROCESSES_MIN, fetch
 from aggregator.sources.remote import HOST_SLOW, HOST_START, HostSlots
 from aggregator.store import Store
 from aggregator.store.schema import EntryRow
-
-
-@pytest.fixture
-def server():
-    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    srv.start()
-    yield srv
-    srv.clear()
-    srv.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from pytest_httpserver import HTTPServer
 
 from aggregator.sources import netpolicy
 from aggregator.sources.feeds import FeedContext, FeedError
@@ -21,15 +20,6 @@ from aggregator.sources.netpolicy import address_reason, host_reason, url_reason
 from aggregator.sources.remote import FetchRequest, fetch_one, permanent_target, redirect_refusal
 
 RSS_T, JSON_T = "application/rss+xml", "application/feed+json"
-
-
-@pytest.fixture
-def server():
-    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    srv.start()
-    yield srv
-    srv.clear()
-    srv.stop()
 
 
 def config(tmp: Path, sources: str, fetch: str = "allow_private = true", formats=("atom", "rss", "json")) -> Path:

@@ -146,15 +146,6 @@ def test_decide_moves_after_grace_and_drops_validators():
 # ---------------------------------------------------------------- real HTTP
 
 
-@pytest.fixture
-def server():
-    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    srv.start()
-    yield srv
-    srv.clear()
-    srv.stop()
-
-
 def make_config(tmp_path: Path, sources: dict[str, str], fetch_opts: str = "timeout = 5", extra: str = ""):
     body = [
         '[database]\nurl = "sqlite:///db/agg.sqlite3"',
