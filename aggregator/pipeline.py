@@ -55,6 +55,9 @@ class IngestReport:
             self.next_release = other.next_release
 
 
+_WARNED_PLACEHOLDERS: set[tuple[str, str]] = set()  # (source, placeholder) already reported
+
+
 def article_context(settings: Settings, source: SourceSettings, site: Site, now: datetime) -> ArticleContext:
     """How the articles of `source` are read: its options over its site's defaults."""
     from dataclasses import replace
@@ -65,12 +68,15 @@ def article_context(settings: Settings, source: SourceSettings, site: Site, now:
     from .sources.sites import IMAGE_KEYS, LINK_KEYS
 
     unknown = unknown_placeholder(site) if site.url else None
-    if unknown:
+    if unknown and (source.name, unknown) not in _WARNED_PLACEHOLDERS:
+        # Once per source and process: the daemon rescans a folder every few minutes.
+        _WARNED_PLACEHOLDERS.add((source.name, unknown))
         log.warning(
             "source=%s: the site's permalink pattern uses %s, which is not supported; entries without an "
             "original URL link to their generated article page",
             source.name, unknown,
         )  # fmt: skip
+    if unknown:
         site = replace(site, url=None)
     # A site that declares its zone knows better than the source's default one.
     zone = source.zone

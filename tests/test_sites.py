@@ -10,6 +10,7 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import run_cli
@@ -123,7 +124,7 @@ def test_bad_patterns_and_folder_options_on_feeds_are_config_errors(tmp_path: Pa
 
 # ---------------------------------------------------------------- permalinks
 
-SHANGHAI = datetime(2024, 3, 5, 1, 30, tzinfo=__import__("zoneinfo").ZoneInfo("Asia/Shanghai"))
+SHANGHAI = datetime(2024, 3, 5, 1, 30, tzinfo=ZoneInfo("Asia/Shanghai"))
 
 
 @pytest.mark.parametrize(
