@@ -216,9 +216,14 @@ def test_daemon_serves_metrics_and_health_and_alerts_once(tmp_path, feeds, hook)
         wait_for(lambda: hook.posts, "the alert", d)
         fails = len(feeds.requests)
         wait_for(lambda: len(feeds.requests) >= fails + 2, "two more failed fetches", d)
-        status, _, body = http_get(port, "/metrics")
-        text = body.decode()
-        assert status == 200 and 'aggregator_fetches_total{outcome="failed"}' in text
+
+        def built() -> str | None:
+            # The first build may still be running on a loaded machine: wait until one is counted.
+            status, _, body = http_get(port, "/metrics")
+            return body.decode() if status == 200 and "aggregator_builds_total{" in body.decode() else None
+
+        text = wait_for(built, "a build counted in /metrics", d)
+        assert 'aggregator_fetches_total{outcome="failed"}' in text
         assert 'aggregator_builds_total{outcome="ok"} 1.0' in text
         assert d.stop() == 0
         d = Daemon(cfg, "--serve")  # a restart does not send the alert again
