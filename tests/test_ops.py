@@ -5,6 +5,7 @@ alerting once per failure and once per recovery, across a restart."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -224,7 +225,10 @@ def test_daemon_serves_metrics_and_health_and_alerts_once(tmp_path, feeds, hook)
 
         text = wait_for(built, "a build counted in /metrics", d)
         assert 'aggregator_fetches_total{outcome="failed"}' in text
-        assert 'aggregator_builds_total{outcome="ok"} 1.0' in text
+        # Builds counted by outcome: at least the first cycle's, none failed. A second, empty
+        # build follows when one was requested while the first ran (seen under coverage in CI).
+        builds = dict(re.findall(r'aggregator_builds_total\{outcome="(\w+)"\} ([0-9.]+)', text))
+        assert float(builds.get("ok", 0)) >= 1 and float(builds.get("failed", 0)) == 0, builds
         assert d.stop() == 0
         d = Daemon(cfg, "--serve")  # a restart does not send the alert again
         wait_for(lambda: status_of(port, "/healthz") == 200, "/healthz 200 after the restart", d)
