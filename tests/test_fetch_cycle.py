@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug import Request, Response
 
 from aggregator.pipeline import PARSE_PROCESSES_MIN, fetch
@@ -72,7 +73,7 @@ def test_hostile_markup_is_cleaned_when_parsed_in_worker_processes(server, store
 
     report = fetch(store, load_config(cfg))
     assert (report.fetched, report.new) == (n, n), report.errors[:3]
-    with store.session() as s:
+    with Session(store.engine, expire_on_commit=False) as s:
         entries = list(s.scalars(select(EntryRow)))
     assert len(entries) == n
     base = server.url_for("/h/")

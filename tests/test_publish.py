@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 import feedparser
 import pytest
 from lxml import etree
+from sqlalchemy.orm import Session
 
 from aggregator.config import Tuning, load_config
 from aggregator.pipeline import update
@@ -434,7 +435,7 @@ def test_also_reported_by_from_dedup_clusters(tmp_path: Path):
     settings = load_config(cfg)
     store = Store(settings.database.url)
     try:
-        with store.session() as s, s.begin():
+        with Session(store.engine, expire_on_commit=False) as s, s.begin():
             rows = {r.title: r for r in s.query(EntryRow)}
             rows["Note 1 elsewhere"].canonical_id = rows["Note 1"].id
         build(store, settings)
@@ -614,7 +615,7 @@ def test_pages_rendered_during_dedup_match_a_build_after_it(tmp_path: Path, monk
     try:
         rows = {r.key: r for r in store.listing(None, None)}
         recorded = set(store.page_signatures())
-        with store.session() as s:
+        with Session(store.engine, expire_on_commit=False) as s:
             hidden = s.query(EntryRow).filter(EntryRow.key == "b.md").one()
         assert "b.md" not in rows and hidden.canonical_id == rows["a.md"].id
         out = tmp_path / "out"

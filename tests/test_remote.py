@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug import Request, Response
 
 from aggregator.config import load_config
@@ -168,7 +169,7 @@ def store(tmp_path: Path):
 
 
 def rows(store: Store, name: str) -> list[EntryRow]:
-    with store.session() as s:
+    with Session(store.engine, expire_on_commit=False) as s:
         src = s.scalar(select(SourceRow).where(SourceRow.name == name))
         return list(s.scalars(select(EntryRow).where(EntryRow.source_id == src.id).order_by(EntryRow.key)))
 

@@ -24,7 +24,7 @@ import feedparser
 import feedparser.mixin
 
 from ..cleaning import Limits, clean, xml_text
-from ..model import Enclosure, Entry, Rejected
+from ..model import Enclosure, Entry, Rejected, positional_pickle
 from ..text import absolute_url, is_url, plain_text, sanitize_html, summarize
 from .identity import IdentityDecision, assign_keys, choose_identity, item_key  # noqa: F401  (their old home)
 
@@ -69,6 +69,7 @@ class FeedContext:
     feed_categories: bool = True  # False: the items' own categories are ignored
 
 
+@positional_pickle
 @dataclass(frozen=True, slots=True)
 class ParsedItem:
     """One parsed entry and the identities it could have; `entry.key` is set by `assign_keys`."""

@@ -7,7 +7,7 @@ already holds for the source; `assign_keys` then sets every entry's key.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..model import Entry
@@ -70,5 +70,5 @@ def assign_keys(items: Sequence[ParsedItem], mode: str) -> list[Entry]:
     for i in items:
         key = item_key(i, mode)
         if key not in out:
-            out[key] = replace(i.entry, key=key)
+            out[key] = i.entry.with_key(key)
     return list(out.values())

@@ -7,7 +7,7 @@ import hashlib
 from datetime import UTC, datetime
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from ..text import slugify
 from .entries import BATCH, VISIBLE, E
@@ -53,7 +53,7 @@ class CategoryStore:
     engine: object
 
     @staticmethod
-    def _category_ids(s: Session, names: set[str], source_id: int, now: datetime) -> dict[str, int]:
+    def _category_ids(s: Connection, names: set[str], source_id: int, now: datetime) -> dict[str, int]:
         """The ids of `names`, creating the missing ones (in the caller's transaction)."""
         if not names:
             return {}
@@ -64,10 +64,8 @@ class CategoryStore:
             for name in missing:
                 slug = unique_slug(name, taken)
                 taken.add(slug)
-                row = CategoryRow(name=name, slug=slug)
-                s.add(row)
-                s.flush()
-                found[name] = row.id
+                q = insert(CategoryRow).values(name=name, slug=slug)
+                found[name] = s.execute(q).inserted_primary_key[0]
             s.execute(
                 insert(CategoryOriginRow),
                 [{"category_id": found[n], "source_id": source_id, "created_at": now} for n in missing],
