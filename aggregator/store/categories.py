@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Connection
 
 from ..text import slugify
@@ -38,12 +38,14 @@ def _as_utc(value: datetime | str | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_BY_NAME = select(CategoryRow.name, CategoryRow.id).where(CategoryRow.name.in_(bindparam("names", expanding=True)))
+
+
 def _existing(s, names: set[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     ordered = sorted(names)
     for i in range(0, len(ordered), BATCH):
-        q = select(CategoryRow.name, CategoryRow.id).where(CategoryRow.name.in_(ordered[i : i + BATCH]))
-        found.update(s.execute(q).all())
+        found.update(s.execute(_BY_NAME, {"names": ordered[i : i + BATCH]}).all())
     return found
 
 
