@@ -28,6 +28,12 @@ URL_ATTRIBUTES = frozenset({"href", "src", "cite"})
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
 
 
+# nh3 takes sets; made once, not on every one of the thousands of calls in a fetch.
+_NH3_TAGS = set(ALLOWED_TAGS)
+_NH3_ATTRIBUTES = {k: set(v) for k, v in ALLOWED_ATTRIBUTES.items()}
+_NH3_SCHEMES = set(URL_SCHEMES)
+
+
 def absolute_url(url: str, base: str | None) -> str:
     """Resolve a relative or protocol-relative URL against `base` (left alone when no base)."""
     url = url.strip()
@@ -49,9 +55,9 @@ def sanitize_html(fragment: str, base: str | None = None) -> str:
 
     return nh3.clean(
         fragment,
-        tags=set(ALLOWED_TAGS),
-        attributes={k: set(v) for k, v in ALLOWED_ATTRIBUTES.items()},
-        url_schemes=set(URL_SCHEMES),
+        tags=_NH3_TAGS,
+        attributes=_NH3_ATTRIBUTES,
+        url_schemes=_NH3_SCHEMES,
         attribute_filter=fix,
         link_rel="noopener noreferrer",
         strip_comments=True,

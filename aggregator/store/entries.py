@@ -109,7 +109,7 @@ _STAMPS = select(E.c.key, E.c.id, E.c.file_mtime_ns, E.c.file_size, E.c.version,
 _TOMBSTONED = select(TombstoneRow.key).where(
     TombstoneRow.source_id == bindparam("source_id"), TombstoneRow.key.in_(bindparam("keys", expanding=True))
 )
-_INSERT_RETURNING_IDS = insert(E).returning(E.c.key, E.c.id, sort_by_parameter_order=True)
+_INSERT_RETURNING_IDS = insert(E).returning(E.c.key, E.c.id)  # matched by key: any order
 
 
 def delete_keys(c, entry_ids: Sequence[int]) -> None:
