@@ -23,7 +23,6 @@ from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import nh3
-from rensa import RMinHash
 
 from . import lsh
 from .model import Features
@@ -201,6 +200,8 @@ def signature(grams: memoryview) -> bytes | None:
     (how it is stored); None when there is too little text for a meaningful similarity."""
     if len(grams) < MIN_SHINGLES:
         return None
+    from rensa import RMinHash  # here: publishing imports this module for its URL rules only
+
     row = RMinHash.digest_matrix_from_flat_token_hashes(grams, [0, len(grams)], NUM_PERM, SEED).to_rows()[0]
     return struct.pack(f"<{NUM_PERM}I", *row)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -132,16 +132,12 @@ def ingest_files(
     version stays. Held-back files (drafts, future posts) are read again on each scan, so a
     future post comes in on the first scan after its date.
     """
-    from .publish import render
-    from .sources.articles import read_articles
-
     assert source.path is not None
     report = IngestReport()
     source_id = store.source_id(source.name, "files", str(source.path))
     known = store.stamps(source_id)
     now = now or now_utc()
     scanned = scan_source(source)
-    ctx = article_context(settings, source, scanned.site, now)
     for problem in scanned.rejected:
         report.rejected.append(problem)
         log.warning("rejected %s", problem)
@@ -165,7 +161,12 @@ def ingest_files(
             todo.append(stamp)
     report.seen = len(stamps)
     held: set[str] = set()
-    found = read_articles(source.path, todo, ctx, source.max_file_bytes, settings.tuning.read_parallel_min)
+    found: Iterable = ()
+    if todo:  # the article parser (YAML, Markdown) loads only when a file has to be read
+        from .sources.articles import read_articles
+
+        ctx = article_context(settings, source, scanned.site, now)
+        found = read_articles(source.path, todo, ctx, source.max_file_bytes, settings.tuning.read_parallel_min)
     for done, item in enumerate(found, 1):
         if isinstance(item, Rejected):
             report.rejected.append(item)
@@ -184,6 +185,8 @@ def ingest_files(
         if progress and done % 200 == 0:
             progress(report.unchanged + done, len(stamps))
     if len(todo) >= settings.tuning.render_parallel_min:
+        from .publish import render
+
         render.warm_up()  # the build's workers boot while the last entries are stored
     flush()
     if progress:

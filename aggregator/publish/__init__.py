@@ -102,7 +102,7 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
     render.prepare(store, settings, force, first=not recorded)
     new_signatures: dict[str, str] = {}
     settings_digest = _settings_digest(settings)
-    report.written += _write_static(settings)
+    report.written += _write_static(settings, recorded, new_signatures, force)
 
     sources = store.source_names()
     with early.work if early else render.Work(store, settings, sources) as work:
@@ -132,7 +132,8 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
             jobs.append(render.FeedJob(plan, newest, None, feed_pages[-1] if feed_pages else None, frozen))
             new_signatures[plan.slug] = signature
         work.feeds(jobs, lambda: _positions(store))
-        report.written += _write_site(store, settings, plans)  # while the workers render
+        # while the workers render
+        report.written += _write_site(store, settings, plans, {**recorded, **new_signatures}, new_signatures, force)
         done = work.wait()
     if early:  # recorded once each (those of entries dedup hid are removed below)
         todo = list({t[0]: t for t in [*early.todo, *todo]}.values())
@@ -205,21 +206,47 @@ def _plan_archive(store: Store, settings: Settings, plan: FeedPlan, jobs: list[r
 # ---------------------------------------------------------------- static files, index.html and index.opml
 
 
-def _write_static(settings: Settings) -> int:
+def _write_static(settings: Settings, recorded: dict[str, str], signatures: dict[str, str], force: bool) -> int:
+    """The feeds' stylesheet, rendered only when its template, language or the program changed
+    (or the file is missing): a build with nothing to do must not load the template engine."""
     if not settings.output.stylesheet:
         return 0
+    path = Path(settings.output.dir) / STATIC_DIR / STYLESHEET
+    here = Path(__file__).parent
+    source = (here / "templates" / STYLESHEET).read_bytes() + (here / "i18n.py").read_bytes()
+    key = f"{STATIC_DIR}/{STYLESHEET}"  # not a slug (slugs have no '/'): shares the feeds' table
+    signature = hashlib.sha256(f"{__version__}\0{settings.output.language}\0".encode() + source).hexdigest()
+    if not force and recorded.get(key) == signature and path.is_file():
+        return 0
+    signatures[key] = signature
     data = templates().get_template(STYLESHEET).render(language=settings.output.language).encode("utf-8")
-    return write_if_changed(Path(settings.output.dir) / STATIC_DIR / STYLESHEET, data)
+    return write_if_changed(path, data)
 
 
 def _file_link(base_url: str, slug: str, fmt: str) -> dict:
     return {"fmt": fmt, "label": LABELS[fmt], "type": CONTENT_TYPES[fmt], "url": feed_url(base_url, slug, fmt)}
 
 
-def _write_site(store: Store, settings: Settings, plans: Sequence[FeedPlan]) -> int:
+def _write_site(
+    store: Store, settings: Settings, plans: Sequence[FeedPlan], feed_signatures: dict[str, str],
+    signatures: dict[str, str], force: bool,
+) -> int:  # fmt: skip
+    """index.html and index.opml. They show each feed's newest entries (which its signature
+    covers) and the counts; when neither changed, nothing is queried or rendered."""
     out = settings.output
     counts = store.category_counts()
     total = store.visible_count()
+    key = "site/index"  # not a slug (slugs have no '/'): shares the feeds' table
+    signature = hashlib.sha256(
+        json.dumps(
+            [[p.slug, feed_signatures.get(p.slug)] for p in plans]
+            + [total, sorted((i, c.entries, c.newest.isoformat() if c.newest else None) for i, c in counts.items())]
+        ).encode()
+    ).hexdigest()
+    whole = all((Path(out.dir) / name).is_file() for name in ("index.html", "index.opml"))
+    if not force and whole and feed_signatures.get(key) == signature:
+        return 0
+    signatures[key] = signature
     newest_overall = max((c.newest for c in counts.values() if c.newest), default=EMPTY_FEED_DATE)
     feeds = []
     for plan in plans:
