@@ -146,6 +146,10 @@ def clean(entry: Entry, limits: Limits, keep: Collection[str] = ()) -> Cleaned:
         enclosure=enclosure,
         stamp=entry.stamp,
         features=entry.features,
+        # what map mode dropped is only remembered for `aggregator categories`: bounded like categories
+        dropped=tuple(dict.fromkeys(xml_text(d)[: limits.category_chars] for d in entry.dropped))[
+            : limits.categories_per_entry
+        ],
     )
     if new == entry:
         return Cleaned(entry)

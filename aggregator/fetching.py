@@ -158,6 +158,7 @@ async def _fetch_all(
     states = _Pending()
     run = FetchRun(store, settings, now, report, states)
     parsers = None  # made when the first document arrives: a cycle of 304s never loads the parser
+    shaping = _Shaping.of(settings)
 
     async def handle(req: FetchRequest, result) -> None:
         nonlocal parsers
@@ -177,6 +178,8 @@ async def _fetch_all(
                 aliases,
                 settings.limits_for(src),
                 src.feed_categories,
+                shaping.known,
+                shaping.rewrites(src.name),
             )
             try:
                 parsed = await parsers.parse(result.body, result.headers or {}, ctx)
@@ -197,6 +200,26 @@ async def _fetch_all(
             parsers.shutdown()
         elif parser is not None:
             parser.first.shutdown(wait=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shaping:
+    """What parsing needs of the republishing rules and `[categories]`, made once per run."""
+
+    known: dict  # `categorymap.known_names`
+    rules: tuple  # every `rules.Rule`
+
+    @classmethod
+    def of(cls, settings: Settings) -> _Shaping:
+        from .categorymap import known_names
+        from .rules import compile_rules
+
+        return cls(known_names(settings), compile_rules(settings.rules) if settings.rules else ())
+
+    def rewrites(self, source: str) -> tuple:
+        from .rules import REWRITES
+
+        return tuple(r for r in self.rules if r.action in REWRITES and r.covers(source))
 
 
 _warned_tls: set[str] = set()

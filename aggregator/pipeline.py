@@ -256,8 +256,11 @@ def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.
     """After ingesting: dedup what changed, then publish. `update` and the daemon's build job both
     end with this, so a cycle of the daemon and a run of `update` do the same work."""
     from . import dedup
+    from .hiding import judge
     from .publish import build, early_pages
 
+    # Block and keep rules first: what they hide leaves its cluster and every feed.
+    touched = [*touched, *judge(store, settings, touched)]
     if not settings.dedup.enabled:
         return dedup.disable(store), build(store, settings)
     # Cluster what changed (new, changed and withdrawn ids) before publishing; article pages
