@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .config import Settings, SourceSettings
+from .fullpages import FullTextRun
 from .model import Entry, Rejected
 from .store import SourceRecord, Store, now_utc
 
@@ -159,6 +160,7 @@ async def _fetch_all(
     run = FetchRun(store, settings, now, report, states)
     parsers = None  # made when the first document arrives: a cycle of 304s never loads the parser
     shaping = _Shaping.of(settings)
+    pages = FullTextRun(store, settings, writer, now)
 
     async def handle(req: FetchRequest, result) -> None:
         nonlocal parsers
@@ -187,6 +189,8 @@ async def _fetch_all(
                 problem = str(e)
             except Exception as e:  # a parser crash is this feed's problem, not the run's
                 problem = f"cannot parse: {e.__class__.__name__}: {e}"
+            if parsed is not None and src.full_text:
+                await _full_text(parsed, src, req, pages)
         await loop.run_in_executor(writer, _record_fetch, run, Fetched(src, rows[src.name], result, parsed, problem))
 
     requests = [_request(settings, s, rows[s.name], USER_AGENT, FetchRequest) for s in sources]
@@ -220,6 +224,16 @@ class _Shaping:
         from .rules import REWRITES
 
         return tuple(r for r in self.rules if r.action in REWRITES and r.covers(source))
+
+
+async def _full_text(parsed, src: SourceSettings, req, run) -> None:
+    """The articles of a teaser feed's pages (`fullpages`); trouble there keeps the teasers."""
+    from .fullpages import complete
+
+    try:
+        await complete(parsed, src, req, run)
+    except Exception:
+        log.exception("source=%s full text: cannot complete the teasers; they are kept", src.name)
 
 
 _warned_tls: set[str] = set()
