@@ -159,11 +159,11 @@ async def _fetch_all(
     states = _Pending()
     run = FetchRun(store, settings, now, report, states)
     parsers = None  # made when the first document arrives: a cycle of 304s never loads the parser
-    shaping = _Shaping.of(settings)
+    shaping = None  # the rules and category names parsing needs, made with the parsers
     pages = FullTextRun(store, settings, writer, now)
 
     async def handle(req: FetchRequest, result) -> None:
-        nonlocal parsers
+        nonlocal parsers, shaping
         src = by_name[req.name]
         parsed, problem = None, None
         if result.status == 200 and result.body is not None and result.error is None:
@@ -173,6 +173,7 @@ async def _fetch_all(
             if parsers is None:
                 pools = _first_then(parser) if parser else None
                 parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1))
+                shaping = _Shaping.of(settings)
             ctx = FeedContext(
                 src.name,
                 result.final_url or req.url,

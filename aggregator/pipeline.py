@@ -167,7 +167,12 @@ def ingest_files(
 
         ctx = article_context(settings, source, scanned.site, now)
         found = read_articles(source.path, todo, ctx, source.max_file_bytes, settings.tuning.read_parallel_min)
+    rewrites = _rewrites(settings, source.name)
     for done, item in enumerate(found, 1):
+        if rewrites and isinstance(item, Entry):
+            from .rules import rewrite
+
+            item = rewrite(rewrites, item)  # on the sanitized article: tags and text, no classes
         if isinstance(item, Rejected):
             report.rejected.append(item)
             log.warning("rejected %s", item)
@@ -198,6 +203,15 @@ def ingest_files(
     report.withdrawn = len(gone)
     report.touched += gone
     return report
+
+
+def _rewrites(settings: Settings, source: str) -> tuple:
+    """The rewriting rules (`rules.REWRITES`) that cover `source`."""
+    if not settings.rules:
+        return ()
+    from .rules import REWRITES, compile_rules
+
+    return tuple(r for r in compile_rules(settings.rules) if r.action in REWRITES and r.covers(source))
 
 
 def ingest(

@@ -196,9 +196,12 @@ def rewrite(rules: Sequence[Rule], entry: Entry) -> Entry:
     """The entry after the rewriting rules (remove, replace, add_category, set_category) that
     cover its source and match it, in order. The parsers call it on the entry as fetched, before
     its content is sanitized, so a `remove` selector still sees classes and ids."""
+    before = entry
     for rule in rules:
         if rule.action in REWRITES and rule.covers(entry.source) and rule.matches(entry):
             entry = _rewrite_one(rule, entry)
+    if entry is not before and entry.features is not None:
+        entry = replace(entry, features=None)  # dedup's features described the text before
     return entry
 
 

@@ -286,3 +286,24 @@ def test_full_text_fetches_each_page_once_and_keeps_the_teaser_when_it_cannot(tm
         assert requests_to(server, path) == 1, path
     assert requests_to(server, "/teasers.xml") == 2
     assert (tmp_path / "out" / "teasers" / "atom.xml").read_bytes() == feed
+
+
+# ---------------------------------------------------------------- article folders
+
+
+def test_rules_apply_to_article_folders_too(site):
+    cfg = site / "config.toml"
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8")
+        + '\n[[rules]]\nwhen = { title = "服贸会" }\naction = "replace"\nfield = "title"\npattern = "服贸会"\n'
+        'replacement = "SERVICES-FAIR"\n\n[[rules]]\nsources = ["local"]\nwhen = { title = "SERVICES-FAIR" }\n'
+        'action = "add_category"\ncategory = "Fair"\n\n'
+        '[[rules]]\nwhen = { title = "卫生健康与工业" }\naction = "block"\n',
+        encoding="utf-8",
+    )
+    r = run_cli(cfg, "update")
+    assert r.returncode == 0, r.stderr
+    fair = entries(site / "out" / "fair" / "atom.xml")
+    assert fair and all("SERVICES-FAIR" in t for t in fair)  # rewritten where the file was read
+    everything = b"".join(p.read_bytes() for p in (site / "out").rglob("*.xml"))
+    assert "卫生健康与工业".encode() not in everything  # blocked like a feed entry
