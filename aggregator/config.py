@@ -234,13 +234,11 @@ class SourceSettings(_Strict):
     @field_validator("full_text")
     @classmethod
     def _full_text(cls, v: bool | str) -> bool | str:
-        if isinstance(v, str):
-            from .rules import RuleError, check_selector
+        from .rules import selector_problem
 
-            try:
-                check_selector(v, "selector")
-            except RuleError as e:
-                raise ValueError(str(e).removeprefix("selector: ")) from None
+        problem = selector_problem(v) if isinstance(v, str) else None
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("headers")
@@ -454,19 +452,6 @@ def _resolve_db_url(url: str, base: Path) -> str:
     return u.render_as_string(hide_password=False)
 
 
-def _check_rules(path: Path, settings: Settings) -> None:
-    """A rule that cannot be used stops the load, named (`rules[4].when.colour: unknown field`)."""
-    if not settings.rules:
-        return
-    from .rules import RuleError, compile_rules
-
-    known = None if any(s.opml is not None for s in settings.sources) else [s.name for s in settings.sources]
-    try:
-        compile_rules(settings.rules, known)
-    except RuleError as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
 def load_config(path: str | Path = DEFAULT_CONFIG) -> Settings:
     """Read, validate and resolve a config file, raising ConfigError on any problem."""
     path = Path(path)
@@ -502,7 +487,12 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Settings:
             listed = ", ".join(map(repr, unknown))
             raise ConfigError(f"{path}: dedup.source_priority: no configured source is named {listed}")
 
-    _check_rules(path, settings)
+    if settings.rules:  # a rule that cannot be used stops the load, named (`rules[4].when.colour: …`)
+        from .rules import config_problem
+
+        problem = config_problem(settings)
+        if problem:
+            raise ConfigError(f"{path}: {problem}")
     base = path.resolve().parent
     sources = []
     for i, s in enumerate(settings.sources):

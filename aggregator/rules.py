@@ -157,6 +157,26 @@ def check_selector(value: object, where: str) -> str:
     return value
 
 
+def selector_problem(value: str) -> str | None:
+    """Why `value` is not a CSS selector, or None."""
+    try:
+        check_selector(value, "selector")
+    except RuleError as e:
+        return str(e).removeprefix("selector: ")
+    return None
+
+
+def config_problem(settings) -> str | None:
+    """The first bad key of the settings' `[[rules]]`, or None. Source names are checked unless
+    an OPML file names some (they are known only once it is read)."""
+    known = None if any(s.opml is not None for s in settings.sources) else [s.name for s in settings.sources]
+    try:
+        compile_rules(settings.rules, known)
+    except RuleError as e:
+        return str(e)
+    return None
+
+
 def _values(entry: Entry, name: str) -> Sequence[str]:
     if name == "title":
         return (entry.title,)
