@@ -4,7 +4,7 @@ A category is a feed of its own, so a term a feed made up (`sport`, `随机标�
 feed nobody asked for. Per source:
 
 - "map" (the default): a term is kept when the config names it: a `[categories]` key (an alias
-  maps it to its canonical name) or a category some source is configured with; compared without
+  maps it to its canonical name), a category some source is configured with or a rule adds; compared without
   regard to case. Other terms are dropped, and remembered with the entry so that
   `aggregator categories` can list them for the operator to map;
 - "keep": every term is a category (aliases still apply);
@@ -27,6 +27,10 @@ def known_names(settings) -> dict[str, str]:
         for name in source.categories:
             canonical = settings.canonical_category(name)
             known.setdefault(canonical.casefold(), canonical)
+    for rule in settings.rules:  # a category a rule files entries under is named too
+        if isinstance(rule, Mapping) and isinstance(rule.get("category"), str) and rule["category"].strip():
+            name = " ".join(rule["category"].split())
+            known.setdefault(name.casefold(), settings.canonical_category(name))
     for key, options in settings.categories.items():
         name = " ".join(key.split())
         known[name.casefold()] = options.alias_of if options.alias_of is not None else name

@@ -286,6 +286,7 @@ def _new_category_budget(
     `cleaning.cap_new_categories`); the source's configured categories always stay."""
     from datetime import timedelta
 
+    from .categorymap import known_names
     from .cleaning import cap_new_categories
 
     limit = settings.limits_for(src).new_categories_per_day
@@ -298,6 +299,8 @@ def _new_category_budget(
         return entries
     created = store.categories_created_since(source_id, now - timedelta(days=1))
     configured = {settings.canonical_category(c) for c in src.categories}
+    # what the config names (`[categories]`, rules' categories) is not a feed's invention either
+    configured |= {c for c in known_names(settings).values() if c in names}
     entries, dropped = cap_new_categories(entries, existing | configured, max(0, limit - created))
     if dropped:
         shown = ", ".join(repr(d) for d in dropped[:5]) + (" …" if len(dropped) > 5 else "")
