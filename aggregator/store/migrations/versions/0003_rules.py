@@ -19,9 +19,17 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("entries") as batch:
-        batch.add_column(sa.Column("hidden", sa.Text, nullable=True))
-        batch.add_column(sa.Column("dropped_terms", sa.Text, nullable=True))
+    # Each piece only when missing, as the baseline does: a database stamped by no migration but
+    # made by `create_all` from these models (as 0.1 and some tests do) has them already.
+    inspector = sa.inspect(op.get_bind())
+    have = {c["name"] for c in inspector.get_columns("entries")}
+    missing = [name for name in ("hidden", "dropped_terms") if name not in have]
+    if missing:
+        with op.batch_alter_table("entries") as batch:
+            for name in missing:
+                batch.add_column(sa.Column(name, sa.Text, nullable=True))
+    if "page_cache" in inspector.get_table_names():
+        return
     op.create_table(
         "page_cache",
         sa.Column("url_key", sa.String(64), primary_key=True),
