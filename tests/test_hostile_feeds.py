@@ -123,6 +123,16 @@ def test_one_item_with_3000_categories_makes_few_feeds(tmp_path, server):
     assert re.search(r"source=catflood limit: .*3,000 category names cut to 20", r.stderr)
 
 
+def test_a_category_flood_in_map_mode_makes_no_feed_and_is_reported(tmp_path, server):
+    cats = "".join(f"<category>spam category {i}</category>" for i in range(3000))
+    server.expect_request("/flood.xml").respond_with_data(rss(item("flood item", "f1", cats)), content_type=RSS_T)
+    cfg = config(tmp_path, source("catflood", server.url_for("/flood.xml"), ["flood"]))  # feed_categories = "map"
+    r = run_cli(cfg, "update")
+    assert r.returncode == 0, r.stderr
+    assert {p.name for p in (tmp_path / "out").iterdir() if (p / "atom.xml").is_file()} == {"all", "flood"}
+    assert re.search(r"source=catflood limit: .*3,000 unpublished feed category names cut to 20", r.stderr)
+
+
 def test_new_categories_per_day_and_ignoring_the_feeds_categories(tmp_path, server):
     cats = "<category>c{n}a</category><category>c{n}b</category>"
     items = "".join(item(f"item {n}", f"i{n}", cats.format(n=n)) for n in range(6))
