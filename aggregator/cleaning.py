@@ -158,7 +158,7 @@ def clean(entry: Entry, limits: Limits, keep: Collection[str] = ()) -> Cleaned:
         features=entry.features,
         dropped=_dropped(entry.dropped, limits, n),
     )
-    if new == entry:
+    if new == entry and new.dropped == entry.dropped:  # `dropped` is left out of ==
         return Cleaned(entry)
     # Features computed beside the parse describe the text before cleaning: dedup recomputes them.
     return Cleaned(replace(new, features=None), tuple(n.cuts))
