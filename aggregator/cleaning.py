@@ -97,6 +97,16 @@ class _Notes:
         return clean
 
 
+def _dropped(terms: Sequence[str], limits: Limits, n: _Notes) -> tuple[str, ...]:
+    """The feed terms map mode dropped, only remembered for `aggregator categories`: bounded
+    like categories, and a cut reported like theirs (a flood of terms is worth a warning)."""
+    names = tuple(dict.fromkeys(xml_text(d)[: limits.category_chars] for d in terms))
+    if len(names) > limits.categories_per_entry:
+        n.cuts.append(f"{len(names):,} unpublished feed category names cut to {limits.categories_per_entry} "
+                      "(limit per entry)")  # fmt: skip
+    return names[: limits.categories_per_entry]
+
+
 def clean(entry: Entry, limits: Limits, keep: Collection[str] = ()) -> Cleaned:
     """The entry with XML-legal text within `limits`; `keep`: category names never cut (the
     source's configured ones). Raises ValueError when the entry cannot be stored at all."""
@@ -146,8 +156,9 @@ def clean(entry: Entry, limits: Limits, keep: Collection[str] = ()) -> Cleaned:
         enclosure=enclosure,
         stamp=entry.stamp,
         features=entry.features,
+        dropped=_dropped(entry.dropped, limits, n),
     )
-    if new == entry:
+    if new == entry and new.dropped == entry.dropped:  # `dropped` is left out of ==
         return Cleaned(entry)
     # Features computed beside the parse describe the text before cleaning: dedup recomputes them.
     return Cleaned(replace(new, features=None), tuple(n.cuts))

@@ -149,6 +149,7 @@ def categories(obj: CliContext) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .cli_rules import print_dropped
     from .publish.formats import FILENAMES
 
     settings = obj.settings()
@@ -160,7 +161,8 @@ def categories(obj: CliContext) -> None:
             n, newest = (found.entries, found.newest) if found else (0, None)
             paths = " ".join(f"{c.slug}/{FILENAMES[f]}" for f in settings.output.formats)
             table.add_row(c.name, c.slug, str(n), newest.strftime("%Y-%m-%d %H:%M") if newest else "-", paths)
-    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+        Console(width=200 if not sys.stdout.isatty() else None).print(table)
+        print_dropped(store)
 
 
 # ---- duplicates
@@ -456,7 +458,9 @@ def export_opml(obj: CliContext, output: str | None) -> None:
 # their own module so this one stays readable.
 from .cli_db import db  # noqa: E402
 from .cli_ops import discover, serve  # noqa: E402
+from .cli_rules import rules  # noqa: E402
 
 main.add_command(db)
 main.add_command(serve)
 main.add_command(discover)
+main.add_command(rules)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -192,6 +192,10 @@ class WebSubSettings(_Strict):
         return v
 
 
+def _feed_categories(v: object) -> object:
+    return {True: "keep", False: "ignore"}.get(v, v) if isinstance(v, bool) else v
+
+
 class SourceSettings(_Strict):
     name: str = Field(min_length=1)
     path: Path | None = None
@@ -205,7 +209,10 @@ class SourceSettings(_Strict):
     user_agent: str | None = None
     max_file_bytes: int = Field(default=5_000_000, ge=1)
     allow_private: bool | None = None  # None: [fetch] allow_private
-    feed_categories: bool = True  # false: ignore the feed's own categories, keep only `categories`
+    # The feed's own <category> terms: "map" keeps those the config names ([categories]), "keep"
+    # all, "ignore" none (true/false, the old spelling, mean keep/ignore). See docs/rules.md.
+    feed_categories: Annotated[Literal["keep", "map", "ignore"], BeforeValidator(_feed_categories)] = "map"
+    full_text: bool | str = False  # fetch each new entry's page: true (extractor) or a CSS selector
     limits: SourceLimits = SourceLimits()
     # article folders: what the site layout takes, and the source's say over it
     drafts: bool = False  # publish drafts (`_drafts/`, `draft: true`, `published: false`)
@@ -223,6 +230,16 @@ class SourceSettings(_Strict):
     proxy: str | None = None  # http://, https:// or socks5:// proxy; None: HTTP(S)_PROXY / NO_PROXY
     verify_tls: bool = True
     prefer: Literal["atom", "rss", "json"] | None = None  # which feed a page's discovery picks
+
+    @field_validator("full_text")
+    @classmethod
+    def _full_text(cls, v: bool | str) -> bool | str:
+        from .rules import selector_problem
+
+        problem = selector_problem(v) if isinstance(v, str) else None
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @field_validator("headers")
     @classmethod
@@ -291,7 +308,7 @@ class SourceSettings(_Strict):
         misplaced = [k for k in folder_only if k in self.model_fields_set] if self.path is None else []
         if misplaced:
             raise ValueError(f"{misplaced[0]!r} applies to article folders ('path') only")
-        remote_only = ("headers", "cookies", "auth", "auth_env", "proxy", "verify_tls", "prefer")
+        remote_only = ("headers", "cookies", "auth", "auth_env", "proxy", "verify_tls", "prefer", "full_text")
         misplaced = [k for k in remote_only if k in self.model_fields_set] if self.path is not None else []
         if misplaced:
             raise ValueError(f"{misplaced[0]!r} applies to remote sources ('url' or 'opml') only")
@@ -361,6 +378,7 @@ class Settings(_Strict):
     limits: LimitsSettings = LimitsSettings()
     alerts: AlertSettings = AlertSettings()
     sources: list[SourceSettings] = []
+    rules: list[dict[str, Any]] = []  # `[[rules]]`, checked by `rules.compile_rules` in load_config
     # Where the file came from; set by load_config, not by the TOML.
     config_path: Path = Path(DEFAULT_CONFIG)
     tuning: Tuning = Tuning()  # not from the TOML either (see Tuning)
@@ -469,6 +487,12 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Settings:
             listed = ", ".join(map(repr, unknown))
             raise ConfigError(f"{path}: dedup.source_priority: no configured source is named {listed}")
 
+    if settings.rules:  # a rule that cannot be used stops the load, named (`rules[4].when.colour: …`)
+        from .rules import config_problem
+
+        problem = config_problem(settings)
+        if problem:
+            raise ConfigError(f"{path}: {problem}")
     base = path.resolve().parent
     sources = []
     for i, s in enumerate(settings.sources):

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .config import Settings, SourceSettings
+from .fullpages import FullTextRun
 from .model import Entry, Rejected
 from .store import SourceRecord, Store, now_utc
 
@@ -158,9 +159,11 @@ async def _fetch_all(
     states = _Pending()
     run = FetchRun(store, settings, now, report, states)
     parsers = None  # made when the first document arrives: a cycle of 304s never loads the parser
+    shaping = None  # the rules and category names parsing needs, made with the parsers
+    pages = FullTextRun(store, settings, writer, now)
 
     async def handle(req: FetchRequest, result) -> None:
-        nonlocal parsers
+        nonlocal parsers, shaping
         src = by_name[req.name]
         parsed, problem = None, None
         if result.status == 200 and result.body is not None and result.error is None:
@@ -170,6 +173,7 @@ async def _fetch_all(
             if parsers is None:
                 pools = _first_then(parser) if parser else None
                 parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1))
+                shaping = _Shaping.of(settings)
             ctx = FeedContext(
                 src.name,
                 result.final_url or req.url,
@@ -177,6 +181,8 @@ async def _fetch_all(
                 aliases,
                 settings.limits_for(src),
                 src.feed_categories,
+                shaping.known,
+                shaping.rewrites(src.name),
             )
             try:
                 parsed = await parsers.parse(result.body, result.headers or {}, ctx)
@@ -184,6 +190,8 @@ async def _fetch_all(
                 problem = str(e)
             except Exception as e:  # a parser crash is this feed's problem, not the run's
                 problem = f"cannot parse: {e.__class__.__name__}: {e}"
+            if parsed is not None and src.full_text:
+                await _full_text(parsed, src, req, pages)
         await loop.run_in_executor(writer, _record_fetch, run, Fetched(src, rows[src.name], result, parsed, problem))
 
     requests = [_request(settings, s, rows[s.name], USER_AGENT, FetchRequest) for s in sources]
@@ -197,6 +205,36 @@ async def _fetch_all(
             parsers.shutdown()
         elif parser is not None:
             parser.first.shutdown(wait=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shaping:
+    """What parsing needs of the republishing rules and `[categories]`, made once per run."""
+
+    known: dict  # `categorymap.known_names`
+    rules: tuple  # every `rules.Rule`
+
+    @classmethod
+    def of(cls, settings: Settings) -> _Shaping:
+        from .categorymap import known_names
+        from .rules import compile_rules
+
+        return cls(known_names(settings), compile_rules(settings.rules) if settings.rules else ())
+
+    def rewrites(self, source: str) -> tuple:
+        from .rules import REWRITES
+
+        return tuple(r for r in self.rules if r.action in REWRITES and r.covers(source))
+
+
+async def _full_text(parsed, src: SourceSettings, req, run) -> None:
+    """The articles of a teaser feed's pages (`fullpages`); trouble there keeps the teasers."""
+    from .fullpages import complete
+
+    try:
+        await complete(parsed, src, req, run)
+    except Exception:
+        log.exception("source=%s full text: cannot complete the teasers; they are kept", src.name)
 
 
 _warned_tls: set[str] = set()
@@ -248,6 +286,7 @@ def _new_category_budget(
     `cleaning.cap_new_categories`); the source's configured categories always stay."""
     from datetime import timedelta
 
+    from .categorymap import known_names
     from .cleaning import cap_new_categories
 
     limit = settings.limits_for(src).new_categories_per_day
@@ -260,6 +299,8 @@ def _new_category_budget(
         return entries
     created = store.categories_created_since(source_id, now - timedelta(days=1))
     configured = {settings.canonical_category(c) for c in src.categories}
+    # what the config names (`[categories]`, rules' categories) is not a feed's invention either
+    configured |= {c for c in known_names(settings).values() if c in names}
     entries, dropped = cap_new_categories(entries, existing | configured, max(0, limit - created))
     if dropped:
         shown = ", ".join(repr(d) for d in dropped[:5]) + (" …" if len(dropped) > 5 else "")

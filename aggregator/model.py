@@ -77,6 +77,9 @@ class Entry:
     # Computed beside the parse when it runs in worker processes, so dedup need not read the
     # content back; None: dedup computes them itself.
     features: Features | None = field(default=None, compare=False)
+    # The feed's own category terms `feed_categories = "map"` did not publish (`categorymap`):
+    # stored so that `aggregator categories` can list them; not part of what readers see.
+    dropped: tuple[str, ...] = field(default=(), compare=False)
 
     def with_key(self, key: str) -> Entry:
         """This entry under another key (`dataclasses.replace` rebuilds keyword arguments from

@@ -167,7 +167,12 @@ def ingest_files(
 
         ctx = article_context(settings, source, scanned.site, now)
         found = read_articles(source.path, todo, ctx, source.max_file_bytes, settings.tuning.read_parallel_min)
+    rewrites = _rewrites(settings, source.name)
     for done, item in enumerate(found, 1):
+        if rewrites and isinstance(item, Entry):
+            from .rules import rewrite
+
+            item = rewrite(rewrites, item)  # on the sanitized article: tags and text, no classes
         if isinstance(item, Rejected):
             report.rejected.append(item)
             log.warning("rejected %s", item)
@@ -198,6 +203,15 @@ def ingest_files(
     report.withdrawn = len(gone)
     report.touched += gone
     return report
+
+
+def _rewrites(settings: Settings, source: str) -> tuple:
+    """The rewriting rules (`rules.REWRITES`) that cover `source`."""
+    if not settings.rules:
+        return ()
+    from .rules import REWRITES, compile_rules
+
+    return tuple(r for r in compile_rules(settings.rules) if r.action in REWRITES and r.covers(source))
 
 
 def ingest(
@@ -256,8 +270,11 @@ def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.
     """After ingesting: dedup what changed, then publish. `update` and the daemon's build job both
     end with this, so a cycle of the daemon and a run of `update` do the same work."""
     from . import dedup
+    from .hiding import judge
     from .publish import build, early_pages
 
+    # Block and keep rules first: what they hide leaves its cluster and every feed.
+    touched = [*touched, *judge(store, settings, touched)]
     if not settings.dedup.enabled:
         return dedup.disable(store), build(store, settings)
     # Cluster what changed (new, changed and withdrawn ids) before publishing; article pages

@@ -17,7 +17,8 @@ categories). Actions:
 - add_category / set_category: `category = "Name"`, added to or replacing the entry's categories.
 
 Pure: `compile_rules` turns the config's tables into `Rule`s (a `RuleError` names the bad key),
-`apply` runs them on one entry and says what happened.
+`rewrite` runs the rewriting ones where an entry is parsed, `verdict` says whether block and keep
+hide the entry as stored, and `apply` runs all of them on one entry and says what happened.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def compile_rules(raw: Sequence[Mapping[str, Any]], known_sources: Iterable[str]
             compiled.append((f, _re2(pattern, f"{where}.when.{f}")))
         rule = Rule(i, action, frozenset(sources) if sources is not None else None, tuple(compiled))
         if action == "remove":
-            rule = replace(rule, selector=_selector(table["selector"], f"{where}.selector"))
+            rule = replace(rule, selector=check_selector(table["selector"], f"{where}.selector"))
         elif action == "replace":
             if table["field"] not in REPLACEABLE:
                 allowed = ", ".join(REPLACEABLE)
@@ -144,7 +145,7 @@ def compile_rules(raw: Sequence[Mapping[str, Any]], known_sources: Iterable[str]
     return tuple(out)
 
 
-def _selector(value: object, where: str) -> str:
+def check_selector(value: object, where: str) -> str:
     from cssselect import GenericTranslator, SelectorError
 
     if not isinstance(value, str) or not value.strip():
@@ -154,6 +155,26 @@ def _selector(value: object, where: str) -> str:
     except SelectorError as e:
         raise RuleError(f"{where}: not a CSS selector ({e}): {value!r}") from None
     return value
+
+
+def selector_problem(value: str) -> str | None:
+    """Why `value` is not a CSS selector, or None."""
+    try:
+        check_selector(value, "selector")
+    except RuleError as e:
+        return str(e).removeprefix("selector: ")
+    return None
+
+
+def config_problem(settings) -> str | None:
+    """The first bad key of the settings' `[[rules]]`, or None. Source names are checked unless
+    an OPML file names some (they are known only once it is read)."""
+    known = None if any(s.opml is not None for s in settings.sources) else [s.name for s in settings.sources]
+    try:
+        compile_rules(settings.rules, known)
+    except RuleError as e:
+        return str(e)
+    return None
 
 
 def _values(entry: Entry, name: str) -> Sequence[str]:
@@ -170,30 +191,71 @@ def _values(entry: Entry, name: str) -> Sequence[str]:
     return entry.categories or ("",)
 
 
+REWRITES = ("remove", "replace", "add_category", "set_category")
+VERDICTS = ("block", "keep")
+
+
 def apply(rules: Sequence[Rule], entry: Entry) -> Outcome:
-    """Run the rules covering the entry's source, in order."""
+    """Run the rules covering the entry's source, in order: what `aggregator rules test` shows.
+    The pipeline runs the same rules in two steps, `rewrite` where the entry is parsed and
+    `verdict` on the entry as stored."""
     out = Outcome(entry)
-    keeps = [r for r in rules if r.action == "keep" and r.covers(entry.source)]
     for rule in rules:
         if not rule.covers(entry.source) or not rule.matches(out.entry):
             continue
         out.fired.append(rule.name)
-        if rule.action == "block":
-            out.blocked = out.blocked or f"blocked by {rule.name}"
-        elif rule.action == "remove":
-            out.entry = replace(out.entry, content_html=remove_elements(out.entry.content_html, rule.selector or ""))
-        elif rule.action == "replace":
-            name = _ATTRIBUTE[rule.field or "title"]
-            out.entry = replace(out.entry, **{name: rule.pattern.sub(rule.replacement, getattr(out.entry, name))})
-        elif rule.action == "add_category":
-            out.entry = replace(out.entry, categories=tuple(dict.fromkeys((*out.entry.categories, rule.category))))
-        elif rule.action == "set_category":
-            out.entry = replace(out.entry, categories=(rule.category,))
-    if keeps and not any(r.name in out.fired for r in keeps) and out.blocked is None:
-        out.blocked = f"not kept by {', '.join(r.name for r in keeps)}"
+        if rule.action in REWRITES:
+            out.entry = _rewrite_one(rule, out.entry)
+    out.blocked = verdict(rules, out.entry)
     if out.entry is not entry:
         out.entry = replace(out.entry, features=None)  # dedup's features described the text before
     return out
+
+
+def rewrite(rules: Sequence[Rule], entry: Entry) -> Entry:
+    """The entry after the rewriting rules (remove, replace, add_category, set_category) that
+    cover its source and match it, in order. The parsers call it on the entry as fetched, before
+    its content is sanitized, so a `remove` selector still sees classes and ids."""
+    before = entry
+    for rule in rules:
+        if rule.action in REWRITES and rule.covers(entry.source) and rule.matches(entry):
+            entry = _rewrite_one(rule, entry)
+    if entry is not before and entry.features is not None:
+        entry = replace(entry, features=None)  # dedup's features described the text before
+    return entry
+
+
+def verdict(rules: Sequence[Rule], entry: Entry) -> str | None:
+    """Why the block and keep rules hide the entry, or None when it is shown. Decided on the
+    entry as stored, so changing these rules needs no refetch (`aggregator.hiding`)."""
+    for rule in rules:
+        if rule.action == "block" and rule.covers(entry.source) and rule.matches(entry):
+            return f"blocked by {rule.name}"
+    keeps = [r for r in rules if r.action == "keep" and r.covers(entry.source)]
+    if keeps and not any(r.matches(entry) for r in keeps):
+        return f"not kept by {', '.join(r.name for r in keeps)}"
+    return None
+
+
+def _rewrite_one(rule: Rule, entry: Entry) -> Entry:
+    if rule.action == "remove":
+        return replace(entry, content_html=remove_elements(entry.content_html, rule.selector or ""))
+    if rule.action == "replace":
+        name = _ATTRIBUTE[rule.field or "title"]
+        return replace(entry, **{name: rule.pattern.sub(rule.replacement, getattr(entry, name))})
+    if rule.action == "add_category":
+        return replace(entry, categories=tuple(dict.fromkeys((*entry.categories, rule.category))))
+    return replace(entry, categories=(rule.category,))  # set_category
+
+
+def fingerprint(raw: Sequence[Mapping[str, Any]]) -> str:
+    """What the block and keep rules of the config are, with their positions (a reason names
+    its rule by position): when it changes, every stored entry is judged again."""
+    import hashlib
+    import json
+
+    chosen = [(i, t) for i, t in enumerate(raw) if isinstance(t, Mapping) and t.get("action") in VERDICTS]
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()
 
 
 _ATTRIBUTE = {"title": "title", "content": "content_html", "summary": "summary"}

@@ -83,7 +83,9 @@ def test_control_characters_in_feed_items_do_not_stop_builds(tmp_path, server):
         rss(item("rss ctl &#1; title", "r1", "<category>cat&#1;ctl</category>") + item("RSS neighbour", "r2")),
         content_type=RSS_T,
     )
-    cfg = config(tmp_path, source("j", server.url_for("/ctl.json")) + source("r", server.url_for("/ctl.xml")))
+    keep = 'feed_categories = "keep"'  # the feeds' own terms become categories
+    cfg = config(tmp_path, source("j", server.url_for("/ctl.json"), extra=keep)
+                 + source("r", server.url_for("/ctl.xml"), extra=keep))
     r = run_cli(cfg, "update")
     assert r.returncode == 0, r.stderr
     b = run_cli(cfg, "build", "--force")
@@ -112,13 +114,23 @@ def test_one_item_with_3000_categories_makes_few_feeds(tmp_path, server):
     server.expect_request("/flood.xml").respond_with_data(
         rss(item("flood item", "f1", cats) + item("Flood neighbour", "f2")), content_type=RSS_T
     )
-    cfg = config(tmp_path, source("catflood", server.url_for("/flood.xml"), ["flood"]))
+    cfg = config(tmp_path, source("catflood", server.url_for("/flood.xml"), ["flood"], 'feed_categories = "keep"'))
     r = run_cli(cfg, "update")
     assert r.returncode == 0, r.stderr
     folders = [p for p in (tmp_path / "out").iterdir() if (p / "atom.xml").is_file()]
     assert len(folders) == 22  # all, flood and 20 of the item's own
     assert "Flood neighbour" in titles(tmp_path / "out")
     assert re.search(r"source=catflood limit: .*3,000 category names cut to 20", r.stderr)
+
+
+def test_a_category_flood_in_map_mode_makes_no_feed_and_is_reported(tmp_path, server):
+    cats = "".join(f"<category>spam category {i}</category>" for i in range(3000))
+    server.expect_request("/flood.xml").respond_with_data(rss(item("flood item", "f1", cats)), content_type=RSS_T)
+    cfg = config(tmp_path, source("catflood", server.url_for("/flood.xml"), ["flood"]))  # feed_categories = "map"
+    r = run_cli(cfg, "update")
+    assert r.returncode == 0, r.stderr
+    assert {p.name for p in (tmp_path / "out").iterdir() if (p / "atom.xml").is_file()} == {"all", "flood"}
+    assert re.search(r"source=catflood limit: .*3,000 unpublished feed category names cut to 20", r.stderr)
 
 
 def test_new_categories_per_day_and_ignoring_the_feeds_categories(tmp_path, server):
@@ -128,7 +140,8 @@ def test_new_categories_per_day_and_ignoring_the_feeds_categories(tmp_path, serv
     server.expect_request("/mine.xml").respond_with_data(rss(items), content_type=RSS_T)
     cfg = config(
         tmp_path,
-        source("many", server.url_for("/many.xml"), ["many"], "limits = { new_categories_per_day = 5 }")
+        source("many", server.url_for("/many.xml"), ["many"],
+               'limits = { new_categories_per_day = 5 }\nfeed_categories = "keep"')
         + source("mine", server.url_for("/mine.xml"), ["only-mine"], "feed_categories = false"),
     )
     r = run_cli(cfg, "update")

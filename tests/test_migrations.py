@@ -171,7 +171,10 @@ def test_a_database_made_by_the_last_release_is_upgraded_in_place(tmp_path: Path
     r = run_cli(cfg, "db", "upgrade")
     assert r.returncode == 0 and SCHEMA_REVISION in r.stdout, r.stderr
     after = _rows(url)
-    assert {t: rows for t, rows in after.items() if t in before} == before
+    # Columns added since (at the end of their table) are left out: every old value is kept.
+    width = {t: len(rows[0]) for t, rows in before.items() if rows}
+    kept = {t: sorted((r[: width.get(t)] for r in rows), key=repr) for t, rows in after.items() if t in before}
+    assert kept == before
     assert run_cli(cfg, "db", "current").stdout.strip() == f"{SCHEMA_REVISION} (head)"
 
     r = run_cli(cfg, "update")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from aggregator.model import Entry
@@ -77,9 +75,10 @@ def test_bad_rules_are_named(table: dict, named: str):
 
 def test_a_catastrophic_pattern_runs_in_linear_time():
     rules = compile_rules([{"when": {"content": "(a+)+$b"}, "action": "block"}])
-    started = time.monotonic()
+    # RE2, not `re`: a backtracking engine would not return from this input (no clock in the test:
+    # the engine is what guarantees the time).
+    assert type(rules[0].when[0][1]).__module__.startswith("re2")
     assert apply(rules, entry(content_html="a" * 200_000 + "!")).blocked is None
-    assert time.monotonic() - started < 2
 
 
 def test_remove_elements_keeps_the_text_around_and_leaves_unmatched_html_alone():

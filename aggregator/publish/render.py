@@ -146,7 +146,7 @@ class Renderer:
                 except Exception:  # one entry that cannot be published must not stop the build
                     log.exception("entry %s (%s): cannot be published, skipped", r.id, r.uid)
                     continue
-                found[r.id] = (item, r.withdrawn_at is not None)
+                found[r.id] = (item, r.gone)
                 size = self.settings.tuning.render_cache_entries
                 self._remember(self._items, (r.id, summary_only, a, summary_chars), found[r.id], size)
         return [found[i] for i in ids if i in found]

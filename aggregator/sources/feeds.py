@@ -17,12 +17,13 @@ import html
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import feedparser
 import feedparser.mixin
 
+from ..categorymap import sort_terms
 from ..cleaning import Limits, clean, xml_text
 from ..model import Enclosure, Entry, Rejected, positional_pickle
 from ..text import absolute_url, is_url, plain_text, sanitize_html, summarize
@@ -66,7 +67,9 @@ class FeedContext:
     categories: tuple[str, ...] = ()  # canonical names added to every entry
     aliases: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
-    feed_categories: bool = True  # False: the items' own categories are ignored
+    feed_categories: str | bool = "keep"  # the items' own categories: keep, map or ignore (`categorymap`)
+    known: Mapping[str, str] = field(default_factory=dict)  # what "map" keeps: `categorymap.known_names`
+    rules: tuple = ()  # `rules.Rule`s covering this source, run on each item before sanitizing
 
 
 @positional_pickle
@@ -214,10 +217,15 @@ def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedCon
     base = _entry_base(e, doc_base)
     link = _entry_link(e, base)
     content, content_base, from_summary = _content(e, base)
-    html_body = sanitize_html(content, content_base) if content else ""
     summary_html = e.get("summary", "") if not from_summary else ""
-    summary = summarize(summary_html) if summary_html else summarize(html_body)
     title = _clean_title(e.get("title_detail"), ctx.limits.title_chars)
+    authors = _authors(e) or feed_authors
+    categories, dropped = _categories([t.get("label") or t.get("term") or "" for t in e.get("tags", [])], ctx)
+    if ctx.rules:
+        title, content, summary_html, categories = _rewritten(ctx, title, content, summary_html, link, authors,
+                                                              categories)  # fmt: skip
+    html_body = sanitize_html(content, content_base) if content else ""
+    summary = summarize(summary_html) if summary_html else summarize(html_body)
     title = title or summarize(html_body, 80) or link or "(untitled)"
     # dict.get: FeedParserDict would answer a missing updated_parsed with published_parsed.
     published = _date(dict.get(e, "published_parsed")) or _date(dict.get(e, "created_parsed"))
@@ -235,8 +243,8 @@ def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedCon
         link=link,
         published=published,
         updated=updated if updated and published and updated > published else None,
-        authors=_authors(e) or feed_authors,
-        categories=_categories([t.get("label") or t.get("term") or "" for t in e.get("tags", [])], ctx),
+        authors=authors,
+        categories=categories,
         outlet=feed_title,
         image=_image(e, base),
         enclosure=_enclosure(
@@ -248,7 +256,21 @@ def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedCon
             base,
         ),
     )
+    if dropped:
+        entry = replace(entry, dropped=tuple(dropped))
     return ParsedItem(entry, guid, link, _fallback(title, dict.get(e, "published") or dict.get(e, "updated") or ""))
+
+
+def _rewritten(ctx: FeedContext, title: str, content: str, summary: str, link: str | None,
+               authors: tuple[str, ...], categories: tuple[str, ...]) -> tuple[str, str, str, tuple]:  # fmt: skip
+    """(title, content, summary, categories) after the source's rewriting rules (`rules.rewrite`),
+    on the item as fetched: its content is not sanitized yet, so a `remove` selector still finds
+    `div.ad` (sanitizing drops classes)."""
+    from ..rules import rewrite
+
+    raw = Entry(ctx.source, "", title, content, summary, link=link, authors=authors, categories=categories)
+    done = rewrite(ctx.rules, raw)
+    return done.title, done.content_html, done.summary, done.categories
 
 
 def _entry_base(e, doc_base: str) -> str:
@@ -322,11 +344,11 @@ def _authors(e) -> tuple[str, ...]:
     return tuple(dict.fromkeys(" ".join(n.split()) for n in names if n and n.strip()))
 
 
-def _categories(names: Sequence[str], ctx: FeedContext) -> tuple[str, ...]:
-    """The item's own categories (unless the source ignores them), then the source's."""
-    own = names if ctx.feed_categories else ()
-    out = [" ".join(n.split()) for n in own if n and n.strip()] + list(ctx.categories)
-    return tuple(dict.fromkeys(ctx.aliases.get(n, n) for n in out))
+def _categories(names: Sequence[str], ctx: FeedContext) -> tuple[tuple[str, ...], list[str]]:
+    """(categories, dropped): the item's own categories the source's `feed_categories` keeps,
+    then the source's; and the terms it dropped (`categorymap`)."""
+    kept, dropped = sort_terms(names, ctx.feed_categories, ctx.known, ctx.aliases)
+    return tuple(dict.fromkeys([*kept, *ctx.categories])), dropped
 
 
 def _image(e, base: str) -> str | None:
@@ -407,9 +429,16 @@ def _json_item(
         content = _as_html({"value": i["content_text"], "type": "text/plain"})
     else:
         content = ""
-    body = sanitize_html(content, link or base) if content else ""
-    summary = summarize(str(i["summary"])) if isinstance(i.get("summary"), str) else summarize(body)
     title = " ".join(str(i.get("title") or "")[: ctx.limits.title_chars * 2].split())
+    summary_text = str(i["summary"]) if isinstance(i.get("summary"), str) else ""
+    tags = [str(t) for t in _list(i.get("tags")) if isinstance(t, str | int)]
+    authors = _json_authors(i) or feed_authors
+    categories, dropped = _categories(tags, ctx)
+    if ctx.rules:
+        title, content, summary_text, categories = _rewritten(ctx, title, content, summary_text, link, authors,
+                                                              categories)  # fmt: skip
+    body = sanitize_html(content, link or base) if content else ""
+    summary = summarize(summary_text) if summary_text else summarize(body)
     title = title or summarize(body, 80) or link or "(untitled)"
     published = _iso_date(i.get("date_published"))
     updated = _iso_date(i.get("date_modified"))
@@ -417,7 +446,6 @@ def _json_item(
         published, updated = updated, None
     image = next((str(u) for u in (i.get("image"), i.get("banner_image")) if isinstance(u, str) and u), None)
     image = absolute_url(image, base) if image else None
-    tags = [str(t) for t in _list(i.get("tags")) if isinstance(t, str | int)]
     guid = _guid(i["id"], ctx.limits) if i.get("id") not in (None, "") else None
     entry = Entry(
         source=ctx.source,
@@ -428,8 +456,8 @@ def _json_item(
         link=link,
         published=published,
         updated=updated if updated and published and updated > published else None,
-        authors=_json_authors(i) or feed_authors,
-        categories=_categories(tags, ctx),
+        authors=authors,
+        categories=categories,
         outlet=feed_title,
         image=image if image and is_url(image) else None,
         enclosure=_enclosure(
@@ -441,6 +469,8 @@ def _json_item(
             base,
         ),
     )
+    if dropped:
+        entry = replace(entry, dropped=tuple(dropped))
     return ParsedItem(entry, guid, link, _fallback(title, str(i.get("date_published") or "")))
 
 

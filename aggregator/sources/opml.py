@@ -151,6 +151,7 @@ def remote_sources(settings: Settings) -> list[SourceSettings]:
                         timezone=s.timezone,
                         allow_private=s.allow_private,
                         feed_categories=s.feed_categories,
+                        full_text=s.full_text,
                         limits=s.limits,
                         # the OPML entry's HTTP options apply to each of its feeds
                         **{k: getattr(s, k) for k in HTTP_OPTIONS if k in s.model_fields_set},

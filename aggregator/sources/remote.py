@@ -377,17 +377,19 @@ class HostSlots:
 
 
 async def fetch_many(
-    requests: Sequence[FetchRequest], concurrency: int, per_host: int, max_bytes: int, handle: Handler
-) -> None:
+    requests: Sequence[FetchRequest], concurrency: int, per_host: int, max_bytes: int, handle: Handler,
+    hosts: dict[str, HostSlots] | None = None,
+) -> None:  # fmt: skip
     """Fetch every request, at most `concurrency` at once and `per_host` per host (see
     `HostSlots`), and hand each result to `handle` as soon as it arrives (outside the limits, so
     parsing and storing one feed never holds a connection slot). A slot is taken before a
     source's clock starts, so a stalled server delays the others on its host by at most its own
-    timeout."""
+    timeout. `hosts`: the slots of another call to share (a run's article pages and its feeds
+    count against one limit per host)."""
     from .sessions import ProxyUnavailable, Sessions, follow_discovery
 
     overall = asyncio.Semaphore(concurrency)
-    hosts: dict[str, HostSlots] = {}
+    hosts = {} if hosts is None else hosts
     session_for = Sessions(concurrency)
     try:
 

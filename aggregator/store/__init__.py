@@ -11,6 +11,7 @@ a small typed API over plain records (`records`, `model`):
 | `clusters`, `keyindex` | duplicate clusters, dedup features and the key index |
 | `publishing` | what each feed and page was built from, archive pages |
 | `daemon_state` | the daemon's last cycle and the writer lease |
+| `republishing` | what the republishing rules keep: hidden entries, dropped feed terms, full-text pages |
 | `pruning` | retention's reads and writes: pruning with tombstones |
 | `schema`, `database`, `migrations/` | the tables, opening a database, Alembic migrations |
 
@@ -45,9 +46,11 @@ from .records import (
     entry_uid,
     now_utc,
 )
+from .republishing import CachedPage, RepublishStore, RuleSubject
 from .sources import SourceStore
 
 __all__ = [
+    "CachedPage",
     "CategoryCount",
     "CategoryRef",
     "DedupTransaction",
@@ -55,6 +58,7 @@ __all__ = [
     "KeyIndexShape",
     "ListedEntry",
     "PruneCandidates",
+    "RuleSubject",
     "SaveResult",
     "SchemaError",
     "SourceRecord",
@@ -68,7 +72,8 @@ __all__ = [
 ]
 
 
-class Store(EntryStore, SourceStore, CategoryStore, ClusterStore, PublishStore, DaemonStore, RetentionStore):
+class Store(EntryStore, SourceStore, CategoryStore, ClusterStore, PublishStore, DaemonStore, RetentionStore,
+            RepublishStore):  # fmt: skip
     """A database holding sources, entries, categories, clusters and publishing state.
 
     Opening one checks its schema: an empty database is created at the current revision, an

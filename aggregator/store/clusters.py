@@ -30,7 +30,8 @@ def _chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
 
 
 _ITEM_COLUMNS = ("id", "source_id", "key", "title", "published", "updated", "first_seen", "url_key", "fingerprint",
-                 "text_chars", "minhash", "withdrawn_at", "canonical_id", "dup_reason", "dup_score")  # fmt: skip
+                 "text_chars", "minhash", "withdrawn_at", "hidden", "canonical_id", "dup_reason",
+                 "dup_score")  # fmt: skip
 
 
 def _item(row, sources: dict[int, str]) -> ClusterEntry:
@@ -46,7 +47,9 @@ def _item(row, sources: dict[int, str]) -> ClusterEntry:
         fingerprint=row.fingerprint,
         text_chars=row.text_chars or 0,
         signature=row.minhash,
-        withdrawn=row.withdrawn_at is not None,
+        # A rule's hidden entry leaves its cluster like a withdrawn one: it is no one's canonical
+        # entry and no one's "also reported by".
+        withdrawn=row.withdrawn_at is not None or row.hidden is not None,
         canonical_id=row.canonical_id,
         dup_reason=row.dup_reason,
         dup_score=row.dup_score,
@@ -214,11 +217,14 @@ class DedupTransaction:
         c = self.c
         ec, dc = EntryCategoryRow.__table__, DedupCategoryRow.__table__
         for chunk in _chunks(sorted(affected)):
-            rows = c.execute(select(E.c.id, E.c.canonical_id, E.c.withdrawn_at).where(E.c.id.in_(chunk))).all()
+            q = select(E.c.id, E.c.canonical_id, E.c.withdrawn_at, E.c.hidden).where(E.c.id.in_(chunk))
+            rows = [(i, cid, gone if gone is not None else hidden) for i, cid, gone, hidden in c.execute(q)]
             shown = [i for i, cid, gone in rows if cid is None and gone is None]
             members: dict[int, list[int]] = {i: [] for i in shown}
             for part in _chunks(shown):
-                q = select(E.c.id, E.c.canonical_id).where(E.c.canonical_id.in_(part), E.c.withdrawn_at.is_(None))
+                q = select(E.c.id, E.c.canonical_id).where(
+                    E.c.canonical_id.in_(part), E.c.withdrawn_at.is_(None), E.c.hidden.is_(None)
+                )
                 for m, cid in c.execute(q):
                     members[cid].append(m)
             borrowed: dict[int, set[int]] = {}
@@ -297,7 +303,7 @@ class ClusterStore:
             q = (
                 select(E.c.canonical_id, *cols)
                 .join(SourceRow, SourceRow.id == E.c.source_id)
-                .where(E.c.canonical_id.is_not(None), E.c.withdrawn_at.is_(None))
+                .where(E.c.canonical_id.is_not(None), E.c.withdrawn_at.is_(None), E.c.hidden.is_(None))
                 .order_by(E.c.id)
             )
             for cid, *row in c.execute(q):

@@ -7,7 +7,7 @@ transaction each, so an interrupted run leaves the previous state or the new one
 of an entry.
 
 **The visible-entry rule** lives here and only here (`VISIBLE`): an entry readers see is not
-withdrawn and not a hidden duplicate (no canonical entry above it).
+withdrawn, not hidden by a republishing rule, and not a hidden duplicate (no canonical entry above it).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from .schema import CategoryRow, DedupCategoryRow, EntryCategoryRow, EntryRow, S
 BATCH = 500  # ids per IN (...) list
 E = EntryRow.__table__
 
-# An entry readers see: not withdrawn, not a hidden duplicate. Every listing and count uses it.
-VISIBLE = (E.c.withdrawn_at.is_(None), E.c.canonical_id.is_(None))
+# An entry readers see: not withdrawn, not hidden by a rule, not a hidden duplicate. Every listing
+# and count uses it.
+VISIBLE = (E.c.withdrawn_at.is_(None), E.c.hidden.is_(None), E.c.canonical_id.is_(None))
 
 
 def loads_list(value: str | None) -> list:
@@ -57,6 +58,7 @@ def _values(e: Entry, version: str) -> dict:
         "outlet": e.outlet,
         "image": e.image,
         "enclosure": _enclosure_json(e),
+        "dropped_terms": _json(e.dropped),
         "summary": e.summary,
         "content": e.content_html,
         "published": e.published,
@@ -92,7 +94,7 @@ def _listing(category_id: int | None, *columns):
 # compiling them anew each time cost more than the rows they fetch.
 _PUBLISHED_COLUMNS = (
     "id", "source_id", "key", "uid", "version", "title", "link", "author", "tags", "outlet", "image", "enclosure",
-    "summary", "content", "published", "updated", "first_seen", "withdrawn_at",
+    "summary", "content", "published", "updated", "first_seen", "withdrawn_at", "hidden",
 )  # fmt: skip
 _BY_ID = select(*(E.c[n] for n in _PUBLISHED_COLUMNS)).where(E.c.id.in_(bindparam("ids", expanding=True)))
 _CATEGORIES_OF = (
@@ -283,7 +285,7 @@ class EntryStore:
                     found[r.id] = StoredEntry(
                         r.id, r.source_id, r.key, r.uid, r.version, r.title, r.link, loads_list(r.author),
                         loads_list(r.tags), r.outlet, r.image, json.loads(r.enclosure) if r.enclosure else None,
-                        r.summary, r.content, r.published, r.updated, r.first_seen, r.withdrawn_at,
+                        r.summary, r.content, r.published, r.updated, r.first_seen, r.withdrawn_at, r.hidden,
                     )  # fmt: skip
         return [found[i] for i in ids if i in found]
 
@@ -304,7 +306,8 @@ class EntryStore:
         q = (
             select(E.c.canonical_id, E.c.outlet, SourceRow.name, E.c.link)
             .join(SourceRow, SourceRow.id == E.c.source_id)
-            .where(E.c.canonical_id.in_(list(ids)), E.c.withdrawn_at.is_(None), E.c.link.is_not(None))
+            .where(E.c.canonical_id.in_(list(ids)), E.c.withdrawn_at.is_(None), E.c.hidden.is_(None),
+                   E.c.link.is_not(None))
             .order_by(E.c.canonical_id, E.c.id)
         )
         with self.engine.connect() as c:

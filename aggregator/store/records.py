@@ -110,6 +110,12 @@ class StoredEntry:
     updated: datetime | None
     first_seen: datetime
     withdrawn_at: datetime | None
+    hidden: str | None = None  # why a block or keep rule hides it
+
+    @property
+    def gone(self) -> bool:
+        """Not to be shown: withdrawn, or hidden by a rule."""
+        return self.withdrawn_at is not None or self.hidden is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision the models describe: a database at another one is upgraded first.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 
 class UTCDateTime(TypeDecorator):
@@ -151,6 +151,11 @@ class EntryRow(Base):
     # Set on every insert, content change and withdrawal; cleared once dedup has looked at the entry,
     # so an interrupted run (or `aggregator ingest` alone) is caught up by the next one.
     dedup_pending: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    # Republishing rules: why a block or keep rule hides the entry (NULL: shown); kept apart from
+    # its content so that changing the rules needs no refetch (`aggregator.hiding`).
+    hidden: Mapped[str | None] = mapped_column(Text)
+    # The feed's own category terms `feed_categories = "map"` did not publish (JSON list).
+    dropped_terms: Mapped[str | None] = mapped_column(Text)
 
 
 # Members whose canonical entry was deleted (ON DELETE SET NULL) keep their dup_reason: this
@@ -304,3 +309,22 @@ class DiscoveredFeedRow(Base):
     page: Mapped[str] = mapped_column(Text)
     feed: Mapped[str] = mapped_column(Text)
     found_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PageCacheRow(Base):
+    """The article pages of `full_text` sources, by URL: each is fetched once (a failure that may
+    pass is tried again later, conditionally), and its extracted article kept for every later
+    parse of the feed that still carries the teaser (`aggregator.fulltext`)."""
+
+    __tablename__ = "page_cache"
+
+    url_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the URL
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[int | None] = mapped_column(Integer)  # HTTP status of the last fetch
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[str | None] = mapped_column(Text)  # the extracted article, sanitized; NULL: none
+    error: Mapped[str | None] = mapped_column(Text)  # why there is none
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failed fetches in a row
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # NULL: never fetched again
