@@ -65,3 +65,17 @@ def server():
     yield srv
     srv.clear()
     srv.stop()
+
+
+PG_URL = os.environ.get("AGG_TEST_PG_URL")  # a scratch PostgreSQL database the tests may empty
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database: a SQLite file always; PostgreSQL too when AGG_TEST_PG_URL is set."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/db/agg.sqlite3"
+    if not PG_URL:
+        pytest.skip("AGG_TEST_PG_URL not set")
+    reset_database(PG_URL)
+    return PG_URL

@@ -61,6 +61,19 @@ def _sqlite_pragmas(engine: Engine, cache_mb: int) -> None:
         cur.close()
 
 
+def insert_ignoring_conflicts(c: Connection, table):
+    """`INSERT … ON CONFLICT DO NOTHING` in the connection's dialect: concurrent writers (the
+    daemon's fetch jobs, fetch workers on other machines) may create the same row at once, and
+    the loser must find the winner's row rather than fail its transaction."""
+    if c.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
 def revision(c: Connection) -> str | None:
     """The schema revision stored in the database; None when it has none."""
     if not inspect(c).has_table(VERSION_TABLE):
