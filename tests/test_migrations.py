@@ -171,7 +171,11 @@ def test_a_database_made_by_the_last_release_is_upgraded_in_place(tmp_path: Path
     r = run_cli(cfg, "db", "upgrade")
     assert r.returncode == 0 and SCHEMA_REVISION in r.stdout, r.stderr
     after = _rows(url)
-    assert {t: rows for t, rows in after.items() if t in before} == before
+    # Columns a migration added come last in their table (the workers' lease on `sources`, empty):
+    # every row keeps the values it had in the columns it had.
+    width = {t: len(rows[0]) for t, rows in before.items() if rows}
+    assert {t: [r[: width.get(t, len(r))] for r in rows] for t, rows in after.items() if t in before} == before
+    assert {r[width["sources"]:] for r in after["sources"]} == {(None, None)}
     assert run_cli(cfg, "db", "current").stdout.strip() == f"{SCHEMA_REVISION} (head)"
 
     r = run_cli(cfg, "update")
