@@ -101,7 +101,7 @@ class FetchWorker:
     # -------------------------------------------------------------- the lanes
 
     def lane(self) -> None:
-        from . import pipeline
+        from .fetching import fetch_sources
 
         w = self.settings.workers
         while not self.stop.is_set():
@@ -123,7 +123,7 @@ class FetchWorker:
             batch = [self._sources[n] for n in claimed if n in self._sources]
             started = time.monotonic()
             try:
-                report = pipeline.fetch_sources(self.store, self.settings, batch, self.budget)
+                report = fetch_sources(self.store, self.settings, batch, self.budget)
             except Exception as e:
                 # Claims are kept: they lapse within a lease, and then the sources are tried
                 # again, rather than at once in a loop against whatever failed.
