@@ -123,3 +123,26 @@ def _drop_test_schemas():
         for name in names:
             c.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
     engine.dispose()
+
+
+# Tests that read or name the SQLite file their config writes (or its lock file) and have not
+# been ported to a database-neutral form yet: on the PostgreSQL pass they are skipped, named.
+SQLITE_ONLY = (
+    "tests/test_daemon_unit.py::test_reload",
+    "tests/test_daemon_unit.py::test_cli_status_run_and_lock_in_process",
+    "tests/test_dedup_cli.py::",
+    "tests/test_lease.py::test_the_daemon_on_postgresql_stops_when_its_lease_is_taken",
+    "tests/test_lock.py::test_update_refused_while_another_writer_holds_the_lock",
+    "tests/test_migrations.py::test_a_database_made_by_the_last_release_is_upgraded_in_place",
+    "tests/test_pipeline.py::test_second_update_changes_no_row_and_no_byte",
+    "tests/test_pipeline.py::test_postgresql_publishes_the_same_bytes_as_sqlite",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if TEST_DB != "postgresql":
+        return
+    mark = pytest.mark.skip(reason="reads the SQLite file its config names: not ported to AGG_TEST_DB=postgresql")
+    for item in items:
+        if item.nodeid.startswith(SQLITE_ONLY):
+            item.add_marker(mark)

@@ -28,7 +28,8 @@ def test_an_idle_lane_sleeps_until_the_next_source_is_due_at_most_poll() -> None
 
 def test_the_fetch_role_on_sqlite_is_refused_by_the_cli(tmp_path) -> None:
     (tmp_path / "articles").mkdir()
-    cfg = write_config(tmp_path)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[database]\nurl = "sqlite:///db/agg.sqlite3"\n', encoding="utf-8")
     r = run_cli(cfg, "run", "--role", "fetch", timeout=30)
     assert r.returncode == 2 and "needs PostgreSQL" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "db" / "agg.sqlite3").exists()  # refused before opening anything

@@ -17,9 +17,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Added only when missing, as the earlier migrations create only what is missing: a database
+    # stamped at an older revision may already have the models' columns.
+    have = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("sources")}
     with op.batch_alter_table("sources") as batch:
-        batch.add_column(sa.Column("lease_holder", sa.String(200), nullable=True))
-        batch.add_column(sa.Column("lease_expires", sa.DateTime(timezone=True), nullable=True))
+        if "lease_holder" not in have:
+            batch.add_column(sa.Column("lease_holder", sa.String(200), nullable=True))
+        if "lease_expires" not in have:
+            batch.add_column(sa.Column("lease_expires", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
