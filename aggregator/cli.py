@@ -229,16 +229,22 @@ def _writer(store, command: str, wait: float = 0.0) -> Iterator:
 @click.option("--host", default=None, help="Address to serve on (default: [serve] host).")
 @click.option("--port", type=int, default=None, help="Port to serve on (default: [serve] port).")
 @click.option("--json-logs", is_flag=True, help="Log JSON lines instead of text.")
+@click.option("--role", type=click.Choice(["all", "fetch", "publish"]), default="all", show_default=True,
+              help="fetch or publish: one of several processes sharing a PostgreSQL database (see docs/deployment.md).")
 @click.pass_obj
-def run(obj: CliContext, serve_too: bool, host: str | None, port: int | None, json_logs: bool) -> None:
+def run(obj: CliContext, serve_too: bool, host: str | None, port: int | None, json_logs: bool, role: str) -> None:
     """Run the daemon: fetch, scan, dedup and publish on schedule until SIGTERM; SIGHUP reloads the config."""
     from .logs import configure_logging
     from .schedule import Daemon
 
     settings = obj.settings()
     configure_logging(json_logs, obj.verbosity)
+    listen = (host or settings.serve.host, settings.serve.port if port is None else port) if serve_too else None
+    if role != "all":
+        from .cli_workers import run_role
+
+        run_role(obj, settings, role, listen)
     with obj.store(settings) as store, _writer(store, "run"):
-        listen = (host or settings.serve.host, settings.serve.port if port is None else port) if serve_too else None
         try:
             code = Daemon(settings, store, serve=listen).run()
         except OSError as e:  # e.g. the port is taken

@@ -64,3 +64,8 @@ def db_current(obj: CliContext) -> None:
         click.echo(f"none: made by aggregator 0.1 (head is {SCHEMA_REVISION}; run `aggregator db upgrade`)")
     else:
         click.echo(f"{found} (head is {SCHEMA_REVISION}; run `aggregator db upgrade`)")
+
+
+from .cli_workers import db_copy  # noqa: E402  (registered here, with the other `db` commands)
+
+db.add_command(db_copy)

@@ -353,6 +353,22 @@ class RetentionSettings(_Strict):
     every: Interval = 3600.0  # how often the daemon prunes and runs database upkeep
 
 
+class WorkersSettings(_Strict):
+    """`aggregator run --role fetch|publish` on PostgreSQL (`roles`)."""
+
+    lease: Interval = 20.0  # a claim on a source (and the publisher's lease) lapses this long after its last renewal
+    batch: int = Field(default=8, ge=1, le=1000)  # sources a fetch worker claims at a time
+    lanes: int = Field(default=4, ge=1, le=64)  # batches a fetch worker fetches side by side
+    poll: Interval = 2.0  # longest an idle worker (or the publisher) waits before looking again
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, v: float) -> float:
+        if not 3.0 <= v <= 3600.0:
+            raise ValueError("must be between 3 s and 1 h (renewed every third of it)")
+        return v
+
+
 class Tuning(_Strict):
     """Sizes that trade memory, processes and latency, with defaults measured on the benchmark
     corpora (docs/benchmarks.md). Not read from the config file: the code that builds a
@@ -377,6 +393,7 @@ class Settings(_Strict):
     retention: RetentionSettings = RetentionSettings()
     limits: LimitsSettings = LimitsSettings()
     alerts: AlertSettings = AlertSettings()
+    workers: WorkersSettings = WorkersSettings()
     sources: list[SourceSettings] = []
     rules: list[dict[str, Any]] = []  # `[[rules]]`, checked by `rules.compile_rules` in load_config
     # Where the file came from; set by load_config, not by the TOML.

@@ -56,7 +56,7 @@ PARSE_PROCESSES_MIN = 24
 
 
 def fetch(
-    store: Store, settings: Settings, names: list[str] | None = None, due_only: bool = False, now=None
+    store: Store, settings: Settings, names: list[str] | None = None, due_only: bool = False, now=None, budget=None
 ) -> FetchReport:
     """Fetch remote sources: the ones named (even if disabled), else every enabled one that is
     not disabled (by a 410) and, with `due_only`, whose next fetch is due. An unknown name is
@@ -88,12 +88,24 @@ def fetch(
             # (never fetched, or a server that sends none) will answer with one; the others
             # mostly answer 304, and a cycle of those must not fork parsers or import feedparser.
             expected = sum(1 for s in chosen if not (rows[s.name].etag or rows[s.name].last_modified))
-            asyncio.run(_fetch_all(store, settings, chosen, rows, now, report, _parse_pool(expected)))
+            asyncio.run(_fetch_all(store, settings, chosen, rows, now, report, _parse_pool(expected), budget))
     report.seconds = time.monotonic() - started
     return report
 
 
-def fetch_one(store: Store, settings: Settings, source: SourceSettings) -> FetchReport:
+def fetch_sources(store: Store, settings: Settings, sources: list[SourceSettings], budget=None) -> FetchReport:
+    """Fetch exactly `sources` now (a fetch worker's claimed batch), parsing in threads:
+    a batch is small, and a worker runs one batch after another."""
+    started = time.monotonic()
+    report = FetchReport(sources=len(sources))
+    if sources:
+        rows = store.feed_sources({s.name: s.url or "" for s in sources})
+        asyncio.run(_fetch_all(store, settings, sources, rows, now_utc(), report, None, budget))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def fetch_one(store: Store, settings: Settings, source: SourceSettings, budget=None) -> FetchReport:
     """Fetch one remote source now (the daemon's per-source job)."""
     from .config import ConfigError
 
@@ -102,7 +114,7 @@ def fetch_one(store: Store, settings: Settings, source: SourceSettings) -> Fetch
     started = time.monotonic()
     rows = store.feed_sources({source.name: source.url})
     report = FetchReport(sources=1)
-    asyncio.run(_fetch_all(store, settings, [source], rows, now_utc(), report, None))
+    asyncio.run(_fetch_all(store, settings, [source], rows, now_utc(), report, None, budget))
     report.seconds = time.monotonic() - started
     return report
 
@@ -144,10 +156,11 @@ def _parse_pool(n: int):
 
 
 async def _fetch_all(
-    store: Store, settings: Settings, sources: list[SourceSettings], rows, now, report, parser
+    store: Store, settings: Settings, sources: list[SourceSettings], rows, now, report, parser, budget=None
 ) -> None:
     """Fetch `sources`, parse each body in `parser` (a process pool, or None for threads) as it
-    arrives, and store the results on one writer thread."""
+    arrives, and store the results on one writer thread. `budget`: the per-host budget shared
+    beyond this call (`sources.hostbudget`), if any."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .sources.remote import USER_AGENT, FetchRequest, fetch_many
@@ -197,7 +210,7 @@ async def _fetch_all(
     requests = [_request(settings, s, rows[s.name], USER_AGENT, FetchRequest) for s in sources]
     try:
         f = settings.fetch
-        await fetch_many(requests, f.concurrency, f.per_host, f.max_bytes, handle)
+        await fetch_many(requests, f.concurrency, f.per_host, f.max_bytes, handle, hosts=pages.hosts, budget=budget)
     finally:
         writer.submit(_flush_states, store, states)
         writer.shutdown(wait=True)

@@ -46,6 +46,7 @@ from sqlalchemy.exc import DBAPIError
 from . import pipeline, retention
 from .config import ConfigError, Settings, SourceSettings, load_config
 from .logs import counts, job_log
+from .sources.hostbudget import LocalBudget
 from .store import Store, now_utc
 from .timing import Debounce, after_fetch, fetch_decision, first_run, jitter, retry_delay
 
@@ -98,8 +99,10 @@ class Daemon:
     ops: Any = None  # metrics, health and alerts (`ops.Ops`)
     observer: Any = None
     scheduler: BackgroundScheduler = field(init=False)
+    budget: LocalBudget = field(init=False)  # `[fetch] per_host` across every fetch job of the process
 
     def __post_init__(self) -> None:
+        self.budget = LocalBudget(self.settings.fetch.per_host)
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={
@@ -217,6 +220,7 @@ class Daemon:
         with self._lock:
             self.settings = new
             self.ops.settings = new
+            self.budget.per_host = new.fetch.per_host
         self.sync_jobs()
         self._sync_watches()
         self.request_build()
@@ -407,7 +411,7 @@ class Daemon:
                 if when is not None:
                     self._move(job_id, when)
                 return {"outcome": "not-due" if decision == "wait" else "disabled", "next_due": _iso(when)}
-            report = pipeline.fetch_one(self.store, self.settings, source)
+            report = pipeline.fetch_one(self.store, self.settings, source, self.budget)
             touched = list(report.touched)
             if touched:
                 self.request_build(touched)

@@ -175,6 +175,7 @@ def test_a_database_made_by_the_last_release_is_upgraded_in_place(tmp_path: Path
     width = {t: len(rows[0]) for t, rows in before.items() if rows}
     kept = {t: sorted((r[: width.get(t)] for r in rows), key=repr) for t, rows in after.items() if t in before}
     assert kept == before
+    assert {r[width["sources"]:] for r in after["sources"]} == {(None, None)}  # the lease, empty
     assert run_cli(cfg, "db", "current").stdout.strip() == f"{SCHEMA_REVISION} (head)"
 
     r = run_cli(cfg, "update")

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from .. import __version__
+from .hostbudget import HostBudget, next_poll
 
 USER_AGENT = f"aggregator/{__version__} (+https://github.com/aggregator/aggregator)"
 ACCEPT = (
@@ -376,16 +377,29 @@ class HostSlots:
             self._changed.notify(self.limit - self.busy)
 
 
+async def _take(budget: HostBudget, host: str):
+    """A slot of the shared budget for `host`, polling while it has none free (`hostbudget`)."""
+    wait = 0.0
+    while True:
+        slot = await asyncio.to_thread(budget.take, host)
+        if slot is not None:
+            return slot
+        wait = next_poll(wait)
+        await asyncio.sleep(wait)
+
+
 async def fetch_many(
     requests: Sequence[FetchRequest], concurrency: int, per_host: int, max_bytes: int, handle: Handler,
-    hosts: dict[str, HostSlots] | None = None,
+    hosts: dict[str, HostSlots] | None = None, budget: HostBudget | None = None,
 ) -> None:  # fmt: skip
     """Fetch every request, at most `concurrency` at once and `per_host` per host (see
     `HostSlots`), and hand each result to `handle` as soon as it arrives (outside the limits, so
     parsing and storing one feed never holds a connection slot). A slot is taken before a
     source's clock starts, so a stalled server delays the others on its host by at most its own
     timeout. `hosts`: the slots of another call to share (a run's article pages and its feeds
-    count against one limit per host)."""
+    count against one limit per host). `budget`, when given, is a per-host budget shared beyond
+    this call (the process's, or the database's for fetch workers): a slot of it is held as well
+    for each request."""
     from .sessions import ProxyUnavailable, Sessions, follow_discovery
 
     overall = asyncio.Semaphore(concurrency)
@@ -400,7 +414,10 @@ async def fetch_many(
                 slots = hosts[host] = HostSlots(per_host)
             await slots.acquire()
             took = 0.0
+            slot = None
             try:
+                if budget is not None:
+                    slot = await _take(budget, host)
                 async with overall:
                     try:
                         session = session_for(req)
@@ -411,6 +428,8 @@ async def fetch_many(
                         result = await follow_discovery(session_for, req, result, max_bytes)
                 took = result.seconds
             finally:
+                if slot is not None:
+                    await asyncio.to_thread(budget.give, host, slot)
                 await slots.release(took)
             await handle(req, result)
 

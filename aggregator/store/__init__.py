@@ -7,6 +7,7 @@ a small typed API over plain records (`records`, `model`):
 |---|---|
 | `entries` | entries and their versions; the visible-entry rule; the reads publishing needs |
 | `sources` | sources and their fetch state |
+| `leases`, `hostslots` | fetch workers' claims on sources; the per-host budget they share |
 | `categories` | categories, their slugs and origins, counts |
 | `clusters`, `keyindex` | duplicate clusters, dedup features and the key index |
 | `publishing` | what each feed and page was built from, archive pages |
@@ -32,6 +33,7 @@ from .daemon_state import DaemonStore, lease_free
 from .database import SchemaError
 from .entries import EntryStore
 from .keyindex import Shape as KeyIndexShape
+from .leases import LeaseStore, claimable, lease_lapsed
 from .pruning import RetentionStore
 from .publishing import PublishStore
 from .records import (
@@ -65,15 +67,19 @@ __all__ = [
     "Store",
     "StoredEntry",
     "StoredStamp",
+    "claimable",
     "entry_uid",
     "lease_free",
+    "lease_lapsed",
     "now_utc",
     "unique_slug",
 ]
 
 
-class Store(EntryStore, SourceStore, CategoryStore, ClusterStore, PublishStore, DaemonStore, RetentionStore,
-            RepublishStore):  # fmt: skip
+class Store(
+    EntryStore, SourceStore, LeaseStore, CategoryStore, ClusterStore, PublishStore, DaemonStore, RetentionStore,
+    RepublishStore,
+):
     """A database holding sources, entries, categories, clusters and publishing state.
 
     Opening one checks its schema: an empty database is created at the current revision, an

@@ -10,10 +10,12 @@ from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Connection
 
 from ..text import slugify
+from .database import insert_ignoring_conflicts
 from .entries import BATCH, VISIBLE, E
 from .records import CategoryCount, CategoryRef
 from .schema import CategoryOriginRow, CategoryRow, EntryCategoryRow
 
+_SLUG_ROUNDS = 5  # a slug lost to a concurrent writer is chosen again, this many times at most
 RESERVED_SLUGS = frozenset({"all", "a", "archive", "static", "index"})
 
 
@@ -60,17 +62,31 @@ class CategoryStore:
         if not names:
             return {}
         found = _existing(s, names)
-        missing = sorted(names - found.keys())
-        if missing:
+        created: list[str] = []
+        # Another writer may create the same categories meanwhile (the daemon's fetch jobs run
+        # side by side, fetch workers on other machines too): insert ignoring conflicts, then
+        # read back. A name whose slug was taken by a different name meanwhile goes round again
+        # with the taken slugs re-read.
+        for _ in range(_SLUG_ROUNDS):
+            missing = sorted(names - found.keys())
+            if not missing:
+                break
             taken = set(s.scalars(select(CategoryRow.slug)))
+            table = CategoryRow.__table__
+            # RETURNING says whether this insert made the row (rowcount is not reliable here with psycopg).
+            q = insert_ignoring_conflicts(s, table).returning(table.c.id)
             for name in missing:
                 slug = unique_slug(name, taken)
                 taken.add(slug)
-                q = insert(CategoryRow).values(name=name, slug=slug)
-                found[name] = s.execute(q).inserted_primary_key[0]
+                if s.execute(q.values(name=name, slug=slug)).scalar() is not None:
+                    created.append(name)
+            found.update(_existing(s, set(missing)))
+        if names - found.keys():
+            raise RuntimeError(f"cannot create categories {sorted(names - found.keys())!r}: their slugs stay taken")
+        if created:
             s.execute(
                 insert(CategoryOriginRow),
-                [{"category_id": found[n], "source_id": source_id, "created_at": now} for n in missing],
+                [{"category_id": found[n], "source_id": source_id, "created_at": now} for n in created],
             )
         return found
 

@@ -61,6 +61,35 @@ def _sqlite_pragmas(engine: Engine, cache_mb: int) -> None:
         cur.close()
 
 
+def insert_ignoring_conflicts(c: Connection, table):
+    """`INSERT … ON CONFLICT DO NOTHING` in the connection's dialect: concurrent writers (the
+    daemon's fetch jobs, fetch workers on other machines) may create the same row at once, and
+    the loser must find the winner's row rather than fail its transaction."""
+    if c.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def move_sequences(c: Connection, tables) -> None:
+    """After rows were inserted with their ids (`copying`): on PostgreSQL, move each table's id
+    sequence past the largest id, so the next insert does not collide. SQLite needs nothing."""
+    if c.dialect.name != "postgresql":
+        return
+    for t in tables:
+        key = list(t.primary_key.columns)
+        if len(key) != 1 or not key[0].autoincrement or key[0].type.python_type is not int:
+            continue
+        seq = c.exec_driver_sql("SELECT pg_get_serial_sequence(%s, %s)", (t.name, key[0].name)).scalar()
+        if seq:
+            c.exec_driver_sql(
+                f'SELECT setval(%s, COALESCE((SELECT max("{key[0].name}") FROM "{t.name}"), 0) + 1, false)', (seq,)
+            )
+
+
 def revision(c: Connection) -> str | None:
     """The schema revision stored in the database; None when it has none."""
     if not inspect(c).has_table(VERSION_TABLE):

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, true, update
 from sqlalchemy.engine import Connection
 
 from .. import entry_rules as rules
@@ -130,6 +130,13 @@ class EntryStore:
     """Saving entries and reading them back (a part of `Store`)."""
 
     engine: object
+
+    def has_pending_changes(self) -> bool:
+        """Is any entry new, changed or withdrawn since dedup last looked (what a publisher
+        that did not store them itself polls for)? One indexed row at most."""
+        q = select(E.c.id).where(E.c.dedup_pending == true()).limit(1)
+        with self.engine.connect() as c:
+            return c.execute(q).first() is not None
 
     def stamps(self, source_id: int) -> dict[str, StoredStamp]:
         """Every stored entry of a source by key, with what a re-scan compares against."""

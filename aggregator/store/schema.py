@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision the models describe: a database at another one is upgraded first.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 
 class UTCDateTime(TypeDecorator):
@@ -105,6 +105,10 @@ class SourceRow(Base):
     feed_flags: Mapped[str | None] = mapped_column(Text)  # e.g. feedparser's bozo message
     # the URL as configured; `location` may differ after a permanent redirect
     config_url: Mapped[str | None] = mapped_column(Text)
+    # A fetch worker's claim (`leases`): who is fetching the source and until when; another
+    # worker takes it over once the expiry has passed.
+    lease_holder: Mapped[str | None] = mapped_column(String(200))
+    lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class EntryRow(Base):

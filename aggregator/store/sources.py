@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
+from .database import insert_ignoring_conflicts
 from .entries import BATCH
 from .records import FEED_STATE_FIELDS, SourceRecord
 from .schema import DiscoveredFeedRow, SourceRow
@@ -32,8 +33,10 @@ class SourceStore:
         with self.engine.begin() as c:
             row = c.execute(select(S.c.id, S.c.kind, S.c.location).where(S.c.name == name)).first()
             if row is None:
+                # Another process may create it at the same moment: ignore the conflict, read it back.
                 values = {"name": name, "kind": kind, "location": location, "error_count": 0, "moved_count": 0}
-                return c.execute(insert(S).values(**values)).inserted_primary_key[0]
+                c.execute(insert_ignoring_conflicts(c, S).values(**values))
+                row = c.execute(select(S.c.id, S.c.kind, S.c.location).where(S.c.name == name)).one()
             if row.kind != kind or (kind == "files" and row.location != location):
                 c.execute(update(S).where(S.c.id == row.id).values(kind=kind, location=location))
             return row.id
@@ -52,11 +55,13 @@ class SourceStore:
             for name, url in urls.items():
                 r = found.get(name)
                 if r is None:
+                    # Fetch workers starting together all create the sources they see first:
+                    # the row of whoever wins is read back by the others.
                     values = {"name": name, "kind": "feed", "location": url, "config_url": url, "identity": "guid",
                               "error_count": 0, "moved_count": 0}  # fmt: skip
-                    new_id = c.execute(insert(S).values(**values)).inserted_primary_key[0]
-                    found[name] = SourceRecord(new_id, name, "feed", url, url)
-                elif r.kind != "feed" or r.config_url != url:
+                    c.execute(insert_ignoring_conflicts(c, S).values(**values))
+                    r = found[name] = _record(c.execute(select(*_COLUMNS).where(S.c.name == name)).one())
+                if r.kind != "feed" or r.config_url != url:
                     values = {"kind": "feed", "location": url, "config_url": url, **fresh}
                     c.execute(update(S).where(S.c.id == r.id).values(**values))
                     for k, v in values.items():
