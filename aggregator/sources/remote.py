@@ -390,7 +390,7 @@ async def _take(budget: HostBudget, host: str):
 
 async def fetch_many(
     requests: Sequence[FetchRequest], concurrency: int, per_host: int, max_bytes: int, handle: Handler,
-    hosts: dict[str, HostSlots] | None = None, budget: HostBudget | None = None,
+    *, hosts: dict[str, HostSlots] | None = None, budget: HostBudget | None = None,
 ) -> None:  # fmt: skip
     """Fetch every request, at most `concurrency` at once and `per_host` per host (see
     `HostSlots`), and hand each result to `handle` as soon as it arrives (outside the limits, so
