@@ -69,11 +69,8 @@ class FetchWorker:
         self.settings = settings
         self.store = store
         self.load = load
-        # A dead worker's slots stay held this long: its requests (a feed and a discovery
-        # follow-up, each within its timeout) may still be answered after its session ended.
-        longest = max([settings.fetch.timeout, *(s.timeout for s in settings.sources if s.timeout)])
         self.me = worker_name()
-        self.budget = DatabaseHostBudget(store.engine, settings.fetch.per_host, 2 * longest + 5, self.me)
+        self.budget = DatabaseHostBudget(store.engine, settings.fetch.per_host)
         self.stop = threading.Event()
         self._reload = threading.Event()
         self._sources: dict[str, SourceSettings] = {}

@@ -303,18 +303,6 @@ class DaemonStateRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class HostSlotRow(Base):
-    """A slot of the per-host budget fetch workers share (`hostslots`): held by a worker while
-    its request to the host is in flight, until `expires` if the worker dies."""
-
-    __tablename__ = "host_slots"
-
-    host_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    holder: Mapped[str | None] = mapped_column(String(200))
-    expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
 class DiscoveredFeedRow(Base):
     """A remote source whose configured URL is a web page: the feed found on it (the source's
     `location` is then the feed), so the page is fetched again only when the feed goes away."""

@@ -1,5 +1,4 @@
-"""Fetch workers: a source's lease (who is fetching it, until when), two new nullable columns,
-and the `host_slots` table of the per-host budget the workers share.
+"""Fetch workers: a source's lease (who is fetching it, until when), two new nullable columns.
 
 Revision ID: 0004
 Revises: 0003
@@ -26,18 +25,9 @@ def upgrade() -> None:
             batch.add_column(sa.Column("lease_holder", sa.String(200), nullable=True))
         if "lease_expires" not in have:
             batch.add_column(sa.Column("lease_expires", sa.DateTime(timezone=True), nullable=True))
-    if not sa.inspect(op.get_bind()).has_table("host_slots"):
-        op.create_table(
-            "host_slots",
-            sa.Column("host_key", sa.Integer(), primary_key=True, autoincrement=False),
-            sa.Column("slot", sa.Integer(), primary_key=True, autoincrement=False),
-            sa.Column("holder", sa.String(200), nullable=True),
-            sa.Column("expires", sa.DateTime(timezone=True), nullable=True),
-        )
 
 
 def downgrade() -> None:
-    op.drop_table("host_slots")
     with op.batch_alter_table("sources") as batch:
         batch.drop_column("lease_expires")
         batch.drop_column("lease_holder")
