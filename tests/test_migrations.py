@@ -202,3 +202,37 @@ def test_the_models_describe_the_last_migration():
     from aggregator.store.database import MIGRATIONS
 
     assert ScriptDirectory(str(MIGRATIONS)).get_heads() == [SCHEMA_REVISION]
+
+
+@pytest.mark.skipif(not PG_URL, reason="AGG_TEST_PG_URL not set")
+def test_a_schema_created_by_another_process_while_opening_is_not_taken_for_a_0_1_one():
+    # Workers started together on a fresh database: one creates the schema while another looks.
+    # The looker must not see the tables but not yet the revision, and refuse the database as
+    # made by 0.1. The creator's commit is placed right after the looker's first read.
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    reset_database(PG_URL)
+    other = create_engine(PG_URL)
+    creator = other.connect()
+    tx = creator.begin()
+    creator.exec_driver_sql(f"SELECT pg_advisory_xact_lock({database._SCHEMA_LOCK})")
+    database.metadata.create_all(creator)
+    database._stamp(creator, SCHEMA_REVISION)
+    reads = []
+
+    def commit_after_first_read(conn, cursor, statement, params, context, executemany):
+        if conn.engine is not other and tx.is_active:
+            reads.append(statement)
+            if len(reads) > 1:
+                tx.commit()
+
+    event.listen(Engine, "before_cursor_execute", commit_after_first_read)
+    try:
+        Store(PG_URL).close()
+    finally:
+        event.remove(Engine, "before_cursor_execute", commit_after_first_read)
+        creator.close()
+        other.dispose()
+    assert len(reads) >= 2
+    assert database.current(PG_URL) == (SCHEMA_REVISION, True)

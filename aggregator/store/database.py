@@ -109,20 +109,20 @@ def _lock_schema(c: Connection) -> None:
 def ensure_schema(engine: Engine, database: str) -> None:
     """Create the schema in an empty database; refuse one at another revision (SchemaError)."""
     with engine.connect() as c:
-        found = revision(c)
-        if found == SCHEMA_REVISION:
+        if revision(c) == SCHEMA_REVISION:
             return
-        empty = found is None and _is_empty(c)
-    if empty:
-        with engine.begin() as c:
-            _lock_schema(c)
-            if _is_empty(c):
-                metadata.create_all(c)
-                _stamp(c, SCHEMA_REVISION)
-                return
-            found = revision(c)
-        if found == SCHEMA_REVISION:
-            return  # another process created it meanwhile
+    # Looked at again under the lock: another process may be creating the schema right now, and
+    # reads outside the lock could see its tables but not yet its revision (a fresh database
+    # mistaken for one made by 0.1).
+    with engine.begin() as c:
+        _lock_schema(c)
+        found = revision(c)
+        if found is None and _is_empty(c):
+            metadata.create_all(c)
+            _stamp(c, SCHEMA_REVISION)
+            return
+    if found == SCHEMA_REVISION:
+        return  # another process created it meanwhile
     if found is None:
         raise SchemaError(
             f"{database}: the database was made by aggregator 0.1 (before numbered schema migrations); "
