@@ -382,6 +382,15 @@ class FetchRun:
     now: datetime
     report: FetchReport
     states: _Pending  # source states not written yet
+    started: float = field(default_factory=time.monotonic)
+
+    def clock(self) -> datetime:
+        """The run's `now` moved on by the time it has run: when a fetch is recorded. A source's
+        next fetch counts from its own fetch, not from the run's start, or a run that waited
+        long for host slots would make its late fetches due again at once."""
+        from datetime import timedelta
+
+        return self.now + timedelta(seconds=time.monotonic() - self.started)
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +439,7 @@ def _store_fetch(run: FetchRun, fetched: Fetched) -> None:
 
     interval = src.every or settings.fetch.every
     hint = parsed.hint if parsed else None
-    state, outcome = decide(_feed_state(row), result, interval, now, parse_error=problem, hint=hint)
+    state, outcome = decide(_feed_state(row), result, interval, run.clock(), parse_error=problem, hint=hint)
     extra: dict = {}
     if parsed is not None and outcome == FETCHED:
         from .sources.identity import assign_keys, choose_identity

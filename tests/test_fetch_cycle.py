@@ -188,3 +188,28 @@ def test_a_slow_host_gets_up_to_per_host_requests_at_once(server, store, tmp_pat
 
     assert fetch(store, load_config(cfg)).fetched == 24
     assert state["max"] == 8
+
+
+def test_a_source_is_next_due_one_interval_after_its_own_fetch_not_the_runs_start(server, store, tmp_path):
+    # One slot for the host and 0.6 s per response: the third fetch happens over a second into
+    # the run. Counting its next fetch from the run's start would make it due early (and a fetch
+    # worker whose batch waited long for host slots would fetch it again at once).
+    from datetime import UTC, datetime, timedelta
+
+    body = rss(1)
+
+    def slow(request: Request) -> Response:
+        time.sleep(0.6)
+        return Response(body, content_type="application/rss+xml")
+
+    for i in range(3):
+        server.expect_request(f"/q/{i}.xml").respond_with_handler(slow)
+    cfg = config(tmp_path, {f"q{i}": server.url_for(f"/q/{i}.xml") for i in range(3)}, 'per_host = 1\nevery = "1h"')
+    from aggregator.config import load_config
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert fetch(store, load_config(cfg), now=start).fetched == 3
+    due = sorted(d for d, _ in store.due_times().values())
+    assert due[0] >= start + timedelta(hours=1, seconds=0.5)
+    assert due[2] >= start + timedelta(hours=1, seconds=1.7)
+    assert due[2] < start + timedelta(hours=1, minutes=1)
