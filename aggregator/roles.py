@@ -70,7 +70,10 @@ class FetchWorker:
         self.store = store
         self.load = load
         self.me = worker_name()
-        self.budget = DatabaseHostBudget(store.engine, settings.fetch.per_host)
+        # A dead worker's slots stay held this long: its requests (a feed and a discovery
+        # follow-up, each within its timeout) may still be answered after its session ended.
+        longest = max([settings.fetch.timeout, *(s.timeout for s in settings.sources if s.timeout)])
+        self.budget = DatabaseHostBudget(store.engine, settings.fetch.per_host, 2 * longest + 5, self.me)
         self.stop = threading.Event()
         self._reload = threading.Event()
         self._sources: dict[str, SourceSettings] = {}

@@ -128,17 +128,28 @@ def test_the_database_budget_holds_per_host_across_sessions(counting_server: Cou
 
 
 @pytest.mark.skipif(not PG_URL, reason="AGG_TEST_PG_URL not set")
-def test_a_closed_session_frees_its_slots() -> None:
+def test_a_closed_budget_frees_its_slots_and_a_dead_ones_expire() -> None:
     from aggregator.store import Store
     from aggregator.store.hostslots import DatabaseHostBudget
 
     reset_database(PG_URL)
     store = Store(PG_URL)
     a, b = DatabaseHostBudget(store.engine, 1), DatabaseHostBudget(store.engine, 1)
+    dead = DatabaseHostBudget(store.engine, 1, hold=1.0)
     try:
         assert a.take("h") == 0 and a.take("h") is None and b.take("h") is None
-        a.close()  # as when a worker dies: its session ends
+        a.close()  # a worker stopping: its slots are given back
         assert b.take("h") == 0
+        b.give("h", 0)
+        assert dead.take("h") == 0
+        dead._conn.invalidate()  # as when a worker dies mid-request: its session ends, the row stays
+        assert b.take("h") is None  # its request may still be answered: the slot stays taken
+        end, taken = time.monotonic() + 10, None
+        while taken is None and time.monotonic() < end:
+            time.sleep(0.1)
+            taken = b.take("h")
+        assert taken == 0  # free once its hold expired
     finally:
+        a.close()
         b.close()
         store.close()

@@ -1,20 +1,17 @@
 """The per-host budget shared by every fetch worker of a PostgreSQL database.
 
-Slot `s` of host `h` is the session advisory lock (hash(h), s): a worker holds it while its
-request to `h` is in flight. PostgreSQL releases a session's advisory locks when the session
-ends, so a worker that dies (even by SIGKILL) frees its slots as soon as its connection
-closes; nothing stale is left to expire.
+Slot `s` of host `h` is the row (hash(h), s) of `host_slots`: a worker holds it, its name and
+an expiry written in the row, while its request to `h` is in flight, and clears it when the
+request ends. A worker that dies (even by SIGKILL) leaves its rows held until they expire,
+`hold` seconds after they were taken (twice the longest request timeout, a request and a
+discovery follow-up): its requests may still be running on the server after its database
+session is gone, so a slot must not be freed before they are over. A session advisory lock
+would be freed the moment the connection closes, letting the other workers exceed `per_host`
+while the dead worker's requests are still being answered.
 
 Each process keeps one connection for its slots (in autocommit, so it never sits idle in a
-transaction), used under a lock by its fetching threads. A session may take one advisory
-lock twice, so the process remembers which slots it holds and never asks for those.
-
-A limit of this design: a worker killed mid-request frees its slots at once, while the server
-may still be answering its last requests, so for that moment (at most one request timeout)
-the host can have up to twice `per_host` requests in flight. A slot held in a row with an
-expiry would close that gap, at the price of a host running one slot short until the expiry;
-tried, the multi-worker acceptance run then fetched sources twice after the kill (cause not yet
-found), so it was left out.
+transaction), used under a lock by its fetching threads; taking a slot is one statement per
+slot tried, giving it back one.
 """
 
 from __future__ import annotations
@@ -23,15 +20,23 @@ import hashlib
 import logging
 import random
 import threading
+import uuid
+from datetime import timedelta
 
+from sqlalchemy import and_, bindparam, func, or_, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from .schema import HostSlotRow
+
 log = logging.getLogger(__name__)
+
+S = HostSlotRow.__table__
 
 
 def host_key(host: str) -> int:
-    """A stable signed 32-bit key for a host name (the first half of its advisory lock key)."""
+    """A stable signed 32-bit key for a host name."""
     return int.from_bytes(hashlib.blake2b(host.encode(), digest_size=4).digest(), "big", signed=True)
 
 
@@ -39,15 +44,25 @@ class DatabaseHostBudget:
     """At most `per_host` requests in flight to one host across every process using this
     database (see the module's docstring). Implements `sources.hostbudget.HostBudget`."""
 
-    def __init__(self, engine: Engine, per_host: int):
+    def __init__(self, engine: Engine, per_host: int, hold: float = 60.0, holder: str | None = None):
         if engine.dialect.name != "postgresql":
             raise ValueError("a per-host budget shared through the database needs PostgreSQL")
         self.engine = engine
         self.per_host = max(1, per_host)
+        self.hold = hold
+        self.holder = holder or uuid.uuid4().hex
         self.round_trips = 0  # statements sent, for the benchmark
         self._conn: Connection | None = None
         self._held: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
+        now = func.now()  # the database's clock: workers' clocks may disagree
+        until = now + timedelta(seconds=hold)
+        stmt = insert(S).values(host_key=bindparam("k"), slot=bindparam("s"), holder=self.holder, expires=until)
+        self._take = stmt.on_conflict_do_update(
+            index_elements=[S.c.host_key, S.c.slot],
+            set_={"holder": stmt.excluded.holder, "expires": stmt.excluded.expires},
+            where=or_(S.c.holder.is_(None), S.c.expires < now),
+        ).returning(S.c.slot)
 
     def _connection(self) -> Connection:
         if self._conn is None:
@@ -55,7 +70,7 @@ class DatabaseHostBudget:
         return self._conn
 
     def _drop(self, e: DBAPIError) -> None:
-        """The connection failed: the server has released its locks (or will, when it notices)."""
+        """The connection failed: slots held stay held until they expire (none is given twice)."""
         log.warning("per-host budget: database connection lost (%s); reconnecting", str(e).splitlines()[0])
         if self._conn is not None:
             self._conn.invalidate()
@@ -74,7 +89,7 @@ class DatabaseHostBudget:
                     if (key, slot) in self._held:
                         continue
                     self.round_trips += 1
-                    if c.exec_driver_sql("SELECT pg_try_advisory_lock(%s, %s)", (key, slot)).scalar():
+                    if c.execute(self._take, {"k": key, "s": slot}).first() is not None:
                         self._held.add((key, slot))
                         return slot
             except DBAPIError as e:
@@ -85,21 +100,22 @@ class DatabaseHostBudget:
         key = host_key(host)
         with self._lock:
             if (key, slot) not in self._held:
-                return  # lost with a dropped connection: the server released it already
+                return  # lost with a dropped connection: it expires
             self._held.discard((key, slot))
             try:
                 self.round_trips += 1
-                self._connection().exec_driver_sql("SELECT pg_advisory_unlock(%s, %s)", (key, slot))
+                self._connection().execute(self._free(and_(S.c.host_key == key, S.c.slot == slot)))
             except DBAPIError as e:
                 self._drop(e)
+
+    def _free(self, where):
+        return update(S).where(where, S.c.holder == self.holder).values(holder=None, expires=None)
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
-                # The connection goes back to the engine's pool, its session alive: release
-                # the locks explicitly (a failure to do so ends the session, which does it too).
                 try:
-                    self._conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+                    self._conn.execute(self._free(S.c.holder == self.holder))
                 except DBAPIError:
                     self._conn.invalidate()
                 self._conn.close()

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision the models describe: a database at another one is upgraded first.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 
 class UTCDateTime(TypeDecorator):
@@ -301,6 +301,18 @@ class DaemonStateRow(Base):
     value: Mapped[str | None] = mapped_column(Text)
     holder: Mapped[str | None] = mapped_column(String(200))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class HostSlotRow(Base):
+    """A slot of the per-host budget fetch workers share (`hostslots`): held by a worker while
+    its request to the host is in flight, or until `expires` if the worker dies."""
+
+    __tablename__ = "host_slots"
+
+    host_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class DiscoveredFeedRow(Base):
