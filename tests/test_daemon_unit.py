@@ -24,7 +24,7 @@ from aggregator.logs import JsonFormatter, configure_logging, counts, format_fie
 from aggregator.schedule import Daemon
 from aggregator.status import status
 from aggregator.store import Store
-from aggregator.store.schema import SourceRow
+from aggregator.store.schema import SOURCES
 from aggregator.timing import Debounce, after_fetch, fetch_decision, first_run, jitter, retry_delay, stagger
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -181,7 +181,7 @@ def test_fetch_job_follows_next_due(daemon: Daemon, feeds: FeedServer, site: Pat
     assert "Remote one" in (site / "out" / "remote-news" / "atom.xml").read_text(encoding="utf-8")
     # A source a 410 disabled is not fetched.
     with daemon.store.engine.begin() as c:
-        c.execute(update(SourceRow).where(SourceRow.name == "remote").values(disabled="410 Gone", next_due=None))
+        c.execute(update(SOURCES).where(SOURCES.c.name == "remote").values(disabled="410 Gone", next_due=None))
     daemon.fetch_now("remote")
     assert feeds.requests == ["/feed.xml"]
 
@@ -190,7 +190,7 @@ def test_restart_keeps_stored_next_due(daemon: Daemon):
     later = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
     daemon.store.source_id("remote", "feed", "x")
     with daemon.store.engine.begin() as c:
-        c.execute(update(SourceRow).where(SourceRow.name == "remote").values(next_due=later))
+        c.execute(update(SOURCES).where(SOURCES.c.name == "remote").values(next_due=later))
     daemon.scheduler.start(paused=True)
     daemon.sync_jobs()
     assert daemon.scheduler.get_job("fetch:remote").next_run_time == later

@@ -19,7 +19,7 @@ from aggregator.lsh import BAND, BANDS, index_keys, kind
 from aggregator.model import Entry
 from aggregator.store import DedupTransaction, KeyIndexShape, SchemaError, Store, database
 from aggregator.store.keyindex import TABLES as KEY_TABLES
-from aggregator.store.schema import EntryRow
+from aggregator.store.schema import ENTRIES
 from tests.test_dedup import EN, PORT, PORT_RESULTS, html
 
 T0 = datetime(2022, 9, 7, 2, 0, tzinfo=UTC)
@@ -82,7 +82,7 @@ class Site:
 
     def state(self) -> dict[str, tuple]:
         """key → (key of the canonical entry or None, reason, score)."""
-        e = EntryRow.__table__
+        e = ENTRIES
         with self.store.engine.connect() as c:
             rows = c.execute(select(e.c.id, e.c.key, e.c.canonical_id, e.c.dup_reason, e.c.dup_score)).all()
         keys = {i: k for i, k, *_ in rows}
@@ -182,7 +182,7 @@ def test_deleting_the_canonical_entry_promotes_the_next(site: Site) -> None:
     )
     dedup.run(site.store, settings(), touched)
     with site.store.engine.begin() as c:
-        c.execute(delete(EntryRow).where(EntryRow.id == site.ids["a.md"]))
+        c.execute(delete(ENTRIES).where(ENTRIES.c.id == site.ids["a.md"]))
     assert len(site.shown()) == 2  # both orphans visible until dedup runs
     dedup.run(site.store, settings(), [])
     assert site.shown() == ["b.md"]
@@ -277,7 +277,7 @@ def test_pending_entries_are_caught_up_without_being_told(site: Site) -> None:
     dedup.run(site.store, settings(), [])
     assert site.shown() == ["a.md"]
     with site.store.engine.connect() as c:
-        assert c.scalar(select(EntryRow.id).where(EntryRow.dedup_pending.is_(True))) is None
+        assert c.scalar(select(ENTRIES.c.id).where(ENTRIES.c.dedup_pending.is_(True))) is None
 
 
 def test_disable_shows_everything_and_re_enabling_re_clusters(site: Site) -> None:
@@ -367,18 +367,18 @@ def test_run_is_one_transaction(site: Site, monkeypatch: pytest.MonkeyPatch) -> 
         dedup.run(site.store, settings(), touched)
     assert site.shown() == ["a.md", "b.md"]
     with site.store.engine.connect() as c:
-        assert c.scalar(select(EntryRow.minhash).where(EntryRow.key == "a.md")) is None
+        assert c.scalar(select(ENTRIES.c.minhash).where(ENTRIES.c.key == "a.md")) is None
     monkeypatch.undo()
     dedup.run(site.store, settings(), [])
     assert site.shown() == ["a.md"]
 
 
 def test_unknown_state_rows_are_replaced(site: Site) -> None:
-    from aggregator.store.schema import DedupStateRow
+    from aggregator.store.schema import DEDUP_STATE
 
     dedup.run(site.store, settings(), site.save(entry("a.md")))
     with site.store.engine.begin() as c:
-        c.execute(update(DedupStateRow).values(value="stale"))
+        c.execute(update(DEDUP_STATE).values(value="stale"))
     assert dedup.run(site.store, settings(), []).computed == 1
 
 
@@ -431,19 +431,19 @@ def test_the_shown_entry_borrows_the_categories_of_its_duplicates(site: Site) ->
 
 
 def test_a_stale_record_of_a_borrowed_category_is_repaired(site: Site) -> None:
-    from aggregator.store.schema import EntryCategoryRow
+    from aggregator.store.schema import ENTRY_CATEGORIES
 
     touched = site.save(entry("a.md", categories=("港口",)), entry("b.md", link=URL + "#x", categories=("财经",)))
     dedup.run(site.store, settings(), touched)
     with site.store.engine.begin() as c:  # as if the store had rewritten a.md's categories
-        c.execute(delete(EntryCategoryRow).where(EntryCategoryRow.entry_id == site.ids["a.md"]))
+        c.execute(delete(ENTRY_CATEGORIES).where(ENTRY_CATEGORIES.c.entry_id == site.ids["a.md"]))
     dedup.run(site.store, settings(), [site.ids["a.md"]])
     assert sorted(c.name for c in site.store.entry_categories([site.ids["a.md"]])[site.ids["a.md"]]) == ["财经"]
 
 
 def _keys(store: Store, tables=KEY_TABLES) -> dict[str, set[int]]:
     """Entry key → its keys in the dedup index, in any level's table (or those of `tables`)."""
-    e = EntryRow.__table__
+    e = ENTRIES
     out: dict[str, set[int]] = {}
     with store.engine.connect() as c:
         for b in tables:
@@ -512,7 +512,7 @@ def test_ingest_workers_compute_features(tmp_path: Path, monkeypatch: pytest.Mon
     store = Store(cfg.database.url)
     try:
         touched = ingest(store, cfg).touched
-        e = EntryRow.__table__
+        e = ENTRIES
         with store.engine.connect() as c:
             rows = c.execute(select(e.c.key, e.c.version, e.c.dedup_version, e.c.content, e.c.fingerprint)).all()
         for key, version, dedup_version, content, fp in rows:
@@ -622,7 +622,7 @@ def test_a_band_shared_by_chance_offers_no_candidate(site: Site) -> None:
     assert clustering.with_near(exact, by_band, decide, signatures, 0.0) == {port: sorted([reprint, harbor])}
     # And the stage: the port story, decided again, joins only its reprint's cluster.
     with site.store.engine.begin() as c:
-        c.execute(update(EntryRow).values(dedup_pending=True))
+        c.execute(update(ENTRIES).values(dedup_pending=True))
     dedup.run(site.store, settings(), [port])
     state = site.state()
     assert state["harbor.md"][:2] == (None, None)

@@ -14,7 +14,8 @@ from urllib.parse import parse_qs
 import feedparser
 import pytest
 from lxml import etree
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy import update as update_rows
 
 from aggregator.config import Tuning, load_config
 from aggregator.pipeline import update
@@ -23,7 +24,7 @@ from aggregator.publish.archive import Page, plan_pages
 from aggregator.publish.formats import FeedEnclosure, FeedInfo, FeedItem, render_atom, render_json, render_rss
 from aggregator.publish.websub import ping, ping_one
 from aggregator.store import Store
-from aggregator.store.schema import EntryRow
+from aggregator.store.schema import ENTRIES
 
 A = "{http://www.w3.org/2005/Atom}"
 DC = "{http://purl.org/dc/elements/1.1/}"
@@ -435,9 +436,10 @@ def test_also_reported_by_from_dedup_clusters(tmp_path: Path):
     settings = load_config(cfg)
     store = Store(settings.database.url)
     try:
-        with Session(store.engine, expire_on_commit=False) as s, s.begin():
-            rows = {r.title: r for r in s.query(EntryRow)}
-            rows["Note 1 elsewhere"].canonical_id = rows["Note 1"].id
+        with store.engine.begin() as c:
+            rows = {r.title: r for r in c.execute(select(ENTRIES))}
+            dup = update_rows(ENTRIES).where(ENTRIES.c.id == rows["Note 1 elsewhere"].id)
+            c.execute(dup.values(canonical_id=rows["Note 1"].id))
         build(store, settings)
     finally:
         store.close()
@@ -615,8 +617,8 @@ def test_pages_rendered_during_dedup_match_a_build_after_it(tmp_path: Path, monk
     try:
         rows = {r.key: r for r in store.listing(None, None)}
         recorded = set(store.page_signatures())
-        with Session(store.engine, expire_on_commit=False) as s:
-            hidden = s.query(EntryRow).filter(EntryRow.key == "b.md").one()
+        with store.engine.connect() as c:
+            hidden = c.execute(select(ENTRIES).where(ENTRIES.c.key == "b.md")).one()
         assert "b.md" not in rows and hidden.canonical_id == rows["a.md"].id
         out = tmp_path / "out"
         assert not pages.page_path(out, hidden.uid).exists() and hidden.uid not in recorded

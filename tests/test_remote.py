@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 from werkzeug import Request, Response
 
 from aggregator.config import load_config
@@ -36,7 +35,7 @@ from aggregator.sources.remote import (
     redirect_step,
 )
 from aggregator.store import Store
-from aggregator.store.schema import EntryRow, SourceRow
+from aggregator.store.schema import ENTRIES, SOURCES
 
 DATA = Path(__file__).parent / "data" / "feeds"
 NOW = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
@@ -168,13 +167,14 @@ def store(tmp_path: Path):
     s.close()
 
 
-def rows(store: Store, name: str) -> list[EntryRow]:
-    with Session(store.engine, expire_on_commit=False) as s:
-        src = s.scalar(select(SourceRow).where(SourceRow.name == name))
-        return list(s.scalars(select(EntryRow).where(EntryRow.source_id == src.id).order_by(EntryRow.key)))
+def rows(store: Store, name: str) -> list:
+    """The source's stored entries (rows with a column per attribute), by key."""
+    with store.engine.connect() as c:
+        src = c.execute(select(SOURCES).where(SOURCES.c.name == name)).one()
+        return c.execute(select(ENTRIES).where(ENTRIES.c.source_id == src.id).order_by(ENTRIES.c.key)).all()
 
 
-def source(store: Store, name: str) -> SourceRow:
+def source(store: Store, name: str):
     return next(r for r in store.source_rows() if r.name == name)
 
 

@@ -14,7 +14,7 @@ from aggregator.lsh import BANDS
 from aggregator.model import Entry
 from aggregator.retention import beyond_newest, cutoff, plan, prune, upkeep
 from aggregator.store import Store
-from aggregator.store.schema import EntryCategoryRow, EntryRow, TombstoneRow
+from aggregator.store.schema import ENTRIES, ENTRY_CATEGORIES, TOMBSTONES
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -69,11 +69,11 @@ def test_prune_by_age_leaves_tombstones_that_keep_entries_out(store: Store):
     assert (report.by_age, report.by_count, report.pruned) == (2, 0, 2)
     assert keys(store, sid) == {"https://example.org/feed/0", "https://example.org/feed/1"}
     with store.engine.connect() as c:
-        tomb = c.execute(select(TombstoneRow.key, TombstoneRow.uid)).all()
+        tomb = c.execute(select(TOMBSTONES.c.key, TOMBSTONES.c.uid)).all()
         orphans = c.scalar(
             select(func.count())
-            .select_from(EntryCategoryRow)
-            .where(~EntryCategoryRow.entry_id.in_(select(EntryRow.id)))
+            .select_from(ENTRY_CATEGORIES)
+            .where(~ENTRY_CATEGORIES.c.entry_id.in_(select(ENTRIES.c.id)))
         )
     assert {k for k, _ in tomb} == {"https://example.org/feed/2", "https://example.org/feed/3"}
     assert orphans == 0  # category links went with their entries
@@ -141,7 +141,7 @@ def test_article_files_are_not_pruned_but_long_withdrawn_ones_are_forgotten(stor
     assert (report.by_age, report.withdrawn) == (0, 1)
     assert len(keys(store, sid)) == 2
     with store.engine.connect() as c:
-        assert c.scalar(select(func.count()).select_from(TombstoneRow)) == 0
+        assert c.scalar(select(func.count()).select_from(TOMBSTONES)) == 0
 
 
 def test_stop_between_batches(store: Store):

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import update
 
 from aggregator.store import Store, claimable, lease_lapsed
-from aggregator.store.schema import SourceRow
+from aggregator.store.schema import SOURCES
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PAST, FUTURE = NOW - timedelta(seconds=30), NOW + timedelta(seconds=30)
@@ -37,7 +37,7 @@ def _grid(store: Store) -> dict[str, tuple]:
     """One source per case of (next_due, disabled, lease_expires)."""
     names = {f"s{i:02d}": case for i, case in enumerate(CASES)}
     rows = store.feed_sources({n: f"http://example.org/{n}.xml" for n in names})
-    t = SourceRow.__table__
+    t = SOURCES
     with store.engine.begin() as c:
         for name, (due, disabled, lease) in names.items():
             holder = "other" if lease else None

@@ -137,10 +137,10 @@ def config(tmp_path: Path, source: str, fetch_opts: str = "allow_private = true"
 def titles(store: Store) -> set[str]:
     from sqlalchemy import select
 
-    from aggregator.store.schema import EntryRow
+    from aggregator.store.schema import ENTRIES
 
     with store.engine.connect() as c:
-        return set(c.execute(select(EntryRow.title)).scalars())
+        return set(c.execute(select(ENTRIES.c.title)).scalars())
 
 
 # ---------------------------------------------------------------- discovery

@@ -74,7 +74,7 @@ class FetchResult:
 
 @dataclass(frozen=True, slots=True)
 class SourceState:
-    """The stored bookkeeping of one remote source (a `SourceRow`'s remote columns)."""
+    """The stored bookkeeping of one remote source (a `SOURCES`'s remote columns)."""
 
     location: str  # the URL currently fetched
     etag: str | None = None

@@ -13,7 +13,7 @@ from ..text import slugify
 from .database import insert_ignoring_conflicts
 from .entries import BATCH, VISIBLE, E
 from .records import CategoryCount, CategoryRef
-from .schema import CategoryOriginRow, CategoryRow, EntryCategoryRow
+from .schema import CATEGORIES, CATEGORY_ORIGINS, ENTRY_CATEGORIES
 
 _SLUG_ROUNDS = 5  # a slug lost to a concurrent writer is chosen again, this many times at most
 RESERVED_SLUGS = frozenset({"all", "a", "archive", "static", "index"})
@@ -40,7 +40,7 @@ def _as_utc(value: datetime | str | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-_BY_NAME = select(CategoryRow.name, CategoryRow.id).where(CategoryRow.name.in_(bindparam("names", expanding=True)))
+_BY_NAME = select(CATEGORIES.c.name, CATEGORIES.c.id).where(CATEGORIES.c.name.in_(bindparam("names", expanding=True)))
 
 
 def _existing(s, names: set[str]) -> dict[str, int]:
@@ -71,8 +71,8 @@ class CategoryStore:
             missing = sorted(names - found.keys())
             if not missing:
                 break
-            taken = set(s.scalars(select(CategoryRow.slug)))
-            table = CategoryRow.__table__
+            taken = set(s.scalars(select(CATEGORIES.c.slug)))
+            table = CATEGORIES
             # RETURNING says whether this insert made the row (rowcount is not reliable here with psycopg).
             q = insert_ignoring_conflicts(s, table).returning(table.c.id)
             for name in missing:
@@ -85,7 +85,7 @@ class CategoryStore:
             raise RuntimeError(f"cannot create categories {sorted(names - found.keys())!r}: their slugs stay taken")
         if created:
             s.execute(
-                insert(CategoryOriginRow),
+                insert(CATEGORY_ORIGINS),
                 [{"category_id": found[n], "source_id": source_id, "created_at": now} for n in created],
             )
         return found
@@ -99,23 +99,23 @@ class CategoryStore:
 
     def categories_created_since(self, source_id: int, since: datetime) -> int:
         """How many categories entries of this source created after `since`."""
-        q = select(func.count()).where(CategoryOriginRow.source_id == source_id, CategoryOriginRow.created_at > since)
+        q = select(func.count()).where(CATEGORY_ORIGINS.c.source_id == source_id, CATEGORY_ORIGINS.c.created_at > since)
         with self.engine.connect() as c:
             return c.scalar(q) or 0
 
     def categories(self) -> list[CategoryRef]:
         """Every category, by slug."""
-        t = CategoryRow.__table__
+        t = CATEGORIES
         with self.engine.connect() as c:
             return [CategoryRef(*r) for r in c.execute(select(t.c.id, t.c.name, t.c.slug).order_by(t.c.slug))]
 
     def category_counts(self) -> dict[int, CategoryCount]:
         """Per category id: its visible entries and the newest one's date."""
         q = (
-            select(EntryCategoryRow.category_id, func.count(), func.max(E.c.sort_date))
-            .join(E, E.c.id == EntryCategoryRow.entry_id)
+            select(ENTRY_CATEGORIES.c.category_id, func.count(), func.max(E.c.sort_date))
+            .join(E, E.c.id == ENTRY_CATEGORIES.c.entry_id)
             .where(*VISIBLE)
-            .group_by(EntryCategoryRow.category_id)
+            .group_by(ENTRY_CATEGORIES.c.category_id)
         )
         with self.engine.connect() as c:
             rows = c.execute(q).all()

@@ -18,9 +18,9 @@ from sqlalchemy.engine import Connection
 from ..model import Cluster, ClusterEntry, ClusterMember, Features
 from . import keyindex
 from .entries import delete_keys
-from .schema import DedupCategoryRow, DedupStateRow, EntryCategoryRow, EntryRow, SourceRow
+from .schema import DEDUP_CATEGORIES, DEDUP_STATE, ENTRIES, ENTRY_CATEGORIES, SOURCES
 
-E = EntryRow.__table__
+E = ENTRIES
 CHUNK = 400  # ids per IN (...) list
 
 
@@ -72,17 +72,17 @@ class DedupTransaction:
     def __init__(self, c: Connection, shape: keyindex.Shape):
         self.c = c
         self.shape = shape
-        self.sources = dict(c.execute(select(SourceRow.id, SourceRow.name)).all())
+        self.sources = dict(c.execute(select(SOURCES.c.id, SOURCES.c.name)).all())
 
     # ---- the stage's memory
 
     def state(self) -> dict[str, str]:
-        return dict(self.c.execute(select(DedupStateRow.name, DedupStateRow.value)).all())
+        return dict(self.c.execute(select(DEDUP_STATE.c.name, DEDUP_STATE.c.value)).all())
 
     def save_state(self, values: dict[str, str]) -> None:
         for name, value in values.items():
-            self.c.execute(delete(DedupStateRow).where(DedupStateRow.name == name))
-            self.c.execute(insert(DedupStateRow).values(name=name, value=value))
+            self.c.execute(delete(DEDUP_STATE).where(DEDUP_STATE.c.name == name))
+            self.c.execute(insert(DEDUP_STATE).values(name=name, value=value))
 
     def forget_features(self) -> None:
         """Every stored feature is stale (the settings that made them changed): recomputed on
@@ -169,7 +169,7 @@ class DedupTransaction:
             .values(text_chars=bindparam("tc"), minhash=bindparam("mh"), dedup_version=bindparam("dv")),
             rows,
         )
-        self.c.execute(delete(DedupCategoryRow).where(DedupCategoryRow.entry_id.in_(ids)))
+        self.c.execute(delete(DEDUP_CATEGORIES).where(DEDUP_CATEGORIES.c.entry_id.in_(ids)))
 
     def signatures(self, ids: Iterable[int]) -> dict[int, bytes | None]:
         out: dict[int, bytes | None] = {}
@@ -215,7 +215,7 @@ class DedupTransaction:
         recorded in `dedup_categories`), and take back what no member carries any more: a story
         filed under another category by another source still reaches that category's feed, once."""
         c = self.c
-        ec, dc = EntryCategoryRow.__table__, DedupCategoryRow.__table__
+        ec, dc = ENTRY_CATEGORIES, DEDUP_CATEGORIES
         for chunk in _chunks(sorted(affected)):
             q = select(E.c.id, E.c.canonical_id, E.c.withdrawn_at, E.c.hidden).where(E.c.id.in_(chunk))
             rows = [(i, cid, gone if gone is not None else hidden) for i, cid, gone, hidden in c.execute(q)]
@@ -267,7 +267,7 @@ def lending(busy: Sequence[int], members: dict[int, list[int]], cats: dict[int, 
 
 
 def _unborrow(c: Connection, pairs: Sequence[tuple[int, int]]) -> None:
-    ec, dc = EntryCategoryRow.__table__, DedupCategoryRow.__table__
+    ec, dc = ENTRY_CATEGORIES, DEDUP_CATEGORIES
     for i, cat in pairs:
         c.execute(delete(ec).where(ec.c.entry_id == i, ec.c.category_id == cat))
         c.execute(delete(dc).where(dc.c.entry_id == i, dc.c.category_id == cat))
@@ -291,18 +291,18 @@ class ClusterStore:
             # Two statements, each answered from an index (an OR of the two would scan the table).
             for linked in (E.c.canonical_id.is_not(None), E.c.canonical_id.is_(None) & E.c.dup_reason.is_not(None)):
                 c.execute(update(E).where(linked).values(canonical_id=None, dup_reason=None, dup_score=None))
-            c.execute(delete(DedupStateRow).where(DedupStateRow.name == "decisions"))
-            borrowed = c.execute(select(DedupCategoryRow.entry_id, DedupCategoryRow.category_id)).all()
+            c.execute(delete(DEDUP_STATE).where(DEDUP_STATE.c.name == "decisions"))
+            borrowed = c.execute(select(DEDUP_CATEGORIES.c.entry_id, DEDUP_CATEGORIES.c.category_id)).all()
             _unborrow(c, [(i, cid) for i, cid in borrowed])
 
     def clusters(self) -> list[Cluster]:
         """Every cluster with visible duplicates: the canonical entry and its members, newest first."""
-        cols = (E.c.id, E.c.title, SourceRow.name, E.c.key, E.c.link, E.c.dup_reason, E.c.dup_score)
+        cols = (E.c.id, E.c.title, SOURCES.c.name, E.c.key, E.c.link, E.c.dup_reason, E.c.dup_score)
         members: dict[int, list[ClusterMember]] = {}
         with self.engine.connect() as c:
             q = (
                 select(E.c.canonical_id, *cols)
-                .join(SourceRow, SourceRow.id == E.c.source_id)
+                .join(SOURCES, SOURCES.c.id == E.c.source_id)
                 .where(E.c.canonical_id.is_not(None), E.c.withdrawn_at.is_(None), E.c.hidden.is_(None))
                 .order_by(E.c.id)
             )
@@ -310,7 +310,7 @@ class ClusterStore:
                 members.setdefault(cid, []).append(ClusterMember(*row))
             heads: list[tuple] = []
             for chunk in _chunks(sorted(members)):
-                q = select(E.c.sort_date, *cols).join(SourceRow, SourceRow.id == E.c.source_id).where(E.c.id.in_(chunk))
+                q = select(E.c.sort_date, *cols).join(SOURCES, SOURCES.c.id == E.c.source_id).where(E.c.id.in_(chunk))
                 heads += c.execute(q).all()
         heads.sort(key=lambda r: (r[0], r[1]), reverse=True)
         return [Cluster(ClusterMember(*h[1:6]), tuple(members[h[1]])) for h in heads]

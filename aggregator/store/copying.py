@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select, update
 
 from . import database
-from .schema import DaemonStateRow, EntryRow, SourceRow, metadata
+from .schema import DAEMON_STATE, ENTRIES, SOURCES, metadata
 
 BATCH = 2000
 SKIPPED_STATE = ("writer",)  # daemon_state rows not copied: the source's writer lease is its own
@@ -41,7 +41,7 @@ def copy_database(source_url: str, target_url: str) -> dict[str, int]:
 def _copy(src, dst) -> dict[str, int]:
     with dst.engine.connect() as c:
         held = {
-            t.name: c.scalar(select(func.count()).select_from(t)) for t in (SourceRow.__table__, EntryRow.__table__)
+            t.name: c.scalar(select(func.count()).select_from(t)) for t in (SOURCES, ENTRIES)
         }
     if any(held.values()):
         raise TargetNotEmpty(
@@ -56,7 +56,7 @@ def _copy(src, dst) -> dict[str, int]:
         for t in tables:
             selfref = [fk.parent for fk in t.foreign_keys if fk.column.table is t]
             q = select(t)
-            if t is DaemonStateRow.__table__:
+            if t is DAEMON_STATE:
                 q = q.where(t.c.name.not_in(SKIPPED_STATE))
             later: list[dict] = []
             n = 0

@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .schema import DaemonStateRow
+from .schema import DAEMON_STATE
 
 LAST_CYCLE = "last_cycle"
 ALERTS = "alerts"  # the open alerts and when each source began failing (`ops`)
-D = DaemonStateRow.__table__
+D = DAEMON_STATE
 
 
 def lease_free(expires_at: datetime | None, holder: str | None, me: str, now: datetime) -> bool:

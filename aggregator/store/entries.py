@@ -23,10 +23,10 @@ from .. import entry_rules as rules
 from ..model import Entry
 from . import keyindex
 from .records import CategoryRef, ListedEntry, SaveResult, StoredEntry, StoredStamp, entry_uid
-from .schema import CategoryRow, DedupCategoryRow, EntryCategoryRow, EntryRow, SourceRow, TombstoneRow
+from .schema import CATEGORIES, DEDUP_CATEGORIES, ENTRIES, ENTRY_CATEGORIES, SOURCES, TOMBSTONES
 
 BATCH = 500  # ids per IN (...) list
-E = EntryRow.__table__
+E = ENTRIES
 
 # An entry readers see: not withdrawn, not hidden by a rule, not a hidden duplicate. Every listing
 # and count uses it.
@@ -85,7 +85,7 @@ def _listing(category_id: int | None, *columns):
     """Visible entries (of one category, or all), newest first."""
     q = select(*columns).where(*VISIBLE)
     if category_id is not None:
-        ec = EntryCategoryRow.__table__
+        ec = ENTRY_CATEGORIES
         q = q.join(ec, ec.c.entry_id == E.c.id).where(ec.c.category_id == category_id)
     return q.order_by(E.c.sort_date.desc(), E.c.id.desc())
 
@@ -98,18 +98,18 @@ _PUBLISHED_COLUMNS = (
 )  # fmt: skip
 _BY_ID = select(*(E.c[n] for n in _PUBLISHED_COLUMNS)).where(E.c.id.in_(bindparam("ids", expanding=True)))
 _CATEGORIES_OF = (
-    select(EntryCategoryRow.entry_id, CategoryRow.id, CategoryRow.name, CategoryRow.slug)
-    .join(CategoryRow, CategoryRow.id == EntryCategoryRow.category_id)
-    .where(EntryCategoryRow.entry_id.in_(bindparam("ids", expanding=True)))
-    .order_by(CategoryRow.name)
+    select(ENTRY_CATEGORIES.c.entry_id, CATEGORIES.c.id, CATEGORIES.c.name, CATEGORIES.c.slug)
+    .join(CATEGORIES, CATEGORIES.c.id == ENTRY_CATEGORIES.c.category_id)
+    .where(ENTRY_CATEGORIES.c.entry_id.in_(bindparam("ids", expanding=True)))
+    .order_by(CATEGORIES.c.name)
 )
 
 # Statements run once per stored feed, built once: building a select costs more than running it.
 _STAMPS = select(E.c.key, E.c.id, E.c.file_mtime_ns, E.c.file_size, E.c.version, E.c.withdrawn_at).where(
     E.c.source_id == bindparam("source_id")
 )
-_TOMBSTONED = select(TombstoneRow.key).where(
-    TombstoneRow.source_id == bindparam("source_id"), TombstoneRow.key.in_(bindparam("keys", expanding=True))
+_TOMBSTONED = select(TOMBSTONES.c.key).where(
+    TOMBSTONES.c.source_id == bindparam("source_id"), TOMBSTONES.c.key.in_(bindparam("keys", expanding=True))
 )
 _INSERT_RETURNING_IDS = insert(E).returning(E.c.key, E.c.id)  # matched by key: any order
 
@@ -221,12 +221,12 @@ class EntryStore:
             delete_keys(s, [old.id])
             keys = [(k, old.id) for k in e.features.keys]
         s.execute(update(E).where(E.c.id == old.id).values(**row))
-        s.execute(delete(EntryCategoryRow).where(EntryCategoryRow.entry_id == old.id))
+        s.execute(delete(ENTRY_CATEGORIES).where(ENTRY_CATEGORIES.c.entry_id == old.id))
         # None of its categories is borrowed from a duplicate any more (dedup lends again).
-        s.execute(delete(DedupCategoryRow).where(DedupCategoryRow.entry_id == old.id))
+        s.execute(delete(DEDUP_CATEGORIES).where(DEDUP_CATEGORIES.c.entry_id == old.id))
         links = [{"entry_id": old.id, "category_id": cat_ids[c]} for c in e.categories]
         if links:
-            s.execute(insert(EntryCategoryRow), links)
+            s.execute(insert(ENTRY_CATEGORIES), links)
         return keys
 
     def withdraw(self, ids: Sequence[int], now: datetime) -> None:
@@ -311,8 +311,8 @@ class EntryStore:
         if not ids:
             return out
         q = (
-            select(E.c.canonical_id, E.c.outlet, SourceRow.name, E.c.link)
-            .join(SourceRow, SourceRow.id == E.c.source_id)
+            select(E.c.canonical_id, E.c.outlet, SOURCES.c.name, E.c.link)
+            .join(SOURCES, SOURCES.c.id == E.c.source_id)
             .where(E.c.canonical_id.in_(list(ids)), E.c.withdrawn_at.is_(None), E.c.hidden.is_(None),
                    E.c.link.is_not(None))
             .order_by(E.c.canonical_id, E.c.id)
@@ -327,7 +327,7 @@ class EntryStore:
     def page_entries(self) -> dict[str, tuple[int, str, list[int]]]:
         """uid → (id, version, category ids) of the visible entries with no original URL: the
         ones that get an article page of their own."""
-        ec = EntryCategoryRow.__table__
+        ec = ENTRY_CATEGORIES
         visible = (E.c.link.is_(None), *VISIBLE)
         with self.engine.connect() as c:
             wanted = {uid: (i, v, []) for i, uid, v in c.execute(select(E.c.id, E.c.uid, E.c.version).where(*visible))}
@@ -366,7 +366,7 @@ def _insert(
     by_key: dict[str, int] = dict(s.execute(_INSERT_RETURNING_IDS, [row for _, row in inserts]).all())
     links = [{"entry_id": by_key[e.key], "category_id": cat_ids[c]} for e, _ in inserts for c in e.categories]
     if links:
-        s.execute(insert(EntryCategoryRow), links)
+        s.execute(insert(ENTRY_CATEGORIES), links)
     return by_key
 
 

@@ -28,11 +28,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from .schema import HostSlotRow
+from .schema import HOST_SLOTS
 
 log = logging.getLogger(__name__)
 
-S = HostSlotRow.__table__
+S = HOST_SLOTS
 
 
 def host_key(host: str) -> int:

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
 
-from .schema import SourceRow
+from .schema import SOURCES
 
-S = SourceRow.__table__
+S = SOURCES
 
 
 def lease_lapsed(expires: datetime | None, now: datetime) -> bool:

@@ -10,9 +10,9 @@ from datetime import datetime
 from sqlalchemy import delete, insert, select, tuple_
 
 from .entries import E, delete_keys
-from .schema import SourceRow, TombstoneRow
+from .schema import SOURCES, TOMBSTONES
 
-T = TombstoneRow.__table__
+T = TOMBSTONES
 
 
 class RetentionStore:
@@ -22,7 +22,7 @@ class RetentionStore:
 
     def remote_source_ids(self) -> list[int]:
         with self.engine.connect() as c:
-            return list(c.scalars(select(SourceRow.id).where(SourceRow.kind != "files")))
+            return list(c.scalars(select(SOURCES.c.id).where(SOURCES.c.kind != "files")))
 
     def remote_entries_before(self, source_ids: Sequence[int], limit: datetime) -> list[int]:
         """Entries of these sources sorted before `limit`."""
@@ -36,8 +36,8 @@ class RetentionStore:
         """Entries of article folders whose file went before `limit`."""
         q = (
             select(E.c.id)
-            .join(SourceRow, SourceRow.id == E.c.source_id)
-            .where(SourceRow.kind == "files", E.c.withdrawn_at < limit)
+            .join(SOURCES, SOURCES.c.id == E.c.source_id)
+            .where(SOURCES.c.kind == "files", E.c.withdrawn_at < limit)
         )
         with self.engine.connect() as c:
             return list(c.scalars(q))

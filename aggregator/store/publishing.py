@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from sqlalchemy import delete, func, insert, select
 
-from .schema import ArchiveEntryRow, OutputRow, PageRow
+from .schema import ARCHIVE_ENTRIES, ARTICLE_PAGES, OUTPUTS
 
 _CHUNK = 500
-A = ArchiveEntryRow.__table__
+A = ARCHIVE_ENTRIES
 
 
 class PublishStore:
@@ -23,35 +23,35 @@ class PublishStore:
     def signatures(self) -> dict[str, str]:
         """feed → signature of what it was last built from."""
         with self.engine.connect() as c:
-            return dict(c.execute(select(OutputRow.name, OutputRow.signature)).all())
+            return dict(c.execute(select(OUTPUTS.c.name, OUTPUTS.c.signature)).all())
 
     def set_signatures(self, changed: dict[str, str]) -> None:
         if not changed:
             return
         with self.engine.begin() as c:
-            c.execute(delete(OutputRow).where(OutputRow.name.in_(list(changed))))
-            c.execute(insert(OutputRow), [{"name": k, "signature": v} for k, v in changed.items()])
+            c.execute(delete(OUTPUTS).where(OUTPUTS.c.name.in_(list(changed))))
+            c.execute(insert(OUTPUTS), [{"name": k, "signature": v} for k, v in changed.items()])
 
     # ---- article pages
 
     def page_signatures(self) -> dict[str, str]:
         """uid → signature of what each article page was last rendered from."""
         with self.engine.connect() as c:
-            return dict(c.execute(select(PageRow.uid, PageRow.signature)).all())
+            return dict(c.execute(select(ARTICLE_PAGES.c.uid, ARTICLE_PAGES.c.signature)).all())
 
     def record_pages(self, rendered: Sequence[tuple[str, str]]) -> None:
         """Remember (uid, signature) of pages written."""
         for i in range(0, len(rendered), _CHUNK):
             chunk = rendered[i : i + _CHUNK]
             with self.engine.begin() as c:
-                c.execute(delete(PageRow).where(PageRow.uid.in_([uid for uid, _ in chunk])))
-                c.execute(insert(PageRow), [{"uid": uid, "signature": sig} for uid, sig in chunk])
+                c.execute(delete(ARTICLE_PAGES).where(ARTICLE_PAGES.c.uid.in_([uid for uid, _ in chunk])))
+                c.execute(insert(ARTICLE_PAGES), [{"uid": uid, "signature": sig} for uid, sig in chunk])
 
     def forget_pages(self, uids: Sequence[str]) -> None:
         if uids:
             with self.engine.begin() as c:
                 for i in range(0, len(uids), _CHUNK):
-                    c.execute(delete(PageRow).where(PageRow.uid.in_(uids[i : i + _CHUNK])))
+                    c.execute(delete(ARTICLE_PAGES).where(ARTICLE_PAGES.c.uid.in_(uids[i : i + _CHUNK])))
 
     # ---- archive pages
 

@@ -17,17 +17,17 @@ from sqlalchemy import bindparam, delete, insert, select, true, update
 
 from ..model import Entry
 from .schema import (
-    CategoryRow,
-    DedupCategoryRow,
-    DedupStateRow,
-    EntryCategoryRow,
-    EntryRow,
-    PageCacheRow,
-    SourceRow,
+    CATEGORIES,
+    DEDUP_CATEGORIES,
+    DEDUP_STATE,
+    ENTRIES,
+    ENTRY_CATEGORIES,
+    PAGE_CACHE,
+    SOURCES,
 )
 
-E = EntryRow.__table__
-P = PageCacheRow.__table__
+E = ENTRIES
+P = PAGE_CACHE
 CHUNK = 400
 RULES_STATE = "rules"  # the name, in dedup_state, of the fingerprint the stored verdicts were made under
 
@@ -74,7 +74,7 @@ class RepublishStore:
 
     def rules_fingerprint(self) -> str | None:
         with self.engine.connect() as c:
-            return c.scalar(select(DedupStateRow.value).where(DedupStateRow.name == RULES_STATE))
+            return c.scalar(select(DEDUP_STATE.c.value).where(DEDUP_STATE.c.name == RULES_STATE))
 
     def entries_to_judge(self, touched: Iterable[int], everything: bool, pending: bool = True) -> list[int]:
         """Ids whose verdict is due: all with `everything`, else `touched` and (with `pending`)
@@ -91,24 +91,24 @@ class RepublishStore:
         """The entries of `ids` as rules see them (the content only when a rule looks at it:
         reading every body back would cost more than judging)."""
         content = E.c.content if with_content else E.c.id
-        cols = (E.c.id, SourceRow.name, E.c.key, E.c.title, content, E.c.summary, E.c.link, E.c.author, E.c.hidden)
+        cols = (E.c.id, SOURCES.c.name, E.c.key, E.c.title, content, E.c.summary, E.c.link, E.c.author, E.c.hidden)
         with self.engine.connect() as c:
             for chunk in _chunks(list(ids)):
                 cats: dict[int, list[str]] = {}
                 q = (
-                    select(EntryCategoryRow.entry_id, CategoryRow.name)
-                    .join(CategoryRow, CategoryRow.id == EntryCategoryRow.category_id)
+                    select(ENTRY_CATEGORIES.c.entry_id, CATEGORIES.c.name)
+                    .join(CATEGORIES, CATEGORIES.c.id == ENTRY_CATEGORIES.c.category_id)
                     .outerjoin(
-                        DedupCategoryRow,
-                        (DedupCategoryRow.entry_id == EntryCategoryRow.entry_id)
-                        & (DedupCategoryRow.category_id == EntryCategoryRow.category_id),
+                        DEDUP_CATEGORIES,
+                        (DEDUP_CATEGORIES.c.entry_id == ENTRY_CATEGORIES.c.entry_id)
+                        & (DEDUP_CATEGORIES.c.category_id == ENTRY_CATEGORIES.c.category_id),
                     )  # categories lent by a duplicate are not the entry's own
-                    .where(EntryCategoryRow.entry_id.in_(chunk), DedupCategoryRow.entry_id.is_(None))
-                    .order_by(CategoryRow.name)
+                    .where(ENTRY_CATEGORIES.c.entry_id.in_(chunk), DEDUP_CATEGORIES.c.entry_id.is_(None))
+                    .order_by(CATEGORIES.c.name)
                 )
                 for i, name in c.execute(q):
                     cats.setdefault(i, []).append(name)
-                q = select(*cols).join(SourceRow, SourceRow.id == E.c.source_id).where(E.c.id.in_(chunk))
+                q = select(*cols).join(SOURCES, SOURCES.c.id == E.c.source_id).where(E.c.id.in_(chunk))
                 for i, source, key, title, body, summary, link, author, hidden in c.execute(q):
                     entry = Entry(
                         source, key, title, body if with_content else "", summary, link=link,
@@ -124,8 +124,8 @@ class RepublishStore:
                 q = update(E).where(E.c.id == bindparam("b_id")).values(hidden=bindparam("h"), dedup_pending=True)
                 c.execute(q, [{"b_id": i, "h": h} for i, h in changes.items()])
             if fingerprint is not None:
-                c.execute(delete(DedupStateRow).where(DedupStateRow.name == RULES_STATE))
-                c.execute(insert(DedupStateRow).values(name=RULES_STATE, value=fingerprint))
+                c.execute(delete(DEDUP_STATE).where(DEDUP_STATE.c.name == RULES_STATE))
+                c.execute(insert(DEDUP_STATE).values(name=RULES_STATE, value=fingerprint))
 
     def hidden_entries(self) -> dict[str, int]:
         """Per reason, how many entries the rules hide."""
@@ -137,7 +137,7 @@ class RepublishStore:
 
     def find_entries(self, ref: str) -> list[tuple[int, str]]:
         """(id, source name) of the entries `ref` names: an id, a uid, or one of its links."""
-        q = select(E.c.id, SourceRow.name).join(SourceRow, SourceRow.id == E.c.source_id)
+        q = select(E.c.id, SOURCES.c.name).join(SOURCES, SOURCES.c.id == E.c.source_id)
         with self.engine.connect() as c:
             if ref.isdigit():
                 found = c.execute(q.where(E.c.id == int(ref))).all()
@@ -151,8 +151,8 @@ class RepublishStore:
     def dropped_terms(self) -> Iterator[tuple[str, list[str]]]:
         """(source name, terms) of each entry that is not withdrawn and had terms dropped."""
         q = (
-            select(SourceRow.name, E.c.dropped_terms)
-            .join(SourceRow, SourceRow.id == E.c.source_id)
+            select(SOURCES.c.name, E.c.dropped_terms)
+            .join(SOURCES, SOURCES.c.id == E.c.source_id)
             .where(E.c.dropped_terms.is_not(None), E.c.withdrawn_at.is_(None))
         )
         with self.engine.connect() as c:
@@ -183,5 +183,5 @@ class RepublishStore:
         ]  # fmt: skip
         with self.engine.begin() as c:
             for chunk in _chunks([r["url_key"] for r in rows]):
-                c.execute(delete(PageCacheRow).where(PageCacheRow.url_key.in_(chunk)))
-            c.execute(insert(PageCacheRow), rows)
+                c.execute(delete(PAGE_CACHE).where(PAGE_CACHE.c.url_key.in_(chunk)))
+            c.execute(insert(PAGE_CACHE), rows)

@@ -10,10 +10,10 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from .database import insert_ignoring_conflicts
 from .entries import BATCH
 from .records import FEED_STATE_FIELDS, SourceRecord
-from .schema import DiscoveredFeedRow, SourceRow
+from .schema import DISCOVERED_FEEDS, SOURCES
 
-S = SourceRow.__table__
-F = DiscoveredFeedRow.__table__
+S = SOURCES
+F = DISCOVERED_FEEDS
 _COLUMNS = tuple(S.c[f] for f in SourceRecord.__slots__)
 
 
