@@ -271,15 +271,24 @@ def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.
     end with this, so a cycle of the daemon and a run of `update` do the same work."""
     from . import dedup
     from .hiding import judge
-    from .publish import build, early_pages
+    from .publish import build, early_pages, stamp, still_published
 
     # Block and keep rules first: what they hide leaves its cluster and every feed.
     touched = [*touched, *judge(store, settings, touched)]
+    if not touched and not store.has_pending_changes():
+        unchanged = still_published(store, settings)
+        if unchanged is not None:
+            return (dedup.DedupReport() if settings.dedup.enabled else None), unchanged
+    # Cleared first: if this cycle stops between dedup and the end of the build, the next one
+    # must build even though it finds nothing new.
+    store.set_published_stamp(None)
     if not settings.dedup.enabled:
-        return dedup.disable(store), build(store, settings)
-    # Cluster what changed (new, changed and withdrawn ids) before publishing; article pages
-    # render meanwhile.
-    with early_pages(store, settings, touched) as early:
-        deduped = dedup.run(store, settings, touched)
-        built = build(store, settings, early=early)
+        deduped, built = dedup.disable(store), build(store, settings)
+    else:
+        # Cluster what changed (new, changed and withdrawn ids) before publishing; article
+        # pages render meanwhile.
+        with early_pages(store, settings, touched) as early:
+            deduped = dedup.run(store, settings, touched)
+            built = build(store, settings, early=early)
+    store.set_published_stamp(stamp(settings))
     return deduped, built

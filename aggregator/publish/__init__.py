@@ -29,7 +29,10 @@ from .formats import CONTENT_TYPES, EMPTY_FEED_DATE, FILENAMES
 from .plans import ALL, FeedPlan, also_reported, eligible, feed_plans, feed_url, keep, permalink
 from .render import STATIC_DIR, STYLESHEET, templates
 
-__all__ = ["ALL", "BuildReport", "Early", "FeedPlan", "PublishError", "build", "early_pages", "feed_plans", "keep"]
+__all__ = [
+    "ALL", "BuildReport", "Early", "FeedPlan", "PublishError", "build", "early_pages", "feed_plans", "keep",
+    "stamp", "still_published",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,30 @@ def early_pages(store: Store, settings: Settings, touched: Sequence[int]) -> Ite
         # Page tasks kept back: they fill in at the end of the build, after the feed documents.
         work.pages(todo, hold=settings.tuning.early_hold)
         yield Early(work, todo) if work.parallel else None
+
+
+def stamp(settings: Settings) -> str:
+    """What a build depends on besides the store: the whole config and this version (templates,
+    formats). Recorded after a build (`Store.set_published_stamp`); any config change rebuilds."""
+    return hashlib.sha256(f"{__version__}\n{settings.model_dump_json()}".encode()).hexdigest()
+
+
+def still_published(store: Store, settings: Settings) -> BuildReport | None:
+    """The report of a build that has nothing to do, or None when one is needed: the last build
+    finished under this config with nothing stored since (`Store.published_stamp`, cleared by
+    anything that changes what is published), and every feed file and index is there and whole.
+
+    A quiet cycle then costs a few reads and stats instead of planning every feed and article
+    page. (An article page deleted by hand comes back with the next change, or `aggregator
+    build`.)"""
+    if store.published_stamp() != stamp(settings):
+        return None
+    out = Path(settings.output.dir)
+    plans = feed_plans(settings, store.categories())
+    feeds = all(is_whole(out / plan.slug / FILENAMES[fmt], fmt) for plan in plans for fmt in plan.formats)
+    if not feeds or not all((out / name).is_file() for name in ("index.html", "index.opml")):
+        return None
+    return BuildReport(feeds=len(plans))
 
 
 def build(store: Store, settings: Settings, force: bool = False, early: Early | None = None) -> BuildReport:

@@ -14,6 +14,9 @@ from .schema import DAEMON_STATE
 
 LAST_CYCLE = "last_cycle"
 ALERTS = "alerts"  # the open alerts and when each source began failing (`ops`)
+# What the published files were last built from (`publish.stamp`); cleared before anything that
+# changes them, so a cycle finding it unchanged (and nothing new stored) need not build.
+PUBLISHED = "published"
 D = DAEMON_STATE
 
 
@@ -49,6 +52,16 @@ class DaemonStore:
             "failing": dict(state.get("failing", {})),
             "build": state.get("build"),
         }
+
+    def published_stamp(self) -> str | None:
+        """The stamp of the last build that finished with nothing changed since; None when a
+        change (or a build that did not finish) came after it."""
+        with self.engine.connect() as c:
+            return c.execute(select(D.c.value).where(D.c.name == PUBLISHED)).scalar()
+
+    def set_published_stamp(self, stamp: str | None) -> None:
+        with self.engine.begin() as c:
+            _set_published(c, stamp)
 
     def save_alert_state(self, state: dict[str, Any]) -> None:
         text = json.dumps(state, sort_keys=True)
@@ -92,3 +105,9 @@ class DaemonStore:
         with self.engine.connect() as c:
             row = c.execute(select(D.c.holder, D.c.expires_at, D.c.value).where(D.c.name == name)).first()
         return tuple(row) if row else None
+
+
+def _set_published(c, stamp: str | None) -> None:
+    """Record (or, with None, clear) the published stamp within the connection's transaction."""
+    if not c.execute(update(D).where(D.c.name == PUBLISHED).values(value=stamp)).rowcount:
+        c.execute(insert(D).values(name=PUBLISHED, value=stamp))
