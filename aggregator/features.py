@@ -22,10 +22,9 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-import nh3
-
 from . import lsh
 from .model import Features
+from .text import strip_tags
 
 # Bump when anything here changes what features come out: stored features are then
 # recomputed and every cluster re-evaluated on the next run.
@@ -157,7 +156,7 @@ def normalized_text(content_html: str) -> str:
     # work, which the folding below makes moot); a private-use character marks where blocks
     # ended so boilerplate can be judged block by block.
     marked = _BLOCK_END.sub("\\g<0>" + _MARK, content_html)
-    text = html.unescape(nh3.clean(marked, tags=set(), strip_comments=True))
+    text = html.unescape(strip_tags(marked))
     kept: list[str] = []
     for block in unicodedata.normalize("NFKC", text).split(_MARK):
         block = block.strip()
