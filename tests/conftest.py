@@ -27,10 +27,13 @@ def run_cli(config: Path, *args: str, timeout: float = 120) -> subprocess.Comple
     )
 
 
-def write_config(folder: Path, body: str = "", *, articles: str = "articles", extra_sources: str = "") -> Path:
+def write_config(
+    folder: Path, body: str = "", *, articles: str = "articles", extra_sources: str = "", url: str | None = None
+) -> Path:
+    """`url`: the database, when a test needs a given one rather than the pass's (`config_db_url`)."""
     cfg = folder / "config.toml"
     cfg.write_text(
-        f'[database]\nurl = "{config_db_url()}"\n'
+        f'[database]\nurl = "{url or config_db_url()}"\n'
         '[output]\ndir = "out"\nbase_url = "http://feeds.example.org/"\ntitle = "Test"\n'
         f"{body}\n"
         f'[[sources]]\nname = "local"\npath = "{articles}"\n{extra_sources}',
