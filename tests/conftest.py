@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
+from aggregator.store.database import drop_everything
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "articles"
 
@@ -50,15 +52,7 @@ def site(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def reset_database(url: str) -> None:
-    """Empty a scratch PostgreSQL database: every table, Alembic's bookkeeping included."""
-    from sqlalchemy import create_engine
-
-    engine = create_engine(url)
-    with engine.begin() as c:
-        c.exec_driver_sql("DROP SCHEMA public CASCADE")
-        c.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
+reset_database = drop_everything  # empties a scratch PostgreSQL database (AGG_TEST_PG_URL)
 
 
 def config_database_url(cfg: Path) -> str:
