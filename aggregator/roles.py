@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -28,7 +27,8 @@ import uuid
 from datetime import timedelta
 
 from .config import ConfigError, Settings, SourceSettings, load_config
-from .schedule import SHUTDOWN_GRACE, STOP_DEADLINE, Daemon, _leave_now, remote_sources
+from .schedule import Daemon, remote_sources
+from .stopping import SHUTDOWN_GRACE, install_signals
 from .store import Store, now_utc
 
 log = logging.getLogger("aggregator.workers")
@@ -152,7 +152,7 @@ class FetchWorker:
     # -------------------------------------------------------------- life cycle
 
     def run(self) -> int:
-        self._install_signals()
+        install_signals(self.stop, self.stop.set, self._reload.set, log)  # the reload happens in the loop below
         self.sync_sources()
         w = self.settings.workers
         threads = [threading.Thread(target=self.lane, name=f"lane-{i}", daemon=True) for i in range(w.lanes)]
@@ -178,20 +178,6 @@ class FetchWorker:
         self.budget.close()
         log.info("fetch worker %s stopped: %d sources fetched", self.me, self.fetched)
         return 0
-
-    def _install_signals(self) -> None:
-        def on_stop(signum: int, _frame: object) -> None:
-            log.info("received %s", signal.Signals(signum).name)
-            if not self.stop.is_set():
-                deadline = threading.Timer(STOP_DEADLINE, _leave_now, args=(time.monotonic(),))
-                deadline.daemon = True
-                deadline.start()
-            self.stop.set()
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
 
 
 class Publisher(Daemon):

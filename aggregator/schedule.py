@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from . import pipeline, retention
 from .config import ConfigError, Settings, SourceSettings, load_config
 from .logs import counts, job_log
 from .sources.hostbudget import LocalBudget
+from .stopping import SHUTDOWN_GRACE, install_signals
 from .store import Store, now_utc
 from .timing import Debounce, after_fetch, fetch_decision, first_run, jitter, retry_delay
 
@@ -56,8 +56,6 @@ WATCH_QUIET = 1.0  # seconds of calm in a folder before it is rescanned
 WATCH_MAX_WAIT = 10.0  # a folder that never calms down is rescanned at least this often
 BUILD_QUIET = 1.0  # seconds without a new change before building
 BUILD_MAX_WAIT = 15.0  # a steady stream of changes still publishes this often
-SHUTDOWN_GRACE = 8.0  # seconds in-flight jobs get after SIGTERM
-STOP_DEADLINE = SHUTDOWN_GRACE + 4.0  # after SIGTERM the process is gone by then, whatever hangs
 
 
 def remote_sources(settings: Settings) -> list[SourceSettings]:
@@ -71,12 +69,6 @@ def remote_sources(settings: Settings) -> list[SourceSettings]:
 class _JobState:
     failures: int = 0
     debounce: Debounce | None = None
-
-
-def _leave_now(started: float) -> None:
-    log.warning("stop took over %.0f s; leaving now", time.monotonic() - started)
-    logging.shutdown()
-    os._exit(0)
 
 
 @dataclass
@@ -179,26 +171,11 @@ class Daemon:
         self._wake.set()
 
     def _install_signals(self) -> None:
-        def on_stop(signum: int, _frame: object) -> None:
-            log.info("received %s", signal.Signals(signum).name)
-            if not self._stop.is_set():
-                # The shutdown grace covers jobs; this covers everything else on the way out
-                # (the HTTP server, the folder watcher, closing the store, the interpreter
-                # joining threads), so a supervisor's stop never has to escalate to SIGKILL.
-                # Leaving is safe at any point: see `shutdown`.
-                deadline = threading.Timer(STOP_DEADLINE, _leave_now, args=(time.monotonic(),))
-                deadline.daemon = True
-                deadline.start()
-            self.stop()
-
-        def on_hup(_signum: int, _frame: object) -> None:
+        def reload() -> None:  # done by the main loop, not in the signal handler
             self._reload = True
             self._wake.set()
 
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, on_hup)
+        install_signals(self._stop, self.stop, reload)
 
     def reload(self) -> bool:
         """Re-read the config file; a bad one is refused and the running config stays."""

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
+from aggregator.store.database import drop_everything
+
 ROOT = Path(__file__).resolve().parent.parent
 LOG: list[str] = []
 LOCK = threading.Lock()
@@ -71,14 +73,6 @@ def start_servers(hosts: int) -> list[tuple[str, int]]:
     return out
 
 
-def reset(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as c:
-        c.exec_driver_sql("DROP SCHEMA public CASCADE")
-        c.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
-
-
 def transactions(url: str) -> int:
     engine = create_engine(url)
     with engine.connect() as c:
@@ -100,7 +94,7 @@ def write_config(folder: Path, url: str, servers, n: int, per_host: int) -> Path
 
 
 def one_run(url: str, servers, n: int, per_host: int, workers: int) -> dict:
-    reset(url)
+    drop_everything(url)
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         cfg = write_config(Path(tmp), url, servers, n, per_host)
         # The schema is made once, before the clock starts, as in a deployment.

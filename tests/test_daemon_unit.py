@@ -7,13 +7,14 @@ import logging
 import signal
 import threading
 import time
+import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
-from conftest import write_config
+from conftest import config_database_url, write_config
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from test_daemon import FeedServer
@@ -246,7 +247,8 @@ def test_reload(daemon: Daemon, site: Path, caplog):
     cfg.write_text(good + "\n[output]\nbogus = 1\n", encoding="utf-8")
     assert not daemon.reload()
     assert "config reload refused" in caplog.text and "output" in caplog.text
-    cfg.write_text(good.replace("sqlite:///db/agg.sqlite3", "sqlite:///db/other.sqlite3"), encoding="utf-8")
+    written = tomllib.loads(good)["database"]["url"]  # as the config spells it, whichever the backend
+    cfg.write_text(good.replace(written, "sqlite:///db/other.sqlite3"), encoding="utf-8")
     assert not daemon.reload()
     assert "database.url cannot change" in caplog.text
     # Dropping the remote source and changing the folder's interval re-times the jobs.
@@ -315,7 +317,7 @@ def test_cli_status_run_and_lock_in_process(site: Path, monkeypatch):
     from click.testing import CliRunner
 
     from aggregator.cli import main
-    from aggregator.lock import FileWriterLock
+    from aggregator.lock import writer
 
     cfg = str(site / "config.toml")
     runner = CliRunner()
@@ -331,12 +333,12 @@ def test_cli_status_run_and_lock_in_process(site: Path, monkeypatch):
     monkeypatch.setattr(logs, "configure_logging", lambda *_: None)  # keep pytest's log capture as is
     r = runner.invoke(main, ["--config", cfg, "run", "--serve", "--port", "9999", "--json-logs"])
     assert r.exit_code == 0 and seen["serve"] == ("127.0.0.1", 9999)
-    lock = FileWriterLock(site / "db" / "agg.sqlite3")
-    lock.acquire("run")
+    store = Store(config_database_url(site / "config.toml"))
     try:
-        r = runner.invoke(main, ["--config", cfg, "run"])
-        assert r.exit_code == 3 and "only one writer" in r.output
-        r = runner.invoke(main, ["--config", cfg, "status"])
-        assert "daemon: running, pid" in r.output
+        with writer(store, "run"):  # the SQLite file's lock or the lease row, as the daemon takes it
+            r = runner.invoke(main, ["--config", cfg, "run"])
+            assert r.exit_code == 3 and "only one writer" in r.output
+            r = runner.invoke(main, ["--config", cfg, "status"])
+            assert "daemon: running, pid" in r.output
     finally:
-        lock.release()
+        store.close()

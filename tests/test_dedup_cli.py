@@ -7,9 +7,8 @@ from pathlib import Path
 
 import feedparser
 import pytest
+from conftest import EXAMPLES, run_cli, write_config
 from pytest_httpserver import HTTPServer
-
-from tests.conftest import EXAMPLES, run_cli, write_config
 
 SEED_0 = "000_712fa19a513a8731.txt"
 SEED_1 = "001_57b60a071cc8b6e8.txt"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, config_database_url, run_cli
 
 from aggregator.lock import (
     FileWriterLock,
@@ -149,15 +149,16 @@ def test_writer_lock_for_picks_the_kind(tmp_path: Path):
 
 
 def test_update_refused_while_another_writer_holds_the_lock(site: Path):
-    lock = FileWriterLock(site / "db" / "agg.sqlite3")
-    lock.acquire("run")
+    # The lock of the config's database, whichever kind: the SQLite file's or the lease row.
+    store = Store(config_database_url(site / "config.toml"))
     try:
-        r = run_cli(site / "config.toml", "update")
-        assert r.returncode == 3
-        assert f"pid {os.getpid()}" in r.stderr and "only one writer" in r.stderr
-        r = run_cli(site / "config.toml", "update", "--wait", "0.3")
-        assert r.returncode == 3
+        with writer(store, "run"):
+            r = run_cli(site / "config.toml", "update")
+            assert r.returncode == 3
+            assert f"pid {os.getpid()}" in r.stderr and "only one writer" in r.stderr
+            r = run_cli(site / "config.toml", "update", "--wait", "0.3")
+            assert r.returncode == 3
     finally:
-        lock.release()
+        store.close()
     r = run_cli(site / "config.toml", "update")
     assert r.returncode == 0, r.stderr

@@ -1,6 +1,7 @@
 """Several fetch workers and a publisher on one PostgreSQL database, through the real CLI,
 against a loopback server with 200 feeds: every feed fetched once, a SIGKILLed worker's
-sources taken over, and the same published feeds as one process on SQLite.
+sources taken over, and the same published feeds as one process on SQLite. Two publishers:
+one builds, the other stands by and takes over when the first is SIGKILLed.
 
 Skipped without AGG_TEST_PG_URL (a scratch database the test empties); `.ci/run` sets it."""
 
@@ -18,7 +19,10 @@ from pathlib import Path
 
 import feedparser
 import pytest
-from conftest import PG_URL, ROOT, reset_database, run_cli
+from conftest import PG_URL, ROOT, reset_database, run_cli, write_config
+
+from aggregator.lock import LeaseWriterLock
+from aggregator.store import Store
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="AGG_TEST_PG_URL not set")
 
@@ -171,3 +175,75 @@ def test_three_fetch_workers_and_a_publisher_share_the_sources(feed_server: Feed
     assert r.returncode == 0, r.stderr
     for name in ["all", *CATS]:
         assert titles(out / name / "atom.xml") == titles(single.parent / "out" / name / "atom.xml"), name
+
+
+STANDBY_LEASE = 3  # s, the shortest `[workers] lease` the config allows
+ARTICLE = "---\ntitle: '{title}'\ndate: 2022-03-0{day} 09:00:00 +0800\n---\n<p>{body}</p>\n"
+
+
+def test_a_standby_publisher_takes_over_within_a_lease_of_the_active_one_dying(tmp_path: Path) -> None:
+    reset_database(PG_URL)
+    articles = tmp_path / "articles"
+    articles.mkdir()
+    stories = {"Harbour reopens": "The harbour reopened to ships on Monday.",
+               "Rail fares frozen": "Fares on the regional lines stay as they are this year."}  # fmt: skip
+    for day, (title, body) in enumerate(stories.items(), 1):
+        (articles / f"{day}.md").write_text(ARTICLE.format(title=title, day=day, body=body), encoding="utf-8")
+    # Two publishers of one database, each with an output folder of its own: whose folder gets
+    # the feeds shows who builds. `poll` stays at its default: one under the build debounce's
+    # quiet second would put each build off until its longest wait (each poll that finds
+    # changes counts as a change).
+    body = f'[workers]\nlease = "{STANDBY_LEASE}s"'
+    cfgs = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        cfgs[name] = write_config(tmp_path / name, body, articles=str(articles), url=PG_URL)
+    procs = {name: spawn(cfg, tmp_path / f"{name}.log", "-v", "run", "--role", "publish") for name, cfg in cfgs.items()}
+    store = Store(PG_URL)
+
+    def holder() -> int | None:
+        found = LeaseWriterLock(store).holder()
+        return found.pid if found else None
+
+    def feed(name: str) -> Path:
+        return tmp_path / name / "out" / "all" / "atom.xml"
+
+    def log(name: str) -> str:
+        return (tmp_path / f"{name}.log").read_text(encoding="utf-8", errors="replace")
+
+    try:
+        assert wait_for(lambda: holder() in {p.pid for p in procs.values()}), "no publisher took the lease"
+        active = next(name for name, p in procs.items() if p.pid == holder())
+        standby = "b" if active == "a" else "a"
+        assert wait_for(lambda: titles(feed(active)) == set(stories)), log(active)[-1000:]
+        assert wait_for(lambda: "standing by" in log(standby)), log(standby)[-1000:]
+        assert holder() == procs[active].pid
+        assert not feed(standby).exists() and "job=build" not in log(standby)  # exactly one builds
+
+        procs[active].send_signal(signal.SIGKILL)
+        procs[active].wait(10)
+        killed = time.monotonic()
+        (articles / "3.md").write_text(
+            ARTICLE.format(title="Written after the kill", day=3, body="Written after the first publisher died."),
+            encoding="utf-8",
+        )
+        assert wait_for(lambda: holder() == procs[standby].pid), log(standby)[-1000:]
+        took_over = time.monotonic() - killed
+        assert wait_for(lambda: "Written after the kill" in (titles(feed(standby)) or set())), log(standby)[-1000:]
+        published = time.monotonic() - killed
+        # The dead publisher's lease lapses within one lease of its last renewal and the standby
+        # looks every third of a lease (the margin: a loaded machine); it then scans, waits out
+        # the build debounce (a second) and builds.
+        assert took_over <= STANDBY_LEASE + 3, took_over
+        assert published <= STANDBY_LEASE + 12, published
+        assert titles(feed(standby)) == {*stories, "Written after the kill"}
+
+        assert procs[standby].poll() is None, log(standby)[-1000:]
+        procs[standby].send_signal(signal.SIGTERM)
+        assert procs[standby].wait(30) == 0, log(standby)[-1000:]
+    finally:
+        for p in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+        store.close()
