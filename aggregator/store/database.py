@@ -1,7 +1,7 @@
 """Opening a database: the engine, the SQLite pragmas, and which schema revision it is at.
 
 The one place for dialect-specific statements besides the dedup key index's bulk reads.
-A database is only used at the revision the models describe (`schema.SCHEMA_REVISION`):
+A database is only used at the revision its tables describe (`schema.SCHEMA_REVISION`):
 an empty one is created at it; an older one (made by an earlier version, before numbered
 migrations or at an earlier migration) is refused with a message naming `aggregator db
 upgrade`, which runs the Alembic migrations in `migrations/`.
@@ -136,7 +136,7 @@ def ensure_schema(engine: Engine, database: str) -> None:
 
 def _stamp(c: Connection, rev: str) -> None:
     """Record the revision as Alembic does (its table, one row), without importing Alembic:
-    a fresh database made from the models is at the head revision."""
+    a fresh database made from the tables is at the head revision."""
     c.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
     c.exec_driver_sql(f"DELETE FROM {VERSION_TABLE}")
     c.exec_driver_sql(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('{rev}')")

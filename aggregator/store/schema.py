@@ -3,7 +3,7 @@
 A change here is a change of schema: it needs a migration in `migrations/versions/` (and
 `SCHEMA_REVISION` moved to it), or an existing database and a new one would differ.
 The last migration's tests compare a database made by the migrations with one made from
-these models (`create_all`), so they cannot drift apart unnoticed.
+these tables (`create_all`), so they cannot drift apart unnoticed.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-# The Alembic revision the models describe: a database at another one is upgraded first.
+# The Alembic revision these tables describe: a database at another one is upgraded first.
 SCHEMA_REVISION = "0005"
 
 
