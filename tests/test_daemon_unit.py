@@ -342,3 +342,26 @@ def test_cli_status_run_and_lock_in_process(site: Path, monkeypatch):
             assert "daemon: running, pid" in r.output
     finally:
         store.close()
+
+
+def test_the_publisher_looking_for_changes_does_not_push_back_a_scheduled_build(site: Path):
+    # Each request counts as a change for the build's debounce: a look every `poll` while a
+    # build waits would keep moving it back to the debounce's longest wait.
+    from aggregator.roles import Publisher
+
+    write_config(site)
+    settings = load_config(site / "config.toml")
+    store = Store(settings.database.url)
+    p = Publisher(settings, store)
+    try:
+        p.scheduler.start(paused=True)
+        p.scan_now("local")  # entries stored, pending dedup
+        assert store.has_pending_changes()
+        p.look_for_changes()
+        first = p.scheduler.get_job("build").next_run_time
+        time.sleep(0.3)
+        p.look_for_changes()
+        assert p.scheduler.get_job("build").next_run_time == first
+    finally:
+        p.scheduler.shutdown(wait=False)
+        store.close()
