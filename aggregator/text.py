@@ -32,9 +32,26 @@ URL_SCHEMES = frozenset({"http", "https", "mailto"})
 def absolute_url(url: str, base: str | None) -> str:
     """Resolve a relative or protocol-relative URL against `base` (left alone when no base)."""
     url = url.strip()
-    if not base or not url or url.startswith("#"):
+    if not base or not url or url.startswith("#") or _already_absolute(url):
         return url
     return urljoin(base, url)
+
+
+def _already_absolute(url: str) -> bool:
+    """Would `urljoin` hand this URL back as it is? True for an absolute http(s) URL with
+    a host and nothing its parse-and-rebuild changes: no control characters, no `;` parameters, no empty
+    query or fragment, no bracketed host it might refuse. Most links in a feed are such, and
+    `urljoin` costs ~10 µs each (three per item)."""
+    head = 7 if url.startswith("http://") else 8 if url.startswith("https://") else 0
+    return (
+        head > 0
+        and len(url) > head
+        and url[head] not in "/?#"  # a host
+        and url.isprintable()
+        and not any(c in url for c in ";[]")
+        and not url.endswith(("?", "#"))
+        and "?#" not in url
+    )
 
 
 # The base URL of the fragment being sanitized, per thread: the cleaner below is built once (its
