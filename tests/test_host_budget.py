@@ -153,3 +153,35 @@ def test_a_closed_budget_frees_its_slots_and_a_dead_ones_expire() -> None:
         a.close()
         b.close()
         store.close()
+
+
+def test_the_daemons_fetch_jobs_share_per_host(counting_server: CountingServer, tmp_path) -> None:
+    # The daemon runs one fetch job per source, each with its own event loop: `[fetch] per_host`
+    # must hold across all of them (it once held within one job only: 14-16 in flight at 2).
+    from conftest import write_config
+
+    from aggregator.config import load_config
+    from aggregator.schedule import Daemon
+    from aggregator.store import Store
+
+    base = f"http://127.0.0.1:{counting_server.server_address[1]}"
+    names = [f"s{i}" for i in range(12)]
+    extra = "".join(f'[[sources]]\nname = "{n}"\nurl = "{base}/{n}.xml"\nallow_private = true\n' for n in names)
+    (tmp_path / "articles").mkdir()
+    write_config(tmp_path, "[fetch]\nper_host = 2\n", extra_sources=extra)
+    settings = load_config(tmp_path / "config.toml")
+    store = Store(settings.database.url)
+    try:
+        daemon = Daemon(settings, store)
+        daemon.scheduler.start(paused=True)  # the jobs exist, their fetches run here, side by side
+        daemon.sync_jobs()
+        jobs = [threading.Thread(target=daemon.fetch_now, args=(n,)) for n in names]
+        for t in jobs:
+            t.start()
+        for t in jobs:
+            t.join()
+        daemon.scheduler.shutdown(wait=False)
+    finally:
+        store.close()
+    assert counting_server.served == len(names)
+    assert counting_server.peak == 2
