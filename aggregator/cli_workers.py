@@ -12,11 +12,10 @@ from .cli import CliContext, _first_line, fail
 
 def run_role(obj: CliContext, settings, role: str, listen: tuple[str, int] | None) -> None:
     """Run one role of a multi-process deployment until SIGTERM; exit 2 when the database cannot host it."""
-    from sqlalchemy.engine import make_url
-
     from .roles import FetchWorker, Publisher, refusal
+    from .store import backend
 
-    why = refusal(role, make_url(settings.database.url).get_backend_name())
+    why = refusal(role, backend(settings.database.url))
     if why:
         fail(f"{settings.config_path}: database.url: {why}")
     with obj.store(settings) as store:

@@ -16,12 +16,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from .config_base import SECRET_KEYS, STRICT, ConfigError, Interval, parse_interval  # noqa: F401  (the config's API)
+from .config_runtime import AlertSettings, RetentionSettings, ServeSettings, Tuning, WorkersSettings
 
 if TYPE_CHECKING:
     from .cleaning import Limits
@@ -30,38 +32,8 @@ DEFAULT_CONFIG = "config.toml"
 FORMATS = ("atom", "rss", "json")
 
 
-SECRET_KEYS = ("auth", "headers", "cookies", "proxy")  # values never echoed in error messages
-
-
-class ConfigError(Exception):
-    """The config cannot be used; the message names the file and the key."""
-
-
-_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_interval(value: object) -> float:
-    """`"30m"`, `"2h"`, `"1d"`, `90` (seconds) → seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '30m', '2h' or a number of seconds")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        m = _INTERVAL.match(str(value))
-        if not m:
-            raise ValueError(f"{value!r} is not a duration like '30m', '2h' or '45s'")
-        seconds = float(m.group(1)) * _UNIT[m.group(2)]
-    if seconds <= 0:
-        raise ValueError("must be greater than zero")
-    return seconds
-
-
-Interval = Annotated[float, BeforeValidator(parse_interval)]
-
-
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = STRICT
 
 
 class DatabaseSettings(_Strict):
@@ -322,64 +294,6 @@ class SourceSettings(_Strict):
 
 
 # ---- serving the output folder and pruning old entries
-
-
-class ServeSettings(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    max_age: Interval = 300.0  # Cache-Control max-age of served files, seconds
-    metrics: bool = True  # answer /metrics (Prometheus text format)
-    healthz: bool = True  # answer /healthz
-    # Serve /metrics and /healthz on this "host:port" instead of beside the feeds (e.g. an
-    # address only the monitoring network reaches); the feed server then answers 404 on them.
-    ops_listen: str | None = None
-
-    @field_validator("ops_listen")
-    @classmethod
-    def _host_port(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$", v):
-            raise ValueError("must be 'host:port', e.g. '0.0.0.0:9108'")
-        return v
-
-
-class AlertSettings(_Strict):
-    urls: list[str] = []  # Apprise URLs: mailto://, json://, tgram://, …
-    source_failing_after: Interval = 86400.0  # a source failing this long raises an alert
-
-
-class RetentionSettings(_Strict):
-    max_age_days: int | None = Field(default=None, ge=1)  # prune remote entries older than this
-    max_entries_per_source: int | None = Field(default=None, ge=1)  # keep the newest N per remote source
-    every: Interval = 3600.0  # how often the daemon prunes and runs database upkeep
-
-
-class WorkersSettings(_Strict):
-    """`aggregator run --role fetch|publish` on PostgreSQL (`roles`)."""
-
-    lease: Interval = 20.0  # a claim on a source (and the publisher's lease) lapses this long after its last renewal
-    batch: int = Field(default=8, ge=1, le=1000)  # sources a fetch worker claims at a time
-    lanes: int = Field(default=4, ge=1, le=64)  # batches a fetch worker fetches side by side
-    poll: Interval = 2.0  # longest an idle worker (or the publisher) waits before looking again
-
-    @field_validator("lease")
-    @classmethod
-    def _lease(cls, v: float) -> float:
-        if not 3.0 <= v <= 3600.0:
-            raise ValueError("must be between 3 s and 1 h (renewed every third of it)")
-        return v
-
-
-class Tuning(_Strict):
-    """Sizes that trade memory, processes and latency, with defaults measured on the benchmark
-    corpora (docs/benchmarks.md). Not read from the config file: the code that builds a
-    Settings may pass others (the tests pass small ones to take the worker paths)."""
-
-    read_parallel_min: int = 400  # article files worth starting parse workers for
-    parse_seconds: float = 20.0  # wall-clock limit of one article's parse (a crafted file must not hold the run)
-    render_parallel_min: int = 3000  # entries to render (feed items plus article pages) worth starting workers for
-    render_cache_entries: int = 4000  # entries whose items and elements a renderer keeps (~15 KB each)
-    pages_per_task: int = 500  # article pages per render task
-    early_hold: int = 4  # page tasks kept back when pages are handed over before dedup
 
 
 class Settings(_Strict):

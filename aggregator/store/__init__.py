@@ -67,6 +67,7 @@ __all__ = [
     "Store",
     "StoredEntry",
     "StoredStamp",
+    "backend",
     "claimable",
     "entry_uid",
     "lease_free",
@@ -74,6 +75,11 @@ __all__ = [
     "now_utc",
     "unique_slug",
 ]
+
+
+def backend(url: str) -> str:
+    """The kind of database a URL names: "sqlite", "postgresql", … (nothing is opened)."""
+    return make_url(url).get_backend_name()
 
 
 class Store(
