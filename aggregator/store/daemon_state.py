@@ -33,8 +33,7 @@ class DaemonStore:
     def record_cycle(self, values: dict[str, Any]) -> None:
         text = json.dumps(values, default=str)
         with self.engine.begin() as c:
-            if not c.execute(update(D).where(D.c.name == LAST_CYCLE).values(value=text)).rowcount:
-                c.execute(insert(D).values(name=LAST_CYCLE, value=text))
+            put_value(c, LAST_CYCLE, text)
 
     def last_cycle(self) -> dict[str, Any] | None:
         with self.engine.connect() as c:
@@ -61,13 +60,12 @@ class DaemonStore:
 
     def set_published_stamp(self, stamp: str | None) -> None:
         with self.engine.begin() as c:
-            _set_published(c, stamp)
+            put_value(c, PUBLISHED, stamp)
 
     def save_alert_state(self, state: dict[str, Any]) -> None:
         text = json.dumps(state, sort_keys=True)
         with self.engine.begin() as c:
-            if not c.execute(update(D).where(D.c.name == ALERTS).values(value=text)).rowcount:
-                c.execute(insert(D).values(name=ALERTS, value=text))
+            put_value(c, ALERTS, text)
 
     # ---- the writer lease (server databases)
 
@@ -107,7 +105,7 @@ class DaemonStore:
         return tuple(row) if row else None
 
 
-def _set_published(c, stamp: str | None) -> None:
-    """Record (or, with None, clear) the published stamp within the connection's transaction."""
-    if not c.execute(update(D).where(D.c.name == PUBLISHED).values(value=stamp)).rowcount:
-        c.execute(insert(D).values(name=PUBLISHED, value=stamp))
+def put_value(c, name: str, value: str | None) -> None:
+    """Set the named record's value (None clears it), within the connection's transaction."""
+    if not c.execute(update(D).where(D.c.name == name).values(value=value)).rowcount:
+        c.execute(insert(D).values(name=name, value=value))

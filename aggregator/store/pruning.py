@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, insert, select, tuple_
 
-from .daemon_state import _set_published
+from .daemon_state import PUBLISHED, put_value
 from .entries import E, delete_keys
 from .schema import SOURCES, TOMBSTONES
 
@@ -63,5 +63,5 @@ class RetentionStore:
                     ]
                     c.execute(insert(T), stones)
             delete_keys(c, ids)
-            _set_published(c, None)  # the feeds still list them: the next cycle must build
+            put_value(c, PUBLISHED, None)  # the feeds still list them: the next cycle must build
             return c.execute(delete(E).where(E.c.id.in_(ids))).rowcount or 0
