@@ -235,9 +235,9 @@ class _Shaping:
         return cls(known_names(settings), compile_rules(settings.rules) if settings.rules else ())
 
     def rewrites(self, source: str) -> tuple:
-        from .rules import REWRITES
+        from .rules import rewrites_for
 
-        return tuple(r for r in self.rules if r.action in REWRITES and r.covers(source))
+        return rewrites_for(self.rules, source)
 
 
 async def _full_text(parsed, src: SourceSettings, req, run) -> None:

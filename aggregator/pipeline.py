@@ -206,12 +206,12 @@ def ingest_files(
 
 
 def _rewrites(settings: Settings, source: str) -> tuple:
-    """The rewriting rules (`rules.REWRITES`) that cover `source`."""
+    """The rewriting rules (`rules.rewrites_for`) that cover `source`."""
     if not settings.rules:
         return ()
-    from .rules import REWRITES, compile_rules
+    from .rules import compile_rules, rewrites_for
 
-    return tuple(r for r in compile_rules(settings.rules) if r.action in REWRITES and r.covers(source))
+    return rewrites_for(compile_rules(settings.rules), source)
 
 
 def ingest(

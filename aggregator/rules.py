@@ -212,6 +212,11 @@ def apply(rules: Sequence[Rule], entry: Entry) -> Outcome:
     return out
 
 
+def rewrites_for(rules: Sequence[Rule], source: str) -> tuple[Rule, ...]:
+    """The rewriting rules that cover `source`: what its parser runs on each item (`rewrite`)."""
+    return tuple(r for r in rules if r.action in REWRITES and r.covers(source))
+
+
 def rewrite(rules: Sequence[Rule], entry: Entry) -> Entry:
     """The entry after the rewriting rules (remove, replace, add_category, set_category) that
     cover its source and match it, in order. The parsers call it on the entry as fetched, before
