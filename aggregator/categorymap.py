@@ -41,7 +41,8 @@ def sort_terms(terms: Iterable[str], mode: str | bool, known: Mapping[str, str],
                aliases: Mapping[str, str]) -> tuple[list[str], list[str]]:  # fmt: skip
     """(kept, dropped): the feed's terms (whitespace collapsed) that become categories under
     `mode`, canonical names; and the ones "map" drops, as written."""
-    mode = {True: "keep", False: "ignore"}.get(mode, mode) if isinstance(mode, bool) else mode
+    if isinstance(mode, bool):  # True and False, as `feed_categories` once took
+        mode = "keep" if mode else "ignore"
     if mode == "ignore":
         return [], []
     kept: list[str] = []

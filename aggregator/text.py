@@ -38,10 +38,10 @@ def absolute_url(url: str, base: str | None) -> str:
 
 
 def _already_absolute(url: str) -> bool:
-    """Would `urljoin` hand this URL back as it is? True for an absolute http(s) URL with
-    a host and nothing its parse-and-rebuild changes: no control characters, no `;` parameters, no empty
-    query or fragment, no bracketed host it might refuse. Most links in a feed are such, and
-    `urljoin` costs ~10 µs each (three per item)."""
+    """Would `urljoin` hand this URL back as it is? True for an absolute http(s) URL with a host
+    and nothing its parse-and-rebuild changes: no control characters, no `;` parameters, no
+    empty query or fragment, no bracketed host it might refuse. Most links in a feed are such,
+    and `urljoin` costs ~4 µs each (three per item)."""
     head = 7 if url.startswith("http://") else 8 if url.startswith("https://") else 0
     return (
         head > 0

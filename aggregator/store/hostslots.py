@@ -49,7 +49,6 @@ class DatabaseHostBudget:
             raise ValueError("a per-host budget shared through the database needs PostgreSQL")
         self.engine = engine
         self.per_host = max(1, per_host)
-        self.hold = hold
         self.holder = holder or uuid.uuid4().hex
         self.round_trips = 0  # statements sent, for the benchmark
         self._conn: Connection | None = None
