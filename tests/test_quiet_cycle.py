@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import feedparser
+import pytest
 from sqlalchemy import select, update
 
 from aggregator.config import load_config
@@ -26,55 +27,51 @@ def retitle_behind_the_pipelines_back(store: Store, old: str, new: str) -> None:
         c.execute(update(ENTRIES).where(ENTRIES.c.title == old).values(title=new, version="retitled"))
 
 
-def test_a_quiet_update_skips_the_build_until_something_clears_the_stamp(site: Path):
+@pytest.fixture
+def published(site: Path):
+    """(settings, store) of the example site, after a first update published it."""
     settings = load_config(site / "config.toml")
-    out = site / "out"
     store = Store(settings.database.url)
     try:
         run_update(store, settings)
-        assert store.published_stamp() == stamp(settings)
-        before = titles(out)
-        retitle_behind_the_pipelines_back(store, "多家银行下调存款利率", "Retitled")
-        quiet = run_update(store, settings)
-        assert titles(out) == before  # skipped: the build would have published the new title
-        assert quiet.build.feeds > 0 and quiet.build.written == 0
-        store.set_published_stamp(None)  # as a build that did not finish leaves it
-        run_update(store, settings)
-        assert "Retitled" in titles(out) and "多家银行下调存款利率" not in titles(out)
+        yield settings, store
     finally:
         store.close()
 
 
-def test_pruned_entries_leave_the_feeds_at_the_next_quiet_update(site: Path):
-    settings = load_config(site / "config.toml")
+def test_a_quiet_update_skips_the_build_until_something_clears_the_stamp(site: Path, published):
+    settings, store = published
     out = site / "out"
-    store = Store(settings.database.url)
-    try:
-        run_update(store, settings)
-        with store.engine.connect() as c:
-            victim = c.execute(select(ENTRIES.c.id).where(ENTRIES.c.title == "多家银行下调存款利率")).scalar_one()
-        store.remove_entries([victim], datetime.now(UTC), tombstone=True)
-        assert store.published_stamp() is None
-        run_update(store, settings)
-        assert "多家银行下调存款利率" not in titles(out)
-    finally:
-        store.close()
+    assert store.published_stamp() == stamp(settings)
+    before = titles(out)
+    retitle_behind_the_pipelines_back(store, "多家银行下调存款利率", "Retitled")
+    quiet = run_update(store, settings)
+    assert titles(out) == before  # skipped: the build would have published the new title
+    assert quiet.build.feeds > 0 and quiet.build.written == 0
+    store.set_published_stamp(None)  # as a build that did not finish leaves it
+    run_update(store, settings)
+    assert "Retitled" in titles(out) and "多家银行下调存款利率" not in titles(out)
 
 
-def test_a_config_change_or_a_missing_feed_file_makes_a_quiet_update_build(site: Path):
+def test_pruned_entries_leave_the_feeds_at_the_next_quiet_update(site: Path, published):
+    settings, store = published
+    with store.engine.connect() as c:
+        victim = c.execute(select(ENTRIES.c.id).where(ENTRIES.c.title == "多家银行下调存款利率")).scalar_one()
+    store.remove_entries([victim], datetime.now(UTC), tombstone=True)
+    assert store.published_stamp() is None
+    run_update(store, settings)
+    assert "多家银行下调存款利率" not in titles(site / "out")
+
+
+def test_a_config_change_or_a_missing_feed_file_makes_a_quiet_update_build(site: Path, published):
+    settings, store = published
     cfg = site / "config.toml"
     out = site / "out"
-    settings = load_config(cfg)
-    store = Store(settings.database.url)
-    try:
-        run_update(store, settings)
-        (out / "all" / "atom.xml").unlink()
-        run_update(store, settings)
-        assert (out / "all" / "atom.xml").is_file()
-        retitle_behind_the_pipelines_back(store, "多家银行下调存款利率", "Retitled")
-        cfg.write_text(cfg.read_text(encoding="utf-8").replace('title = "Test"', 'title = "Test 2"'), encoding="utf-8")
-        changed = load_config(cfg)
-        run_update(store, changed)
-        assert "Retitled" in titles(out)
-    finally:
-        store.close()
+    (out / "all" / "atom.xml").unlink()
+    run_update(store, settings)
+    assert (out / "all" / "atom.xml").is_file()
+    retitle_behind_the_pipelines_back(store, "多家银行下调存款利率", "Retitled")
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('title = "Test"', 'title = "Test 2"'), encoding="utf-8")
+    changed = load_config(cfg)
+    run_update(store, changed)
+    assert "Retitled" in titles(out)
