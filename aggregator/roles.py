@@ -199,10 +199,6 @@ class Publisher(Daemon):
 
     def look_for_changes(self) -> None:
         """Entries stored by the fetch workers (or retention) wait for dedup: build soon."""
-        # Not while a build is scheduled: each request counts as a new change for the build's
-        # debounce, so a short poll would keep pushing the build back to its longest wait.
-        if self.scheduler.get_job("build") is not None:
-            return
         try:
             if self.store.has_pending_changes():
                 self.request_build()

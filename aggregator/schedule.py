@@ -300,7 +300,11 @@ class Daemon:
         self._move(job_id, now_utc() + timedelta(seconds=max(0.0, run_at - time.monotonic())))
 
     def request_build(self, touched: list[int] | None = None, delay: float | None = None) -> None:
-        """Entries changed: dedup and publish soon, once for a whole burst of changes."""
+        """Entries changed: dedup and publish soon, once for a whole burst of changes. A request
+        that names no entries (retention, the publisher finding stored changes) leaves a build
+        already scheduled where it is: counted as a new change, each would push it back."""
+        if not touched and self.scheduler.get_job("build") is not None:
+            return
         with self._lock:
             if touched:
                 self._touched.update(touched)
