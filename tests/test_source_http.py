@@ -501,6 +501,41 @@ def tls_site(tmp_path):
     srv.shutdown()
 
 
+def test_https_is_verified_against_the_cas_the_process_trusts(tmp_path):
+    """The CLI end to end, trusting a CA through SSL_CERT_FILE: the feed is fetched over verified
+    TLS. aiohttp is imported without loading CAs into its own contexts (`sources.tls`), so this
+    fails if a request ever fell back to those, or if our context missed the system's paths."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    log: list[dict] = []
+    srv, url = _start(Feeds, log=log, feeds={"/f.atom": (200, atom("t", ["Verified"]), "application/atom+xml")})
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    try:
+        cfg = config(tmp_path, f'name = "tls"\nurl = "{url.replace("http://", "https://")}/f.atom"')
+        trusted = run_cli(cfg, "fetch", env={"SSL_CERT_FILE": str(cert)})
+        assert trusted.returncode == 0 and "1 downloaded" in trusted.stdout, trusted.stdout + trusted.stderr
+        # the same CLI, trusting only the system's CAs: the server's certificate is refused
+        cfg = config(tmp_path, f'name = "tls2"\nurl = "{url.replace("http://", "https://")}/f.atom"')
+        refused = run_cli(cfg, "fetch", env={"SSL_CERT_FILE": str(tmp_path / "none.pem")})
+        assert refused.returncode == 0 and "1 failed" in refused.stdout and "TLS error" in refused.stderr
+        assert [x["path"] for x in log] == ["/f.atom"]
+    finally:
+        srv.shutdown()
+
+
 def test_verify_tls_false_accepts_a_self_signed_certificate_with_a_warning(tmp_path, tls_site, caplog):
     url, log = tls_site
     settings = load_config(config(tmp_path, f'name = "strict"\nurl = "{url}/f.atom"'))

@@ -85,7 +85,9 @@ def url_reason(url: str) -> str | None:
 
 def connector(allow_private: bool, **kwargs):
     """An aiohttp connector that enforces the policy, or a plain one when private addresses are allowed."""
-    import aiohttp
+    from .tls import aiohttp as imported
+
+    aiohttp = imported()
 
     class GuardedConnector(aiohttp.TCPConnector):
         """Drops every resolved address the policy refuses; none left: PrivateAddress.

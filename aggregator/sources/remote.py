@@ -246,10 +246,10 @@ def redirect_refusal(current: str, target: str) -> str | None:
 def connection_error(e: BaseException, host: str) -> str:
     """One message per kind of failure to connect. "Connection refused" and "no route" are not
     told apart: for a private address that would say which ports are open (a port-scan oracle)."""
-    import aiohttp
-
     from .netpolicy import PrivateAddress
+    from .tls import aiohttp as imported
 
+    aiohttp = imported()
     cause = getattr(e, "os_error", None) or e.__cause__ or e
     if isinstance(cause, PrivateAddress) or isinstance(e, PrivateAddress):
         return str(cause if isinstance(cause, PrivateAddress) else e)
@@ -281,11 +281,13 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
     followed here, hop by hop (at most MAX_REDIRECTS), so each hop passes `redirect_refusal` and,
     unless the source allows private addresses, the address policy (`netpolicy`) before it is
     requested; the session's connector applies that policy again to the address it connects to."""
-    import aiohttp
     from yarl import URL
 
     from .netpolicy import PrivateAddress, host_reason
     from .sessions import hop_options
+    from .tls import aiohttp as imported
+
+    aiohttp = imported()
 
     started = time.monotonic()
 

@@ -34,6 +34,7 @@ async def hop_options(req: FetchRequest, url: str, host: str, accept: str) -> di
     when the connection goes to a proxy or through the unguarded connector."""
     from .httpopts import is_socks, proxy_for, split_proxy
     from .netpolicy import check_resolved
+    from .tls import context_for
 
     plain, trusted = request_headers(req, accept)
     guarded = session_kind(req)[0] == "guarded"  # the session's connector checks each address
@@ -58,7 +59,7 @@ async def hop_options(req: FetchRequest, url: str, host: str, accept: str) -> di
         "headers": headers,
         "proxy": None if is_socks(proxy) else proxy,
         "proxy_headers": {"Proxy-Authorization": proxy_auth} if proxy_auth and tunnel else None,
-        "ssl": None if req.verify_tls else False,
+        "ssl": context_for(url, req.verify_tls),
     }
 
 
@@ -73,9 +74,10 @@ class Sessions:
         self.sessions: dict[tuple[str, str], object] = {}
 
     def __call__(self, req: FetchRequest):
-        import aiohttp
-
         from .netpolicy import connector
+        from .tls import aiohttp as imported
+
+        aiohttp = imported()
 
         kind = session_kind(req)
         if kind not in self.sessions:
