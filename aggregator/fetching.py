@@ -140,10 +140,12 @@ def _feed_state(row):
 def _parse_pool(n: int):
     """A factory of worker processes for parsing when `n` documents are expected (feedparser is
     pure Python, so threads would not add CPU); None means threads (see `sources.parsing`)."""
+    if n < PARSE_PROCESSES_MIN:
+        return None  # before importing `workers`: it loads multiprocessing, which a 304 cycle never needs
     from .workers import cpu_workers, process_pool
 
     workers = cpu_workers()
-    if n < PARSE_PROCESSES_MIN or workers < 2:
+    if workers < 2:
         return None
     from .sources import feeds  # noqa: F401  (loaded once here, inherited by forked workers)
 
