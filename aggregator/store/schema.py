@@ -51,6 +51,22 @@ class UTCDateTime(TypeDecorator):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def bind_processor(self, dialect):
+        """On SQLite, the text SQLAlchemy would store ("2024-05-01 08:00:00.000000", UTC), made in
+        one step: this type's conversion followed by SQLAlchemy's formatting was a sixth of the
+        cost of storing a feed's entries (six datetimes each)."""
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to the store")
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
 
 class Digest(TypeDecorator):
     """A 64-bit digest (`features.url_key`, `features.fingerprint`), read back as an int on every backend.
