@@ -364,19 +364,19 @@ class HostSlots:
         self.most = max(1, most)
         self.limit = min(HOST_START, self.most)
         self.busy = 0
-        self._changed = asyncio.Condition()
+        # A semaphore grows by a release without an acquire: one permit more for good.
+        self._free = asyncio.Semaphore(self.limit)
 
     async def acquire(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.busy < self.limit)
-            self.busy += 1
+        await self._free.acquire()
+        self.busy += 1
 
     async def release(self, seconds: float) -> None:
-        async with self._changed:
-            self.busy -= 1
-            if seconds > HOST_SLOW and self.limit < self.most:
-                self.limit += 1
-            self._changed.notify(self.limit - self.busy)
+        self.busy -= 1
+        self._free.release()
+        if seconds > HOST_SLOW and self.limit < self.most:
+            self.limit += 1
+            self._free.release()
 
 
 async def _take(budget: HostBudget, host: str):
