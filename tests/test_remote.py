@@ -541,6 +541,32 @@ def test_many_feeds_parse_in_worker_processes(server, store, tmp_path, monkeypat
     assert fetch(store, settings).not_modified == 0  # no validators were offered, so each is fetched again
 
 
+def test_a_cycle_of_304s_stores_every_sources_new_state(server, store, tmp_path):
+    """304s are recorded on the event loop and their states written in batches by the writer
+    thread: more sources than two batches, and every one's state is stored."""
+    import aggregator.pipeline as pipeline
+
+    n = 2 * pipeline.STATE_BATCH + 7
+
+    def conditional(request: Request) -> Response:
+        i = request.path.rsplit("/", 1)[1].split(".")[0]
+        tag = f'"v{i}"'
+        if request.headers.get("If-None-Match") == tag:
+            return Response(status=304, headers={"ETag": tag})
+        return Response(ONE.format(i), content_type="application/rss+xml", headers={"ETag": tag})
+
+    for i in range(n):
+        server.expect_request(f"/c/{i}.xml").respond_with_handler(conditional)
+    settings = make_config(tmp_path, {f"c{i}": server.url_for(f"/c/{i}.xml") for i in range(n)}, "per_host = 16")
+    assert fetch(store, settings).fetched == n
+    before = {r.name: r.last_fetch for r in store.source_rows()}
+    report = fetch(store, settings)
+    assert (report.not_modified, report.fetched, report.failed) == (n, 0, 0)
+    rows = store.source_rows()
+    assert len(rows) == n and all(r.last_status == 304 and r.etag == f'"v{r.name[1:]}"' for r in rows)
+    assert all(r.last_fetch > before[r.name] for r in rows)
+
+
 def test_a_parser_crash_is_that_feeds_error(server, store, tmp_path, monkeypatch):
     import aggregator.sources.feeds as feeds
 
