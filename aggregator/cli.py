@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -473,30 +471,3 @@ main.add_command(serve)
 main.add_command(discover)
 main.add_command(rules)
 
-
-def entry() -> None:
-    """The `aggregator` command (and `python -m aggregator`): the CLI, then a prompt exit."""
-    try:
-        main(prog_name="aggregator")
-    except SystemExit as e:
-        _exit_promptly(e.code)
-        raise
-
-
-def _exit_promptly(code: object) -> None:
-    """Leave without tearing the interpreter down. What an exit must do still happens: the atexit
-    handlers run (logging's flush, coverage's data) and the standard streams are flushed. What is
-    skipped is the clearing of several hundred modules and their objects, one by one: about
-    0.1 s, a fifth of a fetch cycle where every feed answers 304. When another thread still runs
-    (it must be joined) or a stream cannot be flushed, the exit goes the usual way."""
-    if threading.active_count() > 1 or not (code is None or isinstance(code, int)):
-        return
-    import atexit
-
-    atexit._run_exitfuncs()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        return
-    os._exit(code or 0)
