@@ -271,7 +271,7 @@ def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.
     end with this, so a cycle of the daemon and a run of `update` do the same work."""
     from . import dedup
     from .hiding import judge
-    from .publish import build, early_pages, stamp, still_published
+    from .publish import stamp, still_published
 
     # Block and keep rules first: what they hide leaves its cluster and every feed.
     touched = [*touched, *judge(store, settings, touched)]
@@ -279,6 +279,7 @@ def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.
         unchanged = still_published(store, settings)
         if unchanged is not None:
             return (dedup.DedupReport() if settings.dedup.enabled else None), unchanged
+    from .publish import build, early_pages  # the build's modules: not loaded by a quiet cycle
     # Cleared first: if this cycle stops between dedup and the end of the build, the next one
     # must build even though it finds nothing new.
     store.set_published_stamp(None)

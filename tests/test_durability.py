@@ -162,7 +162,7 @@ def test_files_are_flushed_before_their_signatures_are_recorded(site: Path, monk
         real(root)
 
     real = files.sync
-    monkeypatch.setattr("aggregator.publish.sync", spy)
+    monkeypatch.setattr("aggregator.publish.building.sync", spy)
     try:
         from aggregator.pipeline import ingest
 
@@ -179,7 +179,7 @@ def test_stale_temps_are_removed_before_this_run_writes_any(site: Path, monkeypa
     """On a big cold run, article pages render in workers while dedup runs, before the build
     starts: the clean-up must come before them, or it deletes their in-flight temp files (seen
     on the 20,000-article benchmark: the write then failed). Spies around the real functions."""
-    import aggregator.publish as publish
+    import aggregator.publish.building as publish
     from aggregator.pipeline import update
     from aggregator.publish import render
 
