@@ -214,9 +214,7 @@ def _hint_seconds(feed) -> float | None:
 
 
 def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedContext, doc_base: str) -> ParsedItem:
-    # FeedParserDict answers each lookup in Python (it maps old key names to new ones); every key
-    # read here is a canonical one, which a plain dict answers the same, and about 20 are read.
-    e = dict(e)
+    e = dict(e)  # FeedParserDict maps key aliases in Python on each of ~20 lookups; all read here are canonical
     base = _entry_base(e, doc_base)
     link = _entry_link(e, base)
     content, content_base, from_summary = _content(e, base)
