@@ -18,8 +18,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import Settings
 from ..store import Store
-from .files import PublishError, is_whole, remove_stale_temps, sync, write_if_changed  # noqa: F401
-from .formats import CONTENT_TYPES, EMPTY_FEED_DATE, FILENAMES  # noqa: F401
+from .files import CONTENT_TYPES, FILENAMES, PublishError, is_whole, remove_stale_temps, sync, write_if_changed  # noqa: F401
 from .plans import ALL, FeedPlan, also_reported, eligible, feed_plans, feed_url, keep, permalink  # noqa: F401
 
 __all__ = [

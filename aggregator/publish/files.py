@@ -24,6 +24,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".tmp"
+# The file each format is published as, and its media type. Here, not in `formats` (which loads
+# lxml), because the quiet-cycle check and the feed URLs need only the names.
+FILENAMES = {"atom": "atom.xml", "rss": "rss.xml", "json": "feed.json"}
+CONTENT_TYPES = {"atom": "application/atom+xml", "rss": "application/rss+xml", "json": "application/feed+json"}
 _EDGE = 64  # bytes read at each end of a file to tell whether it is whole
 
 

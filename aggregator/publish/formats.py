@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from .. import __version__
+from .files import CONTENT_TYPES, FILENAMES  # noqa: F401  (the formats' file names, re-exported)
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 MEDIA_NS = "http://search.yahoo.com/mrss/"
@@ -286,8 +287,6 @@ def _json_item(item: FeedItem) -> dict:
 
 
 RENDERERS = {"atom": render_atom, "rss": render_rss, "json": render_json}
-FILENAMES = {"atom": "atom.xml", "rss": "rss.xml", "json": "feed.json"}
-CONTENT_TYPES = {"atom": "application/atom+xml", "rss": "application/rss+xml", "json": "application/feed+json"}
 
 
 def _insert_after(anchor: etree._Element, new: list[etree._Element]) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..config import Settings
 from ..store import CategoryRef, Store
 from . import archive
-from .formats import FILENAMES
+from .files import FILENAMES
 
 ALL = "all"
 _CHUNK = 500
