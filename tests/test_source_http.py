@@ -480,31 +480,8 @@ def test_a_socks5_proxy_carries_the_request(tmp_path, site):
 
 @pytest.fixture
 def tls_site(tmp_path):
-    import shutil
-    import ssl
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    log: list[dict] = []
-    srv, url = _start(Feeds, log=log, feeds={"/f.atom": (200, atom("t", ["Over TLS"]), "application/atom+xml")})
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    yield url.replace("http://", "https://"), log
-    srv.shutdown()
-
-
-def test_https_is_verified_against_the_cas_the_process_trusts(tmp_path):
-    """The CLI end to end, trusting a CA through SSL_CERT_FILE: the feed is fetched over verified
-    TLS. aiohttp is imported without loading CAs into its own contexts (`sources.tls`), so this
-    fails if a request ever fell back to those, or if our context missed the system's paths."""
+    """(https URL, request log, certificate file) of a feed server with a self-signed certificate
+    for 127.0.0.1, which no system trusts; trusting the file (SSL_CERT_FILE) makes it valid."""
     import shutil
     import ssl
     import subprocess
@@ -519,25 +496,31 @@ def test_https_is_verified_against_the_cas_the_process_trusts(tmp_path):
         check=True, capture_output=True,
     )  # fmt: skip
     log: list[dict] = []
-    srv, url = _start(Feeds, log=log, feeds={"/f.atom": (200, atom("t", ["Verified"]), "application/atom+xml")})
+    srv, url = _start(Feeds, log=log, feeds={"/f.atom": (200, atom("t", ["Over TLS"]), "application/atom+xml")})
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    try:
-        cfg = config(tmp_path, f'name = "tls"\nurl = "{url.replace("http://", "https://")}/f.atom"')
-        trusted = run_cli(cfg, "fetch", env={"SSL_CERT_FILE": str(cert)})
-        assert trusted.returncode == 0 and "1 downloaded" in trusted.stdout, trusted.stdout + trusted.stderr
-        # the same CLI, trusting only the system's CAs: the server's certificate is refused
-        cfg = config(tmp_path, f'name = "tls2"\nurl = "{url.replace("http://", "https://")}/f.atom"')
-        refused = run_cli(cfg, "fetch", env={"SSL_CERT_FILE": str(tmp_path / "none.pem")})
-        assert refused.returncode == 0 and "1 failed" in refused.stdout and "TLS error" in refused.stderr
-        assert [x["path"] for x in log] == ["/f.atom"]
-    finally:
-        srv.shutdown()
+    yield url.replace("http://", "https://"), log, cert
+    srv.shutdown()
+
+
+def test_https_is_verified_against_the_cas_the_process_trusts(tmp_path, tls_site):
+    """The CLI end to end, trusting a CA through SSL_CERT_FILE: the feed is fetched over verified
+    TLS. aiohttp is imported without loading CAs into its own contexts (`sources.tls`), so this
+    fails if a request ever fell back to those, or if our context missed the system's paths."""
+    url, log, cert = tls_site
+    cfg = config(tmp_path, f'name = "tls"\nurl = "{url}/f.atom"')
+    trusted = run_cli(cfg, "fetch", env={"SSL_CERT_FILE": str(cert)})
+    assert trusted.returncode == 0 and "1 downloaded" in trusted.stdout, trusted.stdout + trusted.stderr
+    # the same CLI, trusting only the system's CAs: the server's certificate is refused
+    cfg = config(tmp_path, f'name = "tls2"\nurl = "{url}/f.atom"')
+    refused = run_cli(cfg, "fetch", env={"SSL_CERT_FILE": str(tmp_path / "none.pem")})
+    assert refused.returncode == 0 and "1 failed" in refused.stdout and "TLS error" in refused.stderr
+    assert [x["path"] for x in log] == ["/f.atom"]
 
 
 def test_verify_tls_false_accepts_a_self_signed_certificate_with_a_warning(tmp_path, tls_site, caplog):
-    url, log = tls_site
+    url, log, _ = tls_site
     settings = load_config(config(tmp_path, f'name = "strict"\nurl = "{url}/f.atom"'))
     store = Store(settings.database.url)
     try:
