@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aggregator.pipeline")
 
+
 def feed_state(row):
     from .sources.remote import SourceState
 

@@ -152,10 +152,10 @@ class FetchWorker:
     # -------------------------------------------------------------- life cycle
 
     def run(self) -> int:
-        from .sources.tls import aiohttp
+        from .sources.tls import import_aiohttp
 
         install_signals(self.stop, self.stop.set, self._reload.set, log)  # the reload happens in the loop below
-        aiohttp()  # imported while this is the only thread (see `tls.aiohttp`)
+        import_aiohttp()  # while this is the only thread (see `tls.import_aiohttp`)
         self.sync_sources()
         w = self.settings.workers
         threads = [threading.Thread(target=self.lane, name=f"lane-{i}", daemon=True) for i in range(w.lanes)]

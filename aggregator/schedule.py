@@ -121,9 +121,9 @@ class Daemon:
         """Run until SIGTERM/SIGINT; returns the exit status."""
         self._install_signals()
         from .ops import start_servers
-        from .sources.tls import aiohttp
+        from .sources.tls import import_aiohttp
 
-        aiohttp()  # imported while this is the only thread (see `tls.aiohttp`)
+        import_aiohttp()  # while this is the only thread (see `tls.import_aiohttp`)
 
         self.servers = start_servers(self.ops, self.serve)
         self.server = self.servers[0] if self.serve is not None else None

@@ -85,9 +85,9 @@ def url_reason(url: str) -> str | None:
 
 def connector(allow_private: bool, **kwargs):
     """An aiohttp connector that enforces the policy, or a plain one when private addresses are allowed."""
-    from .tls import aiohttp as imported
+    from .tls import import_aiohttp
 
-    aiohttp = imported()
+    aiohttp = import_aiohttp()
 
     class GuardedConnector(aiohttp.TCPConnector):
         """Drops every resolved address the policy refuses; none left: PrivateAddress.

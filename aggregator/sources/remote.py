@@ -247,9 +247,9 @@ def connection_error(e: BaseException, host: str) -> str:
     """One message per kind of failure to connect. "Connection refused" and "no route" are not
     told apart: for a private address that would say which ports are open (a port-scan oracle)."""
     from .netpolicy import PrivateAddress
-    from .tls import aiohttp as imported
+    from .tls import import_aiohttp
 
-    aiohttp = imported()
+    aiohttp = import_aiohttp()
     cause = getattr(e, "os_error", None) or e.__cause__ or e
     if isinstance(cause, PrivateAddress) or isinstance(e, PrivateAddress):
         return str(cause if isinstance(cause, PrivateAddress) else e)
@@ -285,9 +285,9 @@ async def fetch_one(session, req: FetchRequest, max_bytes: int) -> FetchResult:
 
     from .netpolicy import PrivateAddress, host_reason
     from .sessions import hop_options
-    from .tls import aiohttp as imported
+    from .tls import import_aiohttp
 
-    aiohttp = imported()
+    aiohttp = import_aiohttp()
 
     started = time.monotonic()
 

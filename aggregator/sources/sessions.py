@@ -75,9 +75,9 @@ class Sessions:
 
     def __call__(self, req: FetchRequest):
         from .netpolicy import connector
-        from .tls import aiohttp as imported
+        from .tls import import_aiohttp
 
-        aiohttp = imported()
+        aiohttp = import_aiohttp()
 
         kind = session_kind(req)
         if kind not in self.sessions:

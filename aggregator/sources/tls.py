@@ -3,7 +3,7 @@
 aiohttp builds two SSL contexts when it is imported, and each loads the system's CA bundle: about
 25 ms apiece, paid by every process that fetches, even one whose feeds are all plain http or all
 answer 304. Our requests never use those two: every https request names its context
-(`context_for`), made once per process when the first https URL is fetched. So `aiohttp()`
+(`context_for`), made once per process when the first https URL is fetched. So `import_aiohttp()`
 imports aiohttp with the CA loading of its own contexts skipped. Were one of them ever used, it
 would trust no certificate at all: verification fails closed, it is never skipped.
 """
@@ -19,7 +19,7 @@ _verified: ssl.SSLContext | None = None
 _imported = False
 
 
-def aiohttp():
+def import_aiohttp():
     """The aiohttp module, imported (the first time) without loading CAs into its default contexts.
 
     The first import should happen before other threads make TLS connections: while it runs, a
