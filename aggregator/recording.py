@@ -132,10 +132,9 @@ class StateBatch:
     def add(self, row: dict) -> None:
         with self._lock:
             self._rows.append(row)
-            if len(self._rows) < STATE_BATCH:
-                return
-            batch, self._rows = self._rows, []
-        self.writer.submit(_write_states, self.store, batch)
+            full = len(self._rows) >= STATE_BATCH
+        if full:
+            self.flush()
 
     def flush(self) -> None:
         with self._lock:
@@ -177,7 +176,7 @@ class FetchRun:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """One source's fetch, as the writer thread records it."""
+    """One source's fetch, as `record_fetch` takes it."""
 
     source: SourceSettings
     row: SourceRecord  # the source's stored state before this fetch
@@ -187,9 +186,10 @@ class Fetched:
 
 
 def record_fetch(run: FetchRun, fetched: Fetched) -> None:
-    """Store one fetch's entries and the source's new state (runs on the single writer thread).
-    Storing may fail (a database error, a value it refuses): that is this source's error,
-    recorded with back-off like any other, never the end of the run."""
+    """Store one fetch's entries and the source's new state: on the run's writer thread, or on
+    the event loop for a 304, which stores no entries (its state joins the batch). Storing may
+    fail (a database error, a value it refuses): that is this source's error, recorded with
+    back-off like any other, never the end of the run."""
     try:
         _store_fetch(run, fetched)
     except Exception as e:

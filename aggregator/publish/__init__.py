@@ -11,26 +11,23 @@ keep getting 304s, and flushed to disk before the signatures that trust them are
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
 from ..config import Settings
 from ..store import Store
-from .files import CONTENT_TYPES, FILENAMES, PublishError, is_whole, remove_stale_temps, sync, write_if_changed  # noqa: F401
-from .plans import ALL, FeedPlan, also_reported, eligible, feed_plans, feed_url, keep, permalink  # noqa: F401
+from .files import FILENAMES, PublishError, is_whole
+from .plans import ALL, FeedPlan, feed_plans, keep
 
 __all__ = [
     "ALL", "BuildReport", "Early", "FeedPlan", "PublishError", "build", "early_pages", "feed_plans", "keep",
     "stamp", "still_published",
 ]  # fmt: skip
 
-log = logging.getLogger(__name__)
-
-# The build itself (`building`: rendering, article pages, archives, WebSub) is imported when
-# first asked for: a quiet cycle only checks `still_published`, and the build's modules (lxml's
-# serializer aside, Jinja templates, the page and archive planners) were a twentieth of it.
+# The build itself (`building`: rendering with lxml and Jinja, article pages, archives, WebSub)
+# is imported when first asked for: a quiet cycle only checks `still_published`, and loading the
+# build's modules was a twentieth of it.
 _LAZY = {"build", "early_pages", "Early"}
 
 
