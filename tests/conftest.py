@@ -16,11 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "articles"
 
 
-def run_cli(config: Path, *args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The real CLI in a subprocess, as an operator would run it; `env`: variables to add."""
+def run_cli(
+    config: Path, *args: str, timeout: float = 120, env: dict | None = None, python: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess, as an operator would run it; `env`: variables to add;
+    `python`: interpreter options (`("-X", "importtime")`)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "aggregator", "--config", str(config), *args],
+        [sys.executable, *python, "-m", "aggregator", "--config", str(config), *args],
         capture_output=True,
         text=True,
         timeout=timeout,

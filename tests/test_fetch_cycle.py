@@ -5,7 +5,6 @@ feedparser's own sanitizer off) still come out cleaned and with absolute URLs.""
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 from pathlib import Path
@@ -106,22 +105,11 @@ def test_a_cycle_of_304s_imports_nothing_it_does_not_use(server, tmp_path):
     cfg = config(tmp_path, {"c": server.url_for("/c.xml")})
     first = run_cli(cfg, "fetch")
     assert first.returncode == 0 and "1 downloaded" in first.stdout, first.stderr
-    warm = run_cli_importtime(cfg)
+    warm = run_cli(cfg, "fetch", python=("-X", "importtime"))
     assert warm.returncode == 0 and "1 not modified" in warm.stdout, warm.stderr
     loaded = {line.split("|")[-1].strip().split(".")[0] for line in warm.stderr.splitlines() if "import time" in line}
     assert "aiohttp" in loaded  # the measurement works
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
-
-
-def run_cli_importtime(cfg: Path):
-    import os
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    return subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "aggregator", "--config", str(cfg), "fetch"],
-        capture_output=True, text=True, timeout=120, cwd=cfg.parent, env={**os.environ, "PYTHONPATH": str(root)},
-    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- requests in flight to one host

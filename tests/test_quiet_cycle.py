@@ -80,19 +80,12 @@ def test_a_config_change_or_a_missing_feed_file_makes_a_quiet_update_build(site:
 def test_a_quiet_update_imports_no_build_machinery(site: Path):
     """The CLI end to end: a second `update` with nothing new loads neither the build
     (`publish.building`, templates, renderers) nor the feed parser or dedup's MinHash."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT, run_cli
+    from conftest import run_cli
 
     cfg = site / "config.toml"
     first = run_cli(cfg, "update")
     assert first.returncode == 0, first.stderr
-    quiet = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "aggregator", "--config", str(cfg), "update"],
-        capture_output=True, text=True, timeout=120, cwd=site, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    quiet = run_cli(cfg, "update", python=("-X", "importtime"))
     assert quiet.returncode == 0, quiet.stderr
     loaded = {line.split("|")[-1].strip() for line in quiet.stderr.splitlines() if "import time" in line}
     assert "aggregator.publish" in loaded  # the measurement works: the quiet check is there
