@@ -168,10 +168,11 @@ class FetchRun:
     def clock(self) -> datetime:
         """The run's `now` moved on by the time it has run: when a fetch is recorded. A source's
         next fetch counts from its own fetch, not from the run's start, or a run that waited
-        long for host slots would make its late fetches due again at once."""
+        long for host slots would make its late fetches due again at once. Whole seconds, like
+        the store's clock, so a fetch never looks later than a `now_utc()` read after it."""
         from datetime import timedelta
 
-        return self.now + timedelta(seconds=time.monotonic() - self.started)
+        return (self.now + timedelta(seconds=time.monotonic() - self.started)).replace(microsecond=0)
 
 
 @dataclass(frozen=True, slots=True)
