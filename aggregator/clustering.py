@@ -29,6 +29,7 @@ from . import lsh
 from .config import DedupSettings
 from .features import ALGORITHM, similarities, similarity, tracking_patterns
 from .model import ClusterEntry
+from .sharing import Sharing
 
 # The version of the canonical-choice rule (`rank`, `outranks`): a change re-decides every
 # cluster once, without recomputing features.
@@ -258,22 +259,33 @@ def index_keys(items: dict[int, ClusterEntry]) -> dict[int, tuple[int, ...]]:
 
 
 def offered(
-    found: Counter, items: dict[int, ClusterEntry], later: set[int]
+    found: Sharing, items: dict[int, ClusterEntry], later: set[int]
 ) -> tuple[dict[int, list[int]], dict[int, set[int]]]:
-    """From the key index's answer ((entry, other, kind) → keys shared): per entry to decide,
-    the ids sharing its URL or text key (exact), and the MAX_CANDIDATES sharing the most band
-    keys besides those (by_band: they can match only as near-duplicates). Entries of `later`
+    """From the key index's answer (`sharing.Sharing`): per entry to decide, the ids sharing
+    its URL or text key (exact), and the MAX_CANDIDATES sharing the most band keys besides those
+    (by_band: they can match only as near-duplicates; ties go to the newest). Entries of `later`
     batches of this run (whose keys the ingest may have stored already) cannot be matches yet,
     so they take no candidate slot."""
+    import numpy as np
+
+    entry, other, kind, _ = found
+    if later:
+        keep = ~np.isin(other, np.fromiter(later, dtype=np.int64, count=len(later)))
+        entry, other, kind = entry[keep], other[keep], kind[keep]
     exact: dict[int, set[int]] = {}
-    shared: dict[int, Counter] = {}
-    for (i, j, kind), n in found.items():
-        if j in later:
-            continue
-        if kind == lsh.BAND:
-            shared.setdefault(i, Counter())[j] += n
-        else:
-            exact.setdefault(i, set()).add(j)
+    is_band = kind == lsh.BAND
+    for i, j in zip(entry[~is_band].tolist(), other[~is_band].tolist(), strict=True):
+        exact.setdefault(i, set()).add(j)
+    # Band pairs come most-shared first within each entry: its first MAX_CANDIDATES are kept.
+    entry, other = entry[is_band], other[is_band]
+    top = np.arange(len(entry)) - np.searchsorted(entry, entry) < MAX_CANDIDATES
+    entry, other = entry[top], other[top]
+    firsts = np.flatnonzero(np.diff(entry)) + 1
+    band: dict[int, set[int]] = {
+        int(entry[at]): set(group.tolist())
+        for at, group in zip([0, *firsts.tolist()], np.split(other, firsts), strict=True)
+        if len(group)
+    }
     out: dict[int, list[int]] = {}
     by_band: dict[int, set[int]] = {}
     for i, it in items.items():
@@ -281,7 +293,7 @@ def offered(
             continue
         same = exact.get(i, set())
         out[i] = sorted(same)
-        by_band[i] = {j for j, _ in shared.get(i, Counter()).most_common(MAX_CANDIDATES)} - same - {i}
+        by_band[i] = band.get(i, set()) - same - {i}
     return out, by_band
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,7 +40,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 
 from ..lsh import KEY_BITS, SPACES
-from ..lsh import kind as key_kind
+from ..sharing import HOLDERS, Sharing, count_shared
 from .schema import KEY_LEVELS as LEVELS
 from .schema import KEY_SLOTS as SLOTS
 from .schema import KEY_TABLES as TABLES
@@ -49,7 +48,6 @@ from .schema import KEY_TABLES as TABLES
 if TYPE_CHECKING:  # numpy is imported by the functions that use it: a run with nothing new does not
     import numpy as np
 
-HOLDERS = 12  # entries a key offers at most (the newest holding it): bounds a lookup's work per key
 BITS_PER_KEY = 12  # Bloom filter: ≈ 1 % false positives with 5 bits of one 64-bit word per key
 
 
@@ -107,9 +105,9 @@ def clear(c: Connection) -> None:
     _CACHE.pop(c.engine, None)
 
 
-def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int, int]]:
-    """(entry id, other entry id, kind) → how many keys of that `lsh.kind` they share, for the
-    (key, entry id) `rows` against the stored keys.
+def shared(c: Connection, rows: list[tuple[int, int]]) -> Sharing:
+    """Which stored entries share keys with the (key, entry id) `rows`, and how many of each
+    `lsh.kind` (`sharing.count_shared`).
 
     Bounded by design: each key offers at most HOLDERS entries, the most recently stored ones
     holding it, whatever how many hold it. A key many entries share is boilerplate (a template
@@ -124,34 +122,27 @@ def shared(c: Connection, rows: list[tuple[int, int]]) -> Counter[tuple[int, int
     for the keys it holds; levels below 0 only for the keys their filter may hold."""
     import numpy as np
 
-    pairs: Counter[tuple[int, int, int]] = Counter()
-    if not rows:
-        return pairs
-    state = _state(c)
-    keys = np.unique(np.fromiter((k for k, _ in rows), dtype=np.uint64, count=len(rows)))
-    found: dict[int, list[int]] = {}  # key → holders, newest first, from every level
-    for k, i in rows:
-        found.setdefault(k, []).append(i)
-    for lv in state:
-        if not lv.size and lv.level:
-            continue
-        wanted = keys if lv.level == 0 else keys[_filter(c, lv).may_hold(keys)]
-        if len(wanted):
-            for k, holders in _newest_holders(c, TABLES[lv.slot].name, wanted.tolist()):
-                found.setdefault(k, []).extend(holders)
-    for k, holders in found.items():
-        if len(holders) > 1:
-            found[k] = sorted(set(holders), reverse=True)[:HOLDERS]
-    for k, i in rows:
-        kind = key_kind(k)
-        for j in found.get(k, ()):
-            if j != i:
-                pairs[i, j, kind] += 1
-    return pairs
+    probe_keys = np.fromiter((k for k, _ in rows), dtype=np.uint64, count=len(rows))
+    probe_ids = np.fromiter((i for _, i in rows), dtype=np.int64, count=len(rows))
+    held_keys, held_ids = [np.zeros(0, dtype=np.uint64)], [np.zeros(0, dtype=np.int64)]
+    if rows:
+        keys = np.unique(probe_keys)
+        for lv in _state(c):
+            if not lv.size and lv.level:
+                continue
+            wanted = keys if lv.level == 0 else keys[_filter(c, lv).may_hold(keys)]
+            if len(wanted):
+                k, i = _newest_holders(c, TABLES[lv.slot].name, wanted.tolist())
+                held_keys.append(k)
+                held_ids.append(i)
+    return count_shared(probe_keys, probe_ids, np.concatenate(held_keys), np.concatenate(held_ids))
 
 
-def _newest_holders(c: Connection, table: str, keys: list[int]):
-    """(key, [entry ids]) for each of `keys` held in `table`: at most HOLDERS, newest first."""
+def _newest_holders(c: Connection, table: str, keys: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, entry ids), one pair per holder, for `keys` held in `table`: for each key at
+    most HOLDERS, its newest holders."""
+    import numpy as np
+
     c.exec_driver_sql("CREATE TEMPORARY TABLE IF NOT EXISTS key_lookup (key BIGINT PRIMARY KEY)")
     c.exec_driver_sql("DELETE FROM key_lookup")
     for start in range(0, len(keys), 5000):  # integers from numpy, written inline: no parameter limit
@@ -159,14 +150,21 @@ def _newest_holders(c: Connection, table: str, keys: list[int]):
         c.exec_driver_sql(f"INSERT INTO key_lookup (key) VALUES {values}")
     newest = f"SELECT entry_id FROM {table} WHERE key = p.key ORDER BY entry_id DESC LIMIT {HOLDERS}"
     if c.dialect.name == "postgresql":
-        query = f"SELECT key, h FROM (SELECT p.key, ARRAY({newest}) AS h FROM key_lookup AS p) AS x WHERE h <> '{{}}'"
+        agg = f"array_to_string(ARRAY({newest}), ',')"
+        query = f"SELECT key, h FROM (SELECT p.key, {agg} AS h FROM key_lookup AS p) AS x WHERE h <> ''"
     else:  # a correlated subquery: one short range read of the primary key per probed key
         query = (
             f"SELECT key, h FROM (SELECT p.key AS key, (SELECT group_concat(entry_id) FROM ({newest})) AS h"
             " FROM key_lookup AS p) WHERE h IS NOT NULL"
         )
-    for k, held in c.exec_driver_sql(query).fetchall():
-        yield k, [int(x) for x in held.split(",")] if isinstance(held, str) else list(held)
+    found = c.exec_driver_sql(query).fetchall()
+    if not found:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    # Parsed in one pass: the holders' lists joined into one text, each key repeated per holder.
+    per_key = np.fromiter((h.count(",") + 1 for _, h in found), dtype=np.int64, count=len(found))
+    ids = np.fromstring(",".join(h for _, h in found), dtype=np.int64, sep=",")
+    held = np.repeat(np.fromiter((k for k, _ in found), dtype=np.uint64, count=len(found)), per_key)
+    return held, ids
 
 
 def settle(c: Connection, shape: Shape = DEFAULT_SHAPE) -> None:
