@@ -283,7 +283,6 @@ def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.
     # Cleared first: if this cycle stops between dedup and the end of the build, the next one
     # must build even though it finds nothing new.
     store.set_published_stamp(None)
-    store.refresh_statistics()  # a cold start's listings need them
     if not settings.dedup.enabled:
         deduped, built = dedup.disable(store), build(store, settings)
     else:

@@ -127,11 +127,6 @@ class Store(
         """Does the database answer a trivial query (for /healthz)?"""
         return database.answers(self.engine)
 
-    def refresh_statistics(self) -> bool:
-        """Gather the query planner's statistics if the entries table has doubled since they
-        were last gathered (or never were); True when it did."""
-        return database.refresh_statistics(self.engine)
-
     def upkeep(self) -> None:
         """Periodic maintenance (the dialect decides what that is)."""
         database.upkeep(self.engine)

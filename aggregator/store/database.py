@@ -212,36 +212,6 @@ def upkeep(engine: Engine) -> None:
             c.exec_driver_sql("PRAGMA optimize")
 
 
-def stale_statistics(analyzed_rows: int | None, rows: int) -> bool:
-    """Are the planner's statistics of the entries table out of date: never gathered, or
-    gathered when the table held less than half of what it holds now? Doubling keeps the
-    cost of gathering them, a full read of the tables, at a constant share per row stored."""
-    if rows < 1000:
-        return analyzed_rows is None and rows > 0
-    return analyzed_rows is None or rows > 2 * analyzed_rows
-
-
-def refresh_statistics(engine: Engine) -> bool:
-    """Gather the planner's statistics when `stale_statistics` says so; True when it did.
-
-    Without them SQLite answers a category's listing by walking every visible entry in date
-    order and probing its categories (measured: 4.6 s for 50 categories of 35,000 entries, 0.2 s
-    with them), and PostgreSQL's autovacuum may not have run yet after a cold start."""
-    with engine.begin() as c:
-        rows = c.exec_driver_sql("SELECT coalesce(max(id), 0) FROM entries").scalar()
-        if engine.dialect.name == "sqlite":
-            known = c.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first()
-            stat = known and c.exec_driver_sql("SELECT stat FROM sqlite_stat1 WHERE tbl = 'entries' LIMIT 1").scalar()
-            analyzed = int(stat.split()[0]) if stat else None
-        else:
-            tuples = c.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = 'entries'::regclass").scalar()
-            analyzed = int(tuples) if tuples and tuples > 0 else None
-        if not stale_statistics(analyzed, rows):
-            return False
-        c.exec_driver_sql("ANALYZE" if engine.dialect.name == "sqlite" else "ANALYZE entries, entry_categories")
-        return True
-
-
 def answers(engine: Engine) -> bool:
     """Does the database answer `SELECT 1`? (/healthz asks; an error is the answer "no".)"""
     from sqlalchemy import text
