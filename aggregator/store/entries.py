@@ -85,8 +85,11 @@ def _listing(category_id: int | None, *columns):
     """Visible entries (of one category, or all), newest first."""
     q = select(*columns).where(*VISIBLE)
     if category_id is not None:
+        # IN, not a join: without planner statistics SQLite answered the join by walking every
+        # visible entry in date order and probing its categories (4.6 s for 50 categories of
+        # 35,000 entries); this reads the category's ids from its index once.
         ec = ENTRY_CATEGORIES
-        q = q.join(ec, ec.c.entry_id == E.c.id).where(ec.c.category_id == category_id)
+        q = q.where(E.c.id.in_(select(ec.c.entry_id).where(ec.c.category_id == category_id)))
     return q.order_by(E.c.sort_date.desc(), E.c.id.desc())
 
 

@@ -1,0 +1,61 @@
+"""A category's listing through the store API: what it holds, and how SQLite reads it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import event
+
+from aggregator.model import Entry
+from aggregator.store import Store
+from tests.test_dedup_store import store  # noqa: F401  (the fixture: SQLite, and PostgreSQL when set up)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def save(into: Store, n: int, categories: int = 12) -> dict[str, int]:
+    sid = into.source_id("local", "files", "/local")
+    entries = [
+        Entry(source="local", key=f"{i}.md", title=f"t{i}", content_html=f"<p>{i}</p>", summary="",
+              categories=[f"c{i % categories}"], published=T0 - timedelta(hours=i % 7, minutes=i))
+        for i in range(n)
+    ]  # fmt: skip
+    into.save_entries(sid, entries, into.stamps(sid), T0)
+    return {k: s.id for k, s in into.stamps(sid).items()}
+
+
+def test_a_category_lists_its_visible_entries_newest_first(store: Store):  # noqa: F811
+    ids = save(store, 300)
+    store.withdraw([ids["12.md"]], T0)
+    cid = next(ref.id for ref in store.categories() if ref.name == "c0")
+    listed = [i for i, _ in store.listing_versions(cid, None)]
+    members = {ids[f"{i}.md"] for i in range(0, 300, 12) if i != 12}
+    assert set(listed) == members
+    stamps = {e.id: e.published for e in store.entries_by_id(listed)}
+    dates = [stamps[i] for i in listed]
+    assert dates == sorted(dates, reverse=True)
+    assert [i for i, _ in store.listing_versions(cid, 5)] == listed[:5]
+
+
+def test_a_category_listing_reads_the_category_index_not_every_entry(store: Store):  # noqa: F811
+    if store.dialect != "sqlite":
+        pytest.skip("reads SQLite query plans")
+    save(store, 1200)
+    cid = next(iter(store.category_counts()))
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "entry_categories" in statement and statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        assert len(store.listing_versions(cid, None)) == 100
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    ((statement, parameters),) = seen
+    with store.engine.connect() as c:
+        plan = " ".join(r[3] for r in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+    # Read once from its index, not probed by entry id for each of the 1,200 entries.
+    assert "ix_entry_categories_category" in plan, plan
