@@ -158,12 +158,14 @@ async def _fetch_all(
         src = by_name[req.name]
         parsed, problem = None, None
         if result.status == 200 and result.body is not None and result.error is None:
+            from .features import tracking_patterns
             from .sources.feeds import FeedContext, FeedError
             from .sources.parsing import Parsers
 
             if parsers is None:
                 pools = _first_then(parser) if parser else None
-                parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1))
+                patterns = tracking_patterns(settings.dedup.tracking_params) if settings.dedup.enabled else None
+                parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1), patterns)
                 shaping = _Shaping.of(settings)
             ctx = FeedContext(
                 src.name,

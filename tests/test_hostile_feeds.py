@@ -347,7 +347,7 @@ def test_opml_import_warns_about_private_urls(tmp_path):
 # ---------------------------------------------------------------- parse time limit
 
 
-def slow_parse(body, headers, ctx):
+def slow_parse(body, headers, ctx, dedup_patterns=None):
     """Stands in for a parser stuck on a crafted document (module level: workers import it)."""
     if body == b"slow":
         time.sleep(60)
@@ -355,9 +355,9 @@ def slow_parse(body, headers, ctx):
 
 
 def test_a_parse_over_the_limit_is_abandoned_in_threads(monkeypatch):
-    from aggregator.sources import feeds, parsing
+    from aggregator.sources import parsing
 
-    monkeypatch.setattr(feeds, "parse_feed", slow_parse)
+    monkeypatch.setattr(parsing, "parse_with_features", slow_parse)
     parsers = parsing.Parsers(0.5)
 
     async def go():
@@ -371,10 +371,10 @@ def test_a_parse_over_the_limit_is_abandoned_in_threads(monkeypatch):
 
 
 def test_a_parse_over_the_limit_replaces_its_worker_process(monkeypatch):
-    from aggregator.sources import feeds, parsing
+    from aggregator.sources import parsing
     from aggregator.workers import process_pool
 
-    monkeypatch.setattr(feeds, "parse_feed", slow_parse)  # forked workers inherit the stand-in
+    monkeypatch.setattr(parsing, "parse_with_features", slow_parse)  # pickled by name: workers import it
     pools = []
 
     def make():

@@ -43,11 +43,30 @@ def _in_daemon_thread(fn: Callable, *args) -> Future:
     return future
 
 
-class Parsers:
-    """`parse_feed` with a time limit, in a process pool from `make_pool` (None: threads)."""
+def parse_with_features(body: bytes, headers: Mapping[str, str], ctx: FeedContext,
+                        dedup_patterns: tuple[str, ...] | None) -> ParsedFeed:  # fmt: skip
+    """`parse_feed`, then (with dedup on: `dedup_patterns` not None) each entry's dedup
+    features, computed in the worker while the entry is at hand rather than by the dedup stage
+    in the main process, which would read every body back."""
+    parsed = feeds.parse_feed(body, headers, ctx)
+    if dedup_patterns is not None and parsed.items:
+        from dataclasses import replace
 
-    def __init__(self, limit: float, make_pool: Callable[[], ProcessPoolExecutor] | None = None, workers: int = 1):
+        from ..features import features
+
+        for n, it in enumerate(parsed.items):
+            found = features(it.entry.link, it.entry.content_html, dedup_patterns)
+            parsed.items[n] = replace(it, entry=replace(it.entry, features=found))
+    return parsed
+
+
+class Parsers:
+    """`parse_with_features` with a time limit, in a process pool from `make_pool` (None: threads)."""
+
+    def __init__(self, limit: float, make_pool: Callable[[], ProcessPoolExecutor] | None = None, workers: int = 1,
+                 dedup_patterns: tuple[str, ...] | None = None):  # fmt: skip
         self.limit = limit
+        self.dedup_patterns = dedup_patterns
         self._make_pool = make_pool
         self._pool = make_pool() if make_pool else None
         # A parse is handed to the pool only when a worker is free, so its clock starts when it
@@ -60,7 +79,7 @@ class Parsers:
         too_slow = f"parsing took longer than {self.limit:g} s; abandoned"
         if self._pool is None:
             try:
-                thread = _in_daemon_thread(feeds.parse_feed, body, headers, ctx)
+                thread = _in_daemon_thread(parse_with_features, body, headers, ctx, self.dedup_patterns)
                 return await asyncio.wait_for(asyncio.wrap_future(thread), self.limit)
             except TimeoutError:
                 raise FeedError(too_slow) from None
@@ -69,7 +88,7 @@ class Parsers:
             async with self._free:
                 pool = self._pool
                 try:
-                    job = loop.run_in_executor(pool, feeds.parse_feed, body, headers, ctx)
+                    job = loop.run_in_executor(pool, parse_with_features, body, headers, ctx, self.dedup_patterns)
                     return await asyncio.wait_for(job, self.limit)
                 except TimeoutError:
                     self._replace(pool)
