@@ -680,3 +680,28 @@ def test_the_index_tables_of_an_older_database_are_dropped_and_its_entries_index
         ]
     finally:
         store.close()
+
+
+def test_keys_stored_with_new_entries_are_merged_down_as_level_0_fills(store: Store) -> None:
+    """The ingest stores the keys of the features its workers computed; level 0 is merged into
+    the next level as it fills, not only when a dedup run ends (a cold start would otherwise
+    pile every key of the corpus into level 0)."""
+    from dataclasses import replace
+
+    from aggregator.store import keyindex
+
+    small = Store(store.url, key_shape=KeyIndexShape(level0_keys=60, ratio=2))
+    try:
+        site, patterns = Site(small), features.tracking_patterns(())
+        stored = 0
+        for i in range(6):
+            e = entry(f"k{i}.md", f"t{i}", EN[i:] + PORT[i:], f"http://e.test/{i}")
+            f = features.features(e.link, e.content_html, patterns)
+            site.save(replace(e, features=f))
+            stored += len(f.keys)
+            with small.engine.connect() as c:
+                sizes = {r.level: r.size for r in c.execute(select(keyindex.LEVELS))}
+            assert sizes[0] <= 60 and sum(sizes.values()) == stored, sizes
+        assert stored > 2 * 60
+    finally:
+        small.close()

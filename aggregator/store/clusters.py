@@ -184,7 +184,7 @@ class DedupTransaction:
         return keyindex.shared(self.c, probe)
 
     def insert_keys(self, rows: list[tuple[int, int]]) -> None:
-        keyindex.insert(self.c, rows)
+        keyindex.insert(self.c, rows, self.shape)
 
     def settle_keys(self) -> None:
         keyindex.settle(self.c, self.shape)

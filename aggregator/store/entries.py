@@ -133,6 +133,7 @@ class EntryStore:
     """Saving entries and reading them back (a part of `Store`)."""
 
     engine: object
+    key_shape: keyindex.Shape
 
     def has_pending_changes(self) -> bool:
         """Is any entry new, changed or withdrawn since dedup last looked (what a publisher
@@ -206,7 +207,7 @@ class EntryStore:
                 keys += [(k, new_ids[e.key]) for e, _ in inserts if e.features is not None for k in e.features.keys]
                 touched.extend(new_ids.values())
             if keys:
-                keyindex.insert(s, keys)
+                keyindex.insert(s, keys, self.key_shape)
         return result, touched
 
     @staticmethod

@@ -82,13 +82,20 @@ def _put(c: Connection, table: str, rows: list[tuple[int, int]]) -> None:
         c.exec_driver_sql(sql, rows[i : i + 5000])
 
 
-def insert(c: Connection, rows: list[tuple[int, int]]) -> None:
-    """Store (band key, entry id) rows, in level 0 (the biggest write of a cold start)."""
+def insert(c: Connection, rows: list[tuple[int, int]], shape: Shape = DEFAULT_SHAPE) -> None:
+    """Store (band key, entry id) rows, in level 0 (the biggest write of a cold start), and
+    merge level 0 down once it outgrows its size. Merged as it fills, not only when dedup
+    ends: a level 0 grown to every key of a cold start (≈ 27 per entry) took each commit's
+    keys onto as many pages, most of them out of cache (measured: 5 s of inserts and 5 s of
+    commits for 35,000 entries)."""
     if not rows:
         return
-    slot = _state(c, for_update=True)[0].slot
-    _put(c, TABLES[slot].name, rows)
-    c.execute(update(LEVELS).where(LEVELS.c.slot == slot).values(size=LEVELS.c.size + len(rows)))
+    top = _state(c, for_update=True)[0]
+    _put(c, TABLES[top.slot].name, rows)
+    c.execute(update(LEVELS).where(LEVELS.c.slot == top.slot).values(size=LEVELS.c.size + len(rows)))
+    limit = capacity(0, shape)
+    if limit is not None and top.size + len(rows) > limit:
+        settle(c, shape)
 
 
 def delete(c: Connection, rows: list[tuple[int, int]]) -> None:
