@@ -51,11 +51,14 @@ PARSE_PROCESSES_MIN = 24
 
 
 def fetch(
-    store: Store, settings: Settings, names: list[str] | None = None, due_only: bool = False, now=None, budget=None
+    store: Store, settings: Settings, names: list[str] | None = None, due_only: bool = False, now=None, budget=None,
+    with_features: bool = False,
 ) -> FetchReport:
     """Fetch remote sources: the ones named (even if disabled), else every enabled one that is
     not disabled (by a 410) and, with `due_only`, whose next fetch is due. An unknown name is
-    a ConfigError."""
+    a ConfigError. `with_features`: the parse workers also compute the entries' dedup features
+    (`update`, which dedups next, has them computed in parallel there rather than by the dedup
+    stage in the main process; a fetch alone leaves them to the next dedup run)."""
     from .config import ConfigError
     from .sources.opml import remote_sources
     from .sources.remote import is_due
@@ -83,7 +86,13 @@ def fetch(
             # (never fetched, or a server that sends none) will answer with one; the others
             # mostly answer 304, and a cycle of those must not fork parsers or import feedparser.
             expected = sum(1 for s in chosen if not (rows[s.name].etag or rows[s.name].last_modified))
-            asyncio.run(_fetch_all(store, settings, chosen, rows, now, report, _parse_pool(expected), budget))
+            parser = _parse_pool(expected)
+            patterns = None
+            if with_features and parser is not None and settings.dedup.enabled:
+                from .features import tracking_patterns
+
+                patterns = tracking_patterns(settings.dedup.tracking_params)
+            asyncio.run(_fetch_all(store, settings, chosen, rows, now, report, parser, budget, patterns))
     report.seconds = time.monotonic() - started
     return report
 
@@ -135,11 +144,13 @@ def _parse_pool(n: int):
 
 
 async def _fetch_all(
-    store: Store, settings: Settings, sources: list[SourceSettings], rows, now, report, parser, budget=None
+    store: Store, settings: Settings, sources: list[SourceSettings], rows, now, report, parser, budget=None,
+    dedup_patterns: tuple[str, ...] | None = None,
 ) -> None:
     """Fetch `sources`, parse each body in `parser` (a process pool, or None for threads) as it
     arrives, and store the results on one writer thread. `budget`: the per-host budget shared
-    beyond this call (`sources.hostbudget`), if any."""
+    beyond this call (`sources.hostbudget`), if any. `dedup_patterns`: compute dedup features
+    in the parse too (`parsing.parse_with_features`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .sources.remote import USER_AGENT, FetchRequest, fetch_many
@@ -158,14 +169,12 @@ async def _fetch_all(
         src = by_name[req.name]
         parsed, problem = None, None
         if result.status == 200 and result.body is not None and result.error is None:
-            from .features import tracking_patterns
             from .sources.feeds import FeedContext, FeedError
             from .sources.parsing import Parsers
 
             if parsers is None:
                 pools = _first_then(parser) if parser else None
-                patterns = tracking_patterns(settings.dedup.tracking_params) if settings.dedup.enabled else None
-                parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1), patterns)
+                parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1), dedup_patterns)
                 shaping = _Shaping.of(settings)
             ctx = FeedContext(
                 src.name,

@@ -260,7 +260,7 @@ class UpdateReport:
 def update(store: Store, settings: Settings, progress: Progress | None = None) -> UpdateReport:
     """Ingest every source, then publish what changed."""
     started = time.monotonic()
-    fetched = fetch(store, settings, due_only=True)  # the feeds that are due
+    fetched = fetch(store, settings, due_only=True, with_features=True)  # the feeds that are due
     ingested = ingest(store, settings, progress)
     deduped, built = settle(store, settings, ingested.touched + fetched.touched)
     return UpdateReport(ingested, built, time.monotonic() - started, deduped, fetched)

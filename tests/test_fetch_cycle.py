@@ -204,35 +204,51 @@ def test_a_source_is_next_due_one_interval_after_its_own_fetch_not_the_runs_star
     assert due[2] < start + timedelta(hours=1, minutes=1)
 
 
-@pytest.mark.parametrize("feeds", [2, PARSE_PROCESSES_MIN + 2])  # parsed in threads, then in worker processes
-def test_fetched_entries_arrive_with_their_dedup_features(server, store, tmp_path, monkeypatch, feeds):
-    """The parser computes each entry's dedup features (the dedup stage would otherwise read
-    every body back and compute them in the main process), the same ones dedup computes."""
-    from aggregator.config import load_config
-    from aggregator.features import features, tracking_patterns
-
-    monkeypatch.setattr(threading, "active_count", lambda: 1)
+def serve_stories(server, tmp_path: Path, feeds: int, extra: str = "") -> Path:
     for i in range(feeds):
         body = rss(i, f"<p>第{i}条新闻正文，市场消息。</p><p>Paragraph {i} of the story.</p>")
         server.expect_request(f"/f/{i}.xml").respond_with_data(body, content_type="application/rss+xml")
     cfg = config(tmp_path, {f"f{i}": server.url_for(f"/f/{i}.xml") for i in range(feeds)}, "per_host = 8")
-    settings = load_config(cfg)
-    assert fetch(store, settings).new == feeds
+    cfg.write_text(cfg.read_text() + extra, encoding="utf-8")
+    return cfg
+
+
+def stored_features(store: Store) -> list[tuple]:
     with store.engine.connect() as c:
-        rows = c.execute(select(ENTRIES)).all()
+        return [(r.link, r.content, r.version, r.dedup_version, r.minhash, r.fingerprint, r.url_key)
+                for r in c.execute(select(ENTRIES))]  # fmt: skip
+
+
+def test_update_has_the_parse_workers_compute_dedup_features(server, store, tmp_path, monkeypatch):
+    """In `update`, which dedups next, the parse workers compute each entry's dedup features
+    (in parallel, while the entry is at hand), the same ones dedup would compute."""
+    from aggregator.config import load_config
+    from aggregator.features import features, tracking_patterns
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)  # forked as the CLI does
+    n = PARSE_PROCESSES_MIN + 2
+    settings = load_config(serve_stories(server, tmp_path, n))
+    assert fetch(store, settings, with_features=True).new == n
     patterns = tracking_patterns(settings.dedup.tracking_params)
-    for r in rows:
-        assert r.dedup_version == r.version
-        f = features(r.link, r.content, patterns)
-        assert (r.minhash, r.fingerprint, r.url_key) == (f.signature, f.fingerprint, f.url_key)
+    rows = stored_features(store)
+    assert len(rows) == n
+    for link, content, version, dedup_version, *found in rows:
+        f = features(link, content, patterns)
+        assert dedup_version == version and found == [f.signature, f.fingerprint, f.url_key]
 
 
-def test_with_dedup_off_fetched_entries_have_no_features(server, store, tmp_path):
+@pytest.mark.parametrize(
+    ("feeds", "with_features", "extra"),
+    [
+        (PARSE_PROCESSES_MIN + 2, False, ""),  # a fetch alone leaves them to the next dedup run
+        (2, True, ""),  # parsed in threads: no parallelism to gain
+        (PARSE_PROCESSES_MIN + 2, True, "\n[dedup]\nenabled = false\n"),
+    ],
+)
+def test_otherwise_dedup_computes_the_features(server, store, tmp_path, monkeypatch, feeds, with_features, extra):
     from aggregator.config import load_config
 
-    server.expect_request("/off.xml").respond_with_data(rss(1), content_type="application/rss+xml")
-    cfg = config(tmp_path, {"off": server.url_for("/off.xml")})
-    cfg.write_text(cfg.read_text() + "\n[dedup]\nenabled = false\n", encoding="utf-8")
-    assert fetch(store, load_config(cfg)).new == 1
-    with store.engine.connect() as c:
-        assert [(r.dedup_version, r.minhash) for r in c.execute(select(ENTRIES)).all()] == [(None, None)]
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    settings = load_config(serve_stories(server, tmp_path, feeds, extra))
+    assert fetch(store, settings, with_features=with_features).new == feeds
+    assert {(r[3], r[4]) for r in stored_features(store)} == {(None, None)}
