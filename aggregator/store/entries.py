@@ -148,6 +148,8 @@ class EntryStore:
             rows = c.execute(_STAMPS, {"source_id": source_id})
             return {k: StoredStamp(i, m, sz, v, w is not None) for k, i, m, sz, v, w in rows}
 
+    # Over 60 lines: one transaction's steps (tombstones, categories, classify, insert, rewrite,
+    # index keys) share its connection and lists; split, each would need them all passed in.
     def save_entries(
         self, source_id: int, entries: Sequence[Entry], known: dict[str, StoredStamp], now: datetime
     ) -> tuple[SaveResult, list[int]]:
