@@ -381,7 +381,9 @@ def test_a_parse_over_the_limit_replaces_its_worker_process(monkeypatch):
         pools.append(process_pool(1, []))
         return pools[-1]
 
-    parsers = parsing.Parsers(1.0, make)
+    # 3 s: the replacement pool's worker starts and imports this module (by name, to unpickle
+    # the stand-in) within the queued parse's limit, on a loaded machine too.
+    parsers = parsing.Parsers(3.0, make)
     ctx = FeedContext("s", "http://x/")
 
     async def go():
