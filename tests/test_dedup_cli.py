@@ -76,6 +76,18 @@ def test_disabled_dedup_shows_every_copy(seeds: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert len(entries(seeds, "beijingshangbao")) == 2
     assert run_cli(cfg, "duplicates").stdout.strip() == "0 clusters, 0 duplicates hidden"
+    # Nothing is left pending for a dedup that will not run: the next cycle with nothing new
+    # is quiet (it skips the build) instead of building every time.
+    shutil.copy(seeds / "articles" / SEED_0, seeds / "articles" / "zz-another.txt")
+    assert run_cli(cfg, "update").returncode == 0
+    from aggregator.config import load_config
+    from aggregator.store import Store
+
+    store = Store(load_config(cfg).database.url)
+    try:
+        assert not store.has_pending_changes()
+    finally:
+        store.close()
 
 
 def test_bad_dedup_config_exits_2_naming_the_key(seeds: Path) -> None:

@@ -285,13 +285,17 @@ class ClusterStore:
             yield DedupTransaction(c, self.key_shape)
 
     def undo_clusters(self) -> None:
-        """Show every entry again (`[dedup] enabled = false`) and forget the decisions digest, so
-        that enabling dedup later re-clusters everything. Cheap when nothing is clustered."""
+        """Show every entry again (`[dedup] enabled = false`), clear every entry's pending flag and
+        forget the decisions digest, so that enabling dedup later re-clusters everything. Cheap
+        when nothing is clustered."""
         with self.engine.begin() as c:
             # Two statements, each answered from an index (an OR of the two would scan the table).
             for linked in (E.c.canonical_id.is_not(None), E.c.canonical_id.is_(None) & E.c.dup_reason.is_not(None)):
                 c.execute(update(E).where(linked).values(canonical_id=None, dup_reason=None, dup_score=None))
             c.execute(delete(DEDUP_STATE).where(DEDUP_STATE.c.name == "decisions"))
+            # Nothing waits for a dedup run that will not come (a pending entry would make every
+            # cycle build); enabling dedup again re-decides every entry, without the digest.
+            c.execute(update(E).where(E.c.dedup_pending == true()).values(dedup_pending=False))
             borrowed = c.execute(select(DEDUP_CATEGORIES.c.entry_id, DEDUP_CATEGORIES.c.category_id)).all()
             _unborrow(c, [(i, cid) for i, cid in borrowed])
 
