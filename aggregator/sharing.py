@@ -26,11 +26,6 @@ class Sharing(NamedTuple):
     kind: np.ndarray
     count: np.ndarray
 
-    def pairs(self) -> dict[tuple[int, int, int], int]:
-        """As a plain mapping (entry, other, kind) → count: for tests and small batches."""
-        cols = (self.entry.tolist(), self.other.tolist(), self.kind.tolist(), self.count.tolist())
-        return {(i, j, k): n for i, j, k, n in zip(*cols, strict=True)}
-
 
 def count_shared(probe_keys: np.ndarray, probe_ids: np.ndarray, held_keys: np.ndarray, held_ids: np.ndarray,
                  holders: int = HOLDERS) -> Sharing:  # fmt: skip
@@ -56,11 +51,11 @@ def count_shared(probe_keys: np.ndarray, probe_ids: np.ndarray, held_keys: np.nd
     h_slot = (code >> np.uint64(32)).astype(np.int64)
     h_id = (code & np.uint64(0xFFFFFFFF)).astype(np.int64)
     # Keep the newest `holders` of each slot: those within `holders` of the slot's end.
-    ends = np.searchsorted(h_slot, np.arange(len(keys)), side="right")
+    ends = np.cumsum(np.bincount(h_slot, minlength=len(keys)))
     keep = ends[h_slot] - np.arange(len(h_slot)) <= holders
     h_slot, h_id = h_slot[keep], h_id[keep]
-    starts = np.searchsorted(h_slot, np.arange(len(keys)))
-    counts = np.searchsorted(h_slot, np.arange(len(keys)), side="right") - starts
+    counts = np.bincount(h_slot, minlength=len(keys))
+    starts = np.cumsum(counts) - counts
     # Every probing row joined with its key's holders.
     per_row = counts[inverse]
     row = np.repeat(np.arange(len(probe_ids)), per_row)

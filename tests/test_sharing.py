@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.lsh import BAND, KEY_BITS, TEXT_SPACE, URL_SPACE, kind
-from aggregator.sharing import count_shared
+from aggregator.sharing import Sharing, count_shared
 
 
 def reference(probe: list[tuple[int, int]], held: list[tuple[int, int]], holders: int) -> Counter:
@@ -25,6 +25,12 @@ def reference(probe: list[tuple[int, int]], held: list[tuple[int, int]], holders
             if j != i:
                 pairs[i, j, kind(k)] += 1
     return pairs
+
+
+def pairs(got: Sharing) -> dict[tuple[int, int, int], int]:
+    """(entry, other, kind) → count."""
+    cols = (got.entry.tolist(), got.other.tolist(), got.kind.tolist(), got.count.tolist())
+    return {(i, j, k): n for i, j, k, n in zip(*cols, strict=True)}
 
 
 def key(space: int, n: int) -> int:
@@ -45,7 +51,7 @@ def test_pairs_are_counted_as_the_rule_says(probe, held, holders):
         np.array([k for k, _ in held], dtype=np.uint64), np.array([i for _, i in held], dtype=np.int64),
         holders,
     )  # fmt: skip
-    assert got.pairs() == reference(probe, held, holders)
+    assert pairs(got) == reference(probe, held, holders)
     # Ordered by entry, then most shared, then newest.
     rows = list(zip(got.entry.tolist(), (-got.count).tolist(), (-got.other).tolist(), strict=True))
     assert rows == sorted(rows)
