@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .sources.articles import ArticleContext
     from .sources.sites import Site
     from .sources.walk import ScanResult
+    from .usage import Meter, StageUsage
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ class UpdateReport:
     seconds: float
     dedup: dedup.DedupReport | None = None  # None when [dedup] enabled = false
     fetch: FetchReport | None = None  # the due feeds fetched first
+    stages: list[StageUsage] = field(default_factory=list)  # what each stage cost (`usage`)
 
     def summary(self) -> str:
         i, b = self.ingest, self.build
@@ -259,19 +261,31 @@ class UpdateReport:
 
 def update(store: Store, settings: Settings, progress: Progress | None = None) -> UpdateReport:
     """Ingest every source, then publish what changed."""
+    from .usage import Meter
+
     started = time.monotonic()
-    fetched = fetch(store, settings, due_only=True, with_features=True)  # the feeds that are due
-    ingested = ingest(store, settings, progress)
-    deduped, built = settle(store, settings, ingested.touched + fetched.touched)
-    return UpdateReport(ingested, built, time.monotonic() - started, deduped, fetched)
+    meter = Meter()
+    with meter.stage("fetch"):
+        fetched = fetch(store, settings, due_only=True, with_features=True)  # the feeds that are due
+    with meter.stage("ingest"):
+        ingested = ingest(store, settings, progress)
+    deduped, built = settle(store, settings, ingested.touched + fetched.touched, meter)
+    return UpdateReport(ingested, built, time.monotonic() - started, deduped, fetched, meter.stages)
 
 
-def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.DedupReport | None, BuildReport]:
+def settle(store: Store, settings: Settings, touched: list[int], meter: Meter | None = None,
+           ) -> tuple[dedup.DedupReport | None, BuildReport]:  # fmt: skip
     """After ingesting: dedup what changed, then publish. `update` and the daemon's build job both
-    end with this, so a cycle of the daemon and a run of `update` do the same work."""
+    end with this, so a cycle of the daemon and a run of `update` do the same work. `meter`:
+    measures the dedup and build stages (`usage`)."""
+    from contextlib import nullcontext
+
     from . import dedup
     from .hiding import judge
     from .publish import stamp, still_published
+
+    def stage(name: str):
+        return meter.stage(name) if meter is not None else nullcontext()
 
     # Block and keep rules first: what they hide leaves its cluster and every feed.
     touched = [*touched, *judge(store, settings, touched)]
@@ -284,12 +298,16 @@ def settle(store: Store, settings: Settings, touched: list[int]) -> tuple[dedup.
     # must build even though it finds nothing new.
     store.set_published_stamp(None)
     if not settings.dedup.enabled:
-        deduped, built = dedup.disable(store), build(store, settings)
+        deduped = dedup.disable(store)
+        with stage("build"):
+            built = build(store, settings)
     else:
         # Cluster what changed (new, changed and withdrawn ids) before publishing; article
-        # pages render meanwhile.
+        # pages render meanwhile (counted with the build, which waits for them).
         with early_pages(store, settings, touched) as early:
-            deduped = dedup.run(store, settings, touched)
-            built = build(store, settings, early=early)
+            with stage("dedup"):
+                deduped = dedup.run(store, settings, touched)
+            with stage("build"):
+                built = build(store, settings, early=early)
     store.set_published_stamp(stamp(settings))
     return deduped, built

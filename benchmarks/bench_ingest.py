@@ -155,7 +155,8 @@ def serve_feeds(n: int, items: int, corpus: str) -> tuple[list[str], object]:
 
 
 def run(root: Path, label: str, n: int) -> None:
-    cmd = [sys.executable, "-m", "aggregator", "-q", "--config", str(root / "config.toml"), "update"]
+    # -v: the log carries each stage's wall time, CPU time and peak memory (`aggregator.usage`).
+    cmd = [sys.executable, "-m", "aggregator", "-v", "--config", str(root / "config.toml"), "update"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
@@ -169,6 +170,9 @@ def run(root: Path, label: str, n: int) -> None:
         f"{label:>22}: {took:6.2f} s wall, {cpu:6.2f} s CPU, {n / took:8.0f} files/s, "
         f"peak RSS so far {after.ru_maxrss / 1024:.0f} MB | {r.stdout.strip()}"
     )
+    for line in r.stderr.splitlines():
+        if "aggregator.usage: stage " in line:
+            print(f"{'':>24}{line.split('stage ', 1)[1]}")
 
 
 def main() -> None:

@@ -1,0 +1,156 @@
+"""What each stage of a run costs: wall time, CPU time and peak memory.
+
+`update` measures its stages (fetch, ingest, dedup, build) with a `Meter`; `update -v` logs one
+line per stage, and the benchmarks read them, so that "memory is bounded by the batch, not the
+corpus" can be checked stage by stage rather than for the run as a whole.
+
+- **Peak memory of this process, per stage.** On Linux the kernel's high-water mark (VmHWM)
+  is reset at the start of each stage (writing 5 to /proc/self/clear_refs), so a stage's peak
+  is its own, not the largest of the stages before it. Where that is not possible, the
+  process's peak so far (`ru_maxrss`) stands in, marked as such.
+- **Worker processes.** CPU time counts every process this one started, directly or not
+  (parse and render workers, the forkserver's children), from /proc: what each still running
+  used during the stage, and what the ended ones used, as their parents collected it. Their
+  peak memory shows when it is known: the largest worker still running at the end of the
+  stage, or the largest that ended during it (the kernel's figure for the processes this one
+  waited for, when it rose during the stage).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+log = logging.getLogger("aggregator.usage")
+
+
+@dataclass(frozen=True, slots=True)
+class StageUsage:
+    name: str
+    seconds: float  # wall time
+    cpu_seconds: float  # this process and the worker processes that ended during the stage
+    peak_mb: float  # the largest resident size of this process during the stage
+    exact: bool  # False: `peak_mb` is the process's peak so far (the stage's could not be told apart)
+    workers_peak_mb: float | None  # the largest worker process that ended during the stage, when it is known
+
+    def line(self) -> str:
+        peak = f"{self.peak_mb:.0f} MB" if self.exact else f"≤ {self.peak_mb:.0f} MB"
+        workers = f", workers {self.workers_peak_mb:.0f} MB" if self.workers_peak_mb is not None else ""
+        return f"{self.name}: {self.seconds:.2f} s, {self.cpu_seconds:.2f} CPU-s, peak {peak}{workers}"
+
+
+@dataclass(slots=True)
+class Meter:
+    """The usage of each stage measured with `stage`, in order."""
+
+    stages: list[StageUsage] = field(default_factory=list)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        exact = _reset_peak()
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        before = _descendants()
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            me2, kids2 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            after = _descendants()
+            cpu = _cpu(me2) - _cpu(me) + _cpu(kids2) - _cpu(kids)
+            # Those running now: what they used since the start. Those that ended: their whole
+            # use is in their parent's (or this process's) collected figure, so what they had
+            # used before the stage comes off.
+            cpu += sum(c - before.get(pid, (0.0, 0))[0] for pid, (c, _) in after.items())
+            cpu -= sum(c for pid, (c, _) in before.items() if pid not in after)
+            workers = [kb / 1024 for _, kb in after.values() if kb]
+            if kids2.ru_maxrss > kids.ru_maxrss:
+                workers.append(_mb(kids2.ru_maxrss))
+            peak = _peak_mb() if exact else None
+            usage = StageUsage(
+                name,
+                time.monotonic() - started,
+                cpu,
+                peak if peak is not None else _mb(me2.ru_maxrss),
+                peak is not None,
+                max(workers) if workers else None,
+            )
+            self.stages.append(usage)
+            log.info("stage %s", usage.line())
+
+
+def _cpu(r: resource.struct_rusage) -> float:
+    return r.ru_utime + r.ru_stime
+
+
+def _mb(maxrss: int) -> float:
+    # ru_maxrss is in KiB on Linux, in bytes on macOS.
+    return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak resident size to its current one (Linux ≥ 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb() -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _descendants() -> dict[int, tuple[float, int]]:
+    """Every running process this one started, directly or not: pid → (CPU seconds, its own
+    and its collected children's; peak resident kB, 0 when unknown). Empty without /proc."""
+    import os
+
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except (OSError, ValueError, AttributeError):
+        return {}
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        # After the command name: state, ppid, …; utime, stime, cutime, cstime are fields 14-17.
+        parent[pid] = int(fields[1])
+        cpu[pid] = sum(int(x) for x in fields[11:15]) / tick
+    mine, found = {os.getpid()}, True
+    while found:  # a few levels at most: workers, and a forkserver's children
+        found = False
+        for pid, ppid in parent.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                found = True
+    mine.discard(os.getpid())
+    return {pid: (cpu[pid], _hwm_kb(pid)) for pid in mine}
+
+
+def _hwm_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
