@@ -120,29 +120,36 @@ def _descendants() -> dict[int, tuple[float, int]]:
 
     try:
         tick = os.sysconf("SC_CLK_TCK")
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
     except (OSError, ValueError, AttributeError):
         return {}
-    parent: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for pid in pids:
+    found: dict[int, tuple[float, int]] = {}
+    todo = _children(os.getpid())
+    while todo:  # a few levels at most: workers, and a forkserver's children
+        pid = todo.pop()
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue  # ended meanwhile
         # After the command name: state, ppid, …; utime, stime, cutime, cstime are fields 14-17.
-        parent[pid] = int(fields[1])
-        cpu[pid] = sum(int(x) for x in fields[11:15]) / tick
-    mine, found = {os.getpid()}, True
-    while found:  # a few levels at most: workers, and a forkserver's children
-        found = False
-        for pid, ppid in parent.items():
-            if ppid in mine and pid not in mine:
-                mine.add(pid)
-                found = True
-    mine.discard(os.getpid())
-    return {pid: (cpu[pid], _hwm_kb(pid)) for pid in mine}
+        found[pid] = (sum(int(x) for x in fields[11:15]) / tick, _hwm_kb(pid))
+        todo += _children(pid)
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    """The children of `pid`, from each of its threads' list (Linux ≥ 3.5; a thread such as
+    the pool's manager may have started some)."""
+    import os
+
+    kids: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                kids += [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    return kids
 
 
 def _hwm_kb(pid: int) -> int:
