@@ -19,7 +19,6 @@ corpus" can be checked stage by stage rather than for the run as a whole.
 from __future__ import annotations
 
 import logging
-import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -53,29 +52,29 @@ class Meter:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         exact = _reset_peak()
-        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        me, kids = _rusage()
         before = _descendants()
         started = time.monotonic()
         try:
             yield
         finally:
-            me2, kids2 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            me2, kids2 = _rusage()
             after = _descendants()
-            cpu = _cpu(me2) - _cpu(me) + _cpu(kids2) - _cpu(kids)
+            cpu = me2.cpu - me.cpu + kids2.cpu - kids.cpu
             # Those running now: what they used since the start. Those that ended: their whole
             # use is in their parent's (or this process's) collected figure, so what they had
             # used before the stage comes off.
             cpu += sum(c - before.get(pid, (0.0, 0))[0] for pid, (c, _) in after.items())
             cpu -= sum(c for pid, (c, _) in before.items() if pid not in after)
             workers = [kb / 1024 for _, kb in after.values() if kb]
-            if kids2.ru_maxrss > kids.ru_maxrss:
-                workers.append(_mb(kids2.ru_maxrss))
+            if kids2.maxrss > kids.maxrss:
+                workers.append(_mb(kids2.maxrss))
             peak = _peak_mb() if exact else None
             usage = StageUsage(
                 name,
                 time.monotonic() - started,
                 cpu,
-                peak if peak is not None else _mb(me2.ru_maxrss),
+                peak if peak is not None else _mb(me2.maxrss),
                 peak is not None,
                 max(workers) if workers else None,
             )
@@ -83,8 +82,21 @@ class Meter:
             log.info("stage %s", usage.line())
 
 
-def _cpu(r: resource.struct_rusage) -> float:
-    return r.ru_utime + r.ru_stime
+@dataclass(frozen=True, slots=True)
+class _Usage:
+    cpu: float  # seconds, user and system
+    maxrss: int  # in the platform's unit (`_mb`)
+
+
+def _rusage() -> tuple[_Usage, _Usage]:
+    """(this process, its ended and collected children); where `resource` is missing (Windows),
+    this process's CPU time alone."""
+    try:
+        import resource
+    except ImportError:
+        return _Usage(time.process_time(), 0), _Usage(0.0, 0)
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (_Usage(me.ru_utime + me.ru_stime, me.ru_maxrss), _Usage(kids.ru_utime + kids.ru_stime, kids.ru_maxrss))
 
 
 def _mb(maxrss: int) -> float:
