@@ -214,9 +214,7 @@ def _hint_seconds(feed) -> float | None:
 
 
 def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedContext, doc_base: str) -> ParsedItem:
-    # FeedParserDict maps key aliases in Python on each of ~20 lookups; all read here are canonical.
-    # Copied through dict.items: dict(e) would call its __getitem__ once per key.
-    e = dict(dict.items(e))
+    e = dict(dict.items(e))  # all keys read here are canonical: no FeedParserDict alias lookups (nor dict(e)'s)
     base = _entry_base(e, doc_base)
     link = _entry_link(e, base)
     content, content_base, from_summary = _content(e, base)
