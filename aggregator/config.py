@@ -386,14 +386,7 @@ def _resolve_db_url(url: str, base: Path) -> str:
 def load_config(path: str | Path = DEFAULT_CONFIG) -> Settings:
     """Read, validate and resolve a config file, raising ConfigError on any problem."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config file: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    raw = _read_toml(path)
     raw.pop("config_path", None)
     if "tuning" in raw:  # a field of Settings, but not a key of the file
         raise ConfigError(f"{path}: tuning: unknown key")
@@ -424,6 +417,23 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Settings:
         problem = config_problem(settings)
         if problem:
             raise ConfigError(f"{path}: {problem}")
+    return _resolved(settings, path)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def _resolved(settings: Settings, path: Path) -> Settings:
+    """`settings` with every path made absolute against the config file's folder (the sources'
+    folders and OPML files must exist), and the config's own path."""
     base = path.resolve().parent
     sources = []
     for i, s in enumerate(settings.sources):
