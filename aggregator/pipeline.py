@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .config import Settings, SourceSettings
 from .fetching import PARSE_PROCESSES_MIN, STATE_BATCH, FetchReport, fetch, fetch_one  # noqa: F401  (the stage's API)
-from .model import Entry, Held, Rejected
+from .model import Entry, FileStamp, Held, Rejected
 from .runtime import paused_gc
 from .store import Store, now_utc
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .sources.articles import ArticleContext
     from .sources.sites import Site
     from .sources.walk import ScanResult
+    from .store.records import StoredStamp
     from .usage import Meter, StageUsage
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,9 @@ def scan_source(source: SourceSettings, explain: bool = False) -> ScanResult:
     return scan(source.path, site, options, source.name, explain)
 
 
+# Over 60 lines: one folder's pass (scan, skip the unchanged, read the rest, store in batches,
+# withdraw the missing) shares its report, stamps and batch; the steps that stand alone are
+# `_to_read` and `_kept`.
 def ingest_files(
     store: Store,
     settings: Settings,
@@ -153,13 +157,8 @@ def ingest_files(
         report.touched += touched
         batch.clear()
 
-    todo = []
-    for stamp in stamps:
-        old = known.get(stamp.path)
-        if old and not old.withdrawn and (old.mtime_ns, old.size) == (stamp.mtime_ns, stamp.size):
-            report.unchanged += 1
-        else:
-            todo.append(stamp)
+    todo = _to_read(stamps, known)
+    report.unchanged += len(stamps) - len(todo)
     report.seen = len(stamps)
     held: set[str] = set()
     found: Iterable = ()
@@ -174,20 +173,10 @@ def ingest_files(
             from .rules import rewrite
 
             item = rewrite(rewrites, item)  # on the sanitized article: tags and text, no classes
-        if isinstance(item, Rejected):
-            report.rejected.append(item)
-            log.warning("rejected %s", item)
-            continue
-        if isinstance(item, Held):
-            held.add(item.where)
-            report.held += 1
-            log.info("held back %s", item)
-            if item.until and (report.next_release is None or item.until < report.next_release):
-                report.next_release = item.until
-            continue
-        batch.append(item)
-        if len(batch) >= INGEST_BATCH:
-            flush()
+        if _kept(item, report, held):
+            batch.append(item)
+            if len(batch) >= INGEST_BATCH:
+                flush()
         if progress and done % 200 == 0:
             progress(report.unchanged + done, len(stamps))
     if len(todo) >= settings.tuning.render_parallel_min:
@@ -204,6 +193,33 @@ def ingest_files(
     report.withdrawn = len(gone)
     report.touched += gone
     return report
+
+
+def _to_read(stamps: Sequence[FileStamp], known: dict[str, StoredStamp]) -> list[FileStamp]:
+    """The files to open: all but those stored, not withdrawn, with the same size and mtime."""
+    todo = []
+    for stamp in stamps:
+        old = known.get(stamp.path)
+        if not (old and not old.withdrawn and (old.mtime_ns, old.size) == (stamp.mtime_ns, stamp.size)):
+            todo.append(stamp)
+    return todo
+
+
+def _kept(item: Entry | Rejected | Held, report: IngestReport, held: set[str]) -> bool:
+    """Whether a read file's result is an entry to store; a rejected or held-back file is
+    counted and logged in `report` (a held one's path joins `held`: it is not withdrawn)."""
+    if isinstance(item, Rejected):
+        report.rejected.append(item)
+        log.warning("rejected %s", item)
+        return False
+    if isinstance(item, Held):
+        held.add(item.where)
+        report.held += 1
+        log.info("held back %s", item)
+        if item.until and (report.next_release is None or item.until < report.next_release):
+            report.next_release = item.until
+        return False
+    return True
 
 
 def _rewrites(settings: Settings, source: str) -> tuple:
