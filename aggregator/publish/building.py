@@ -133,6 +133,31 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
     return report
 
 
+def _feed_on_index(store: Store, settings: Settings, plan: FeedPlan, count: int, newest) -> dict:
+    """What index.html shows of one feed: its names, counts, newest titles and files."""
+    out = settings.output
+    latest = store.entries_by_id([i for i, _ in eligible(store, plan, 5)])
+    return {
+        "slug": plan.slug,
+        "name": plan.name,
+        "title": plan.title,
+        # Only a description the operator wrote; the default one repeats the site's.
+        "description": settings.category_options(plan.name).description if plan.category_id else None,
+        "count": count,
+        "newest": newest.strftime("%Y-%m-%d %H:%M UTC") if newest else None,
+        "home_url": f"{out.base_url}index.html#{plan.slug}",
+        "titles": [
+            {
+                "title": r.title,
+                "link": r.link or permalink(out.base_url, r.uid),
+                "date": (r.published or r.first_seen).strftime("%Y-%m-%d"),
+            }
+            for r in latest
+        ],
+        "files": [_file_link(out.base_url, plan.slug, f) for f in plan.formats],
+    }
+
+
 def _positions(store: Store) -> dict[int, int]:
     """Entry id → rank in the `all` listing (0 = newest): the order jobs are rendered in."""
     return {i: n for n, (i, _) in enumerate(store.listing_versions(None, None))}  # type: ignore[arg-type]
@@ -232,28 +257,7 @@ def _write_site(
         else:
             found = counts.get(plan.category_id)
             count, newest = (found.entries, found.newest) if found else (0, None)
-        latest = store.entries_by_id([i for i, _ in eligible(store, plan, 5)])
-        feeds.append(
-            {
-                "slug": plan.slug,
-                "name": plan.name,
-                "title": plan.title,
-                # Only a description the operator wrote; the default one repeats the site's.
-                "description": settings.category_options(plan.name).description if plan.category_id else None,
-                "count": count,
-                "newest": newest.strftime("%Y-%m-%d %H:%M UTC") if newest else None,
-                "home_url": f"{out.base_url}index.html#{plan.slug}",
-                "titles": [
-                    {
-                        "title": r.title,
-                        "link": r.link or permalink(out.base_url, r.uid),
-                        "date": (r.published or r.first_seen).strftime("%Y-%m-%d"),
-                    }
-                    for r in latest
-                ],
-                "files": [_file_link(out.base_url, plan.slug, f) for f in plan.formats],
-            }
-        )
+        feeds.append(_feed_on_index(store, settings, plan, count, newest))
     context = {
         "title": out.title,
         "description": out.description,
