@@ -263,16 +263,9 @@ def parse_article(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry |
         raise ArticleError(str(e)) from None
 
 
-def _parse(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry | Held:
-    suffix = PurePosixPath(stamp.path).suffix.lower()
-    text = decode(data)
-    head = html_head_metadata(text) if ctx.site.header_metadata and suffix in (".html", ".htm") else None
-    try:
-        meta, body = head or split_front_matter(text, ctx.site.header_metadata)
-    except FrontMatterError as e:
-        raise ArticleError(str(e)) from None
-    body, link_from_body = clean_body(body)
-
+def _title(meta: dict, body: str, suffix: str) -> tuple[str, str]:
+    """(the title, the body without it when it came from the body's first heading): the front
+    matter's, else a Markdown heading, else an HTML `<h1>`. ArticleError when there is none."""
     title = _text_field(meta, "title")
     if title is None:
         found = markdown_title(body) if suffix != ".html" else None
@@ -283,8 +276,11 @@ def _parse(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry | Held:
             title = summarize(h1, 200) if h1 else None
     if not title:
         raise ArticleError("no title: none in the front matter and no heading in the body")
+    return title, body
 
-    site_zone = _zone(ctx.site.timezone) or ctx.zone
+
+def _local_date(meta: dict, stamp: FileStamp, ctx: ArticleContext):
+    """The publication date in the site's zone: the front matter's, else the file name's."""
     from_name = date_from_filename(stamp.path, ctx.zone)
     try:
         local = local_date(meta.get("date", meta.get("published", meta.get("pubDate"))), ctx.zone)
@@ -292,8 +288,22 @@ def _parse(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry | Held:
         if from_name is None:
             raise
         local = None  # a Jekyll post's file name carries its date, as Jekyll itself falls back to
-    if local is None:
-        local = from_name
+    return local if local is not None else from_name
+
+
+def _parse(data: bytes, stamp: FileStamp, ctx: ArticleContext) -> Entry | Held:
+    suffix = PurePosixPath(stamp.path).suffix.lower()
+    text = decode(data)
+    head = html_head_metadata(text) if ctx.site.header_metadata and suffix in (".html", ".htm") else None
+    try:
+        meta, body = head or split_front_matter(text, ctx.site.header_metadata)
+    except FrontMatterError as e:
+        raise ArticleError(str(e)) from None
+    body, link_from_body = clean_body(body)
+
+    title, body = _title(meta, body, suffix)
+    site_zone = _zone(ctx.site.timezone) or ctx.zone
+    local = _local_date(meta, stamp, ctx)
     published = local.astimezone(UTC) if local else None
     updated = parse_date(meta.get("updated", meta.get("lastmod", meta.get("modified"))), ctx.zone)
 
