@@ -65,6 +65,9 @@ def early_pages(store: Store, settings: Settings, touched: Sequence[int]) -> Ite
         yield Early(work, todo) if work.parallel else None
 
 
+# Over 60 lines: the build's order is what matters (page tasks start before the feeds are
+# planned, the site index is written while the workers render, files are flushed to disk before
+# any signature that trusts them is recorded), and one function shows that order whole.
 def build(store: Store, settings: Settings, force: bool = False, early: Early | None = None) -> BuildReport:
     """Publish what the store holds: the feeds and article pages whose content changed (all
     with `force`), index.html and index.opml. `early`: pages handed to workers already.

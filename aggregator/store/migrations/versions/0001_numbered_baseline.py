@@ -27,6 +27,7 @@ LEGACY_TABLES = ("minhash_bands", "minhash_bands_recent", "band_levels", *(f"lsh
 LEGACY_INDEXES = ("ix_entries_url_key", "ix_entries_fingerprint")
 
 
+# Over 60 lines: the frozen schema, one table after another (see the docstring).
 def _tables(m: sa.MetaData) -> None:
     """The schema at this revision. Types as the models declare them (UTCDateTime is
     DateTime(timezone=True), a digest BigInteger). Long on purpose: every table, frozen here
