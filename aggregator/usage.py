@@ -32,10 +32,10 @@ log = logging.getLogger("aggregator.usage")
 class StageUsage:
     name: str
     seconds: float  # wall time
-    cpu_seconds: float  # this process and the worker processes that ended during the stage
+    cpu_seconds: float  # this process and every worker process, those still running included
     peak_mb: float  # the largest resident size of this process during the stage
     exact: bool  # False: `peak_mb` is the process's peak so far (the stage's could not be told apart)
-    workers_peak_mb: float | None  # the largest worker process that ended during the stage, when it is known
+    workers_peak_mb: float | None  # the largest worker process, when it is known (see the module's notes)
 
     def line(self) -> str:
         peak = f"{self.peak_mb:.0f} MB" if self.exact else f"≤ {self.peak_mb:.0f} MB"
@@ -64,8 +64,8 @@ class Meter:
             # Those running now: what they used since the start. Those that ended: their whole
             # use is in their parent's (or this process's) collected figure, so what they had
             # used before the stage comes off.
-            cpu += sum(c - before.get(pid, (0.0, 0))[0] for pid, (c, _) in after.items())
-            cpu -= sum(c for pid, (c, _) in before.items() if pid not in after)
+            cpu += sum(c - before.get(p, (0.0, 0))[0] for p, (c, _) in after.items())
+            cpu -= sum(c for p, (c, _) in before.items() if p not in after)
             workers = [kb / 1024 for _, kb in after.values() if kb]
             if kids2.maxrss > kids.maxrss:
                 workers.append(_mb(kids2.maxrss))
@@ -125,16 +125,18 @@ def _peak_mb() -> float | None:
     return None
 
 
-def _descendants() -> dict[int, tuple[float, int]]:
-    """Every running process this one started, directly or not: pid → (CPU seconds, its own
-    and its collected children's; peak resident kB, 0 when unknown). Empty without /proc."""
+def _descendants() -> dict[tuple[int, int], tuple[float, int]]:
+    """Every running process this one started, directly or not: (pid, start time) → (CPU
+    seconds, its own and its collected children's; peak resident kB, 0 when unknown). The
+    start time tells a pid reused during a stage from the process it named before. Empty
+    without /proc."""
     import os
 
     try:
         tick = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, AttributeError):
         return {}
-    found: dict[int, tuple[float, int]] = {}
+    found: dict[tuple[int, int], tuple[float, int]] = {}
     todo = _children(os.getpid())
     while todo:  # a few levels at most: workers, and a forkserver's children
         pid = todo.pop()
@@ -143,8 +145,9 @@ def _descendants() -> dict[int, tuple[float, int]]:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue  # ended meanwhile
-        # After the command name: state, ppid, …; utime, stime, cutime, cstime are fields 14-17.
-        found[pid] = (sum(int(x) for x in fields[11:15]) / tick, _hwm_kb(pid))
+        # After the command name (fields 1-2): utime, stime, cutime, cstime are fields 14-17,
+        # the start time field 22.
+        found[(pid, int(fields[19]))] = (sum(int(x) for x in fields[11:15]) / tick, _hwm_kb(pid))
         todo += _children(pid)
     return found
 
