@@ -59,3 +59,31 @@ def test_a_category_listing_reads_the_category_index_not_every_entry(store: Stor
         plan = " ".join(r[3] for r in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
     # Read once from its index, not probed by entry id for each of the 1,200 entries.
     assert "ix_entry_categories_category" in plan, plan
+
+
+def test_a_source_stamps_are_read_from_an_index_not_the_entries_rows(store: Store):  # noqa: F811
+    """Every scan reads its source's stamps; the rows hold the content, so reading them would
+    pull every entry's pages through the cache."""
+    ids = save(store, 50)
+    store.withdraw([ids["7.md"]], T0)
+    sid = store.source_id("local", "files", "/local")
+    stamps = store.stamps(sid)
+    assert len(stamps) == 50 and stamps["7.md"].withdrawn and not stamps["8.md"].withdrawn
+    assert {k: s.id for k, s in stamps.items()} == ids
+    if store.dialect != "sqlite":
+        return
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "file_mtime_ns" in statement and statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        store.stamps(sid)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    ((statement, parameters),) = seen
+    with store.engine.connect() as c:
+        plan = " ".join(r[3] for r in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+    assert "COVERING INDEX ix_entries_stamps" in plan, plan
