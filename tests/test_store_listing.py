@@ -38,25 +38,31 @@ def test_a_category_lists_its_visible_entries_newest_first(store: Store):  # noq
     assert [i for i, _ in store.listing_versions(cid, 5)] == listed[:5]
 
 
+def plan_of(store: Store, mentions: str, call) -> str:  # noqa: F811
+    """SQLite's query plan for the one SELECT mentioning `mentions` that `call()` runs."""
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
+        if mentions in statement and statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    ((statement, parameters),) = seen
+    with store.engine.connect() as c:
+        return " ".join(r[3] for r in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+
+
 def test_a_category_listing_reads_the_category_index_not_every_entry(store: Store):  # noqa: F811
     if store.dialect != "sqlite":
         pytest.skip("reads SQLite query plans")
     save(store, 1200)
     cid = next(iter(store.category_counts()))
-    seen: list[tuple[str, object]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
-        if "entry_categories" in statement and statement.lstrip().upper().startswith("SELECT"):
-            seen.append((statement, parameters))
-
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
-        assert len(store.listing_versions(cid, None)) == 100
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
-    ((statement, parameters),) = seen
-    with store.engine.connect() as c:
-        plan = " ".join(r[3] for r in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+    plan = plan_of(store, "entry_categories", lambda: store.listing_versions(cid, None))
+    assert len(store.listing_versions(cid, None)) == 100
     # Read once from its index, not probed by entry id for each of the 1,200 entries.
     assert "ix_entry_categories_category" in plan, plan
 
@@ -70,20 +76,6 @@ def test_a_source_stamps_are_read_from_an_index_not_the_entries_rows(store: Stor
     stamps = store.stamps(sid)
     assert len(stamps) == 50 and stamps["7.md"].withdrawn and not stamps["8.md"].withdrawn
     assert {k: s.id for k, s in stamps.items()} == ids
-    if store.dialect != "sqlite":
-        return
-    seen: list[tuple[str, object]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
-        if "file_mtime_ns" in statement and statement.lstrip().upper().startswith("SELECT"):
-            seen.append((statement, parameters))
-
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
-        store.stamps(sid)
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
-    ((statement, parameters),) = seen
-    with store.engine.connect() as c:
-        plan = " ".join(r[3] for r in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
-    assert "COVERING INDEX ix_entries_stamps" in plan, plan
+    if store.dialect == "sqlite":
+        plan = plan_of(store, "file_mtime_ns", lambda: store.stamps(sid))
+        assert "COVERING INDEX ix_entries_stamps" in plan, plan
