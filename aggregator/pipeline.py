@@ -319,7 +319,8 @@ def settle(store: Store, settings: Settings, touched: list[int], meter: Meter | 
             built = build(store, settings)
     else:
         # Cluster what changed (new, changed and withdrawn ids) before publishing; article
-        # pages render meanwhile (counted with the build, which waits for them).
+        # pages render meanwhile. (Their workers' CPU counts in the stage it is spent in; planning
+        # them, on entering `early_pages`, in neither stage.)
         with early_pages(store, settings, touched) as early:
             with stage("dedup"):
                 deduped = dedup.run(store, settings, touched)

@@ -115,14 +115,8 @@ def _reset_peak() -> bool:
 
 
 def _peak_mb() -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    kb = _hwm_kb("self")
+    return kb / 1024 if kb else None
 
 
 def _descendants() -> dict[tuple[int, int], tuple[float, int]]:
@@ -167,7 +161,8 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _hwm_kb(pid: int) -> int:
+def _hwm_kb(pid: int | str) -> int:
+    """The peak resident size of process `pid` ("self": this one) in kB; 0 when unknown."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
             for line in f:
