@@ -46,27 +46,36 @@ class SourceStore:
         source whose configured URL was edited starts afresh at the new URL."""
         names = list(urls)
         with self.engine.begin() as c:
-            found: dict[str, SourceRecord] = {}
-            for i in range(0, len(names), BATCH):
-                rows = c.execute(select(*_COLUMNS).where(S.c.name.in_(names[i : i + BATCH])))
-                found.update((r.name, r) for r in map(_record, rows))
+            found = self._sources_named(c, names)
+            missing = [n for n in names if n not in found]
+            if missing:
+                # One statement for all of them (a first fetch of 300 feeds made 600 round trips).
+                # Fetch workers starting together all create the sources they see first: the
+                # rows of whoever wins are read back by the others.
+                c.execute(insert_ignoring_conflicts(c, S), [
+                    {"name": n, "kind": "feed", "location": urls[n], "config_url": urls[n], "identity": "guid",
+                     "error_count": 0, "moved_count": 0}
+                    for n in missing
+                ])  # fmt: skip
+                found.update(self._sources_named(c, missing))
             fresh = {"etag": None, "last_modified": None, "moved_to": None, "disabled": None, "next_due": None,
                      "error_count": 0, "moved_count": 0}  # fmt: skip
             for name, url in urls.items():
-                r = found.get(name)
-                if r is None:
-                    # Fetch workers starting together all create the sources they see first:
-                    # the row of whoever wins is read back by the others.
-                    values = {"name": name, "kind": "feed", "location": url, "config_url": url, "identity": "guid",
-                              "error_count": 0, "moved_count": 0}  # fmt: skip
-                    c.execute(insert_ignoring_conflicts(c, S).values(**values))
-                    r = found[name] = _record(c.execute(select(*_COLUMNS).where(S.c.name == name)).one())
+                r = found[name]
                 if r.kind != "feed" or r.config_url != url:
                     values = {"kind": "feed", "location": url, "config_url": url, **fresh}
                     c.execute(update(S).where(S.c.id == r.id).values(**values))
                     for k, v in values.items():
                         setattr(r, k, v)
         return {name: found[name] for name in urls}
+
+    @staticmethod
+    def _sources_named(c, names: Sequence[str]) -> dict[str, SourceRecord]:
+        found: dict[str, SourceRecord] = {}
+        for i in range(0, len(names), BATCH):
+            rows = c.execute(select(*_COLUMNS).where(S.c.name.in_(names[i : i + BATCH])))
+            found.update((r.name, r) for r in map(_record, rows))
+        return found
 
     def save_feed_states(self, states: Sequence[dict]) -> None:
         """Several fetch outcomes in one transaction; every dict has "id" and the same fields
