@@ -90,8 +90,9 @@ class Entry:
 
     def version(self) -> str:
         """A digest of everything a reader sees: equal digests mean nothing to republish."""
-        h = hashlib.blake2b(digest_size=16)
-        for part in (
+        # One string, encoded and hashed once: the same bytes as hashing each part and its
+        # separator in turn (blake2b is a stream), at a third of the cost.
+        text = "\x1e".join((
             self.title,
             self.content_html,
             self.summary,
@@ -103,9 +104,8 @@ class Entry:
             "\x1f".join(self.tags),
             self.outlet or "",
             self.image or "",
-        ):
-            h.update(part.encode("utf-8", "surrogatepass"))
-            h.update(b"\x1e")
+        ))  # fmt: skip
+        h = hashlib.blake2b(text.encode("utf-8", "surrogatepass") + b"\x1e", digest_size=16)
         if self.enclosure:  # only when present, so entries without one keep their digest
             h.update(f"{self.enclosure.url}\x1f{self.enclosure.type}\x1f{self.enclosure.length}".encode())
         return h.hexdigest()

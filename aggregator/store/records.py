@@ -6,17 +6,26 @@ of these, and what they write goes in as `model.Entry` or one of these.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 # Identity namespace for entry ids; never change it or every published id changes.
 _UID_NAMESPACE = uuid.UUID("6f1d3a52-3c4e-4f0b-9a57-0b6f3f7f1c2e")
+_NAMESPACE_BYTES = _UID_NAMESPACE.bytes
 
 
 def entry_uid(source: str, key: str) -> str:
-    """The public, permanent id of an entry: a UUID derived from its source and key."""
-    return str(uuid.uuid5(_UID_NAMESPACE, f"{source}\x00{key}"))
+    """The public, permanent id of an entry: a UUID derived from its source and key.
+
+    `uuid.uuid5(_UID_NAMESPACE, f"{source}\\x00{key}")`, spelled out: the `UUID` object it builds
+    and formats cost two thirds of the call, paid for every entry stored (a test holds the two equal)."""
+    h = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{source}\x00{key}".encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def now_utc() -> datetime:
