@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from aggregator.model import Enclosure, Entry
 from aggregator.sources.feeds import (
@@ -347,18 +345,6 @@ if __name__ == "__main__":
         out = GOLDEN / f"{sample}.golden.json"
         out.write_text(json.dumps(normalized_feed(sample), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         print("wrote", out)
-
-
-@settings(max_examples=300)
-@given(st.sampled_from(["", "http://a.test/b/", "https://a.test/x?y#z", "rel/", "//h.test/"]) | st.text(max_size=30),
-       st.sampled_from(["", "c.html", "/d", "http://e.test/f", "HTTP:////g.test/h"]) | st.text(max_size=30))
-def test_feedparser_base_joining_is_unchanged(base, uri):
-    """The shortcut taken for feedparser's join of two empty bases answers what it would."""
-    from feedparser import urls
-
-    from aggregator.sources import feeds
-
-    assert feeds._urljoin(base, uri) == urls._urljoin(base, uri)
 
 
 def test_xml_base_still_resolves_links():

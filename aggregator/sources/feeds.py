@@ -21,39 +21,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import feedparser
-import feedparser.mixin
 
 from ..categorymap import sort_terms
 from ..cleaning import Limits, clean, xml_text
 from ..model import Enclosure, Entry, Rejected, positional_pickle
 from ..text import absolute_url, is_url, plain_text, sanitize_html, summarize
+from . import feedparser_setup  # noqa: F401  (applied on import: ids kept as written, two shortcuts)
 from .identity import IdentityDecision, assign_keys, choose_identity, item_key  # noqa: F401  (their old home)
-
-# A guid is an opaque identifier. feedparser resolves a permalink guid against the URL the feed
-# was fetched from, so a relative one ("r1") would change identity whenever the feed moves and
-# every item would come back as new. Keep ids as written; links are resolved below.
-# (feedparser keeps that list on a private class; if it moves, ids are merely resolved again.)
-_mixin = getattr(feedparser.mixin, "_FeedParserMixin", None)
-if _mixin is not None and "id" in getattr(_mixin, "can_be_relative_uri", ()):
-    _mixin.can_be_relative_uri = set(_mixin.can_be_relative_uri) - {"id"}
-
-# At every start tag feedparser joins the element's xml:base onto the current base with its
-# `_urljoin` (a regular expression, then `urljoin`), even when both are empty, as they are on
-# every element of a document without xml:base: it is handed no base URL, links are resolved
-# here. That case is answered directly, with the answer `_urljoin` gives ("" joined to "" is
-# ""), which saves about 7 % of feedparser's time per item; every other call goes through.
-# (feedparser's module global; if it moves, parsing is merely that much slower.)
-_join = getattr(feedparser.mixin, "_urljoin", None)
-
-
-def _urljoin(base, uri, _join=_join):
-    if base == "" and uri == "":
-        return ""
-    return _join(base, uri)
-
-
-if callable(_join) and getattr(_join, "__module__", "") == "feedparser.urls":
-    feedparser.mixin._urljoin = _urljoin
 
 JSON_FEED_VERSION = "https://jsonfeed.org/version/"
 # Legacy Chinese encodings are declared by their narrowest name but written with the widest

@@ -1,0 +1,62 @@
+"""feedparser's shortcuts (`sources.feedparser_setup`) answer exactly what feedparser itself would."""
+
+import copy
+from pathlib import Path
+
+import feedparser
+import feedparser.mixin
+import pytest
+from feedparser.urls import _urljoin as feedparser_urljoin
+from feedparser.util import FeedParserDict
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.sources import feedparser_setup as setup
+
+FEEDS = sorted(p for p in (Path(__file__).parent / "data" / "feeds").iterdir() if p.suffix in (".xml", ".rdf"))
+bases = st.sampled_from(["", "http://a.test/b/", "https://a.test/x?y#z", "rel/", "//h.test/"]) | st.text(max_size=30)
+uris = st.sampled_from(["", "c.html", "/d", "http://e.test/f", "HTTP:////g.test/h"]) | st.text(max_size=30)
+
+
+def test_the_shortcuts_are_in_place():
+    # Otherwise the tests below would compare feedparser with itself.
+    assert feedparser.mixin._urljoin is setup.urljoin
+    assert feedparser.mixin.copy.deepcopy is setup.deepcopy
+
+
+@settings(max_examples=300)
+@given(bases, uris)
+def test_urljoin_answers_as_feedparser_does(base, uri):
+    assert setup.urljoin(base, uri) == feedparser_urljoin(base, uri)
+
+
+values = st.none() | st.text(max_size=20) | st.booleans() | st.lists(st.text(max_size=5), max_size=2)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from(["type", "language", "base", "value", "mode"]), values, max_size=5))
+def test_deepcopy_of_parameters_is_a_deep_copy(items):
+    original = FeedParserDict(items)
+    made = setup.deepcopy(original)
+    assert made == copy.deepcopy(original) and type(made) is FeedParserDict and made is not original
+    made["type"] = "changed"
+    for v in made.values():
+        if isinstance(v, list):
+            v.append("x")  # a list inside must have been copied, not shared
+    assert original == FeedParserDict(items)
+
+
+@pytest.mark.parametrize("location", ["", "http://feeds.test/dir/f.xml"])
+@pytest.mark.parametrize("path", FEEDS, ids=lambda p: p.name)
+def test_parsing_is_the_same_with_and_without_the_shortcuts(path, location, monkeypatch):
+    body = path.read_bytes()
+    headers = {"content-type": "application/xml"} | ({"content-location": location} if location else {})
+
+    def parse():
+        d = feedparser.parse(body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
+        return d["feed"], d["entries"], d.get("bozo"), d.get("version")
+
+    fast = parse()
+    monkeypatch.setattr(feedparser.mixin, "_urljoin", feedparser_urljoin)
+    monkeypatch.setattr(feedparser.mixin, "copy", copy)
+    assert parse() == fast
