@@ -22,6 +22,7 @@ def test_the_shortcuts_are_in_place():
     # Otherwise the tests below would compare feedparser with itself.
     assert feedparser.mixin._urljoin is setup.urljoin
     assert feedparser.mixin.copy.deepcopy is setup.deepcopy
+    assert all(getattr(FeedParserDict, name).__module__ == setup.__name__ for name in setup.ORIGINAL_LOOKUPS)
 
 
 @settings(max_examples=300)
@@ -46,6 +47,40 @@ def test_deepcopy_of_parameters_is_a_deep_copy(items):
     assert original == FeedParserDict(items)
 
 
+KEYS = ["title", "links", "tags", "updated", "updated_parsed", "published", "published_parsed", "category",
+        "enclosures", "license", "description", "summary", "subtitle", "url", "href", "guid", "id", "channel"]
+links = st.lists(st.fixed_dictionaries({"rel": st.sampled_from(["alternate", "enclosure", "license"]),
+                                        "href": st.text(max_size=5)}).map(FeedParserDict), max_size=2)
+tags = st.lists(st.fixed_dictionaries({"term": st.text(max_size=5)}).map(FeedParserDict), max_size=2)
+
+
+def _answer(fn):
+    """(result, exception type, warning categories) of fn()."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result, error = fn(), None
+        except Exception as e:  # the original's exception is part of its answer
+            result, error = None, type(e)
+    return result, error, [w.category for w in caught]
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from(KEYS), st.text(max_size=5), max_size=8), links, tags, st.sampled_from(KEYS))
+def test_dict_lookups_answer_as_feedparser_does(items, link_list, tag_list, key):
+    d = FeedParserDict(items)
+    if link_list:
+        dict.__setitem__(d, "links", link_list)
+    if tag_list:
+        dict.__setitem__(d, "tags", tag_list)
+    original = setup.ORIGINAL_LOOKUPS
+    assert _answer(lambda: d.get(key, "default")) == _answer(lambda: original["get"](d, key, "default"))
+    assert _answer(lambda: d[key]) == _answer(lambda: original["__getitem__"](d, key))
+    assert _answer(lambda: key in d) == _answer(lambda: original["__contains__"](d, key))
+
+
 @pytest.mark.parametrize("location", ["", "http://feeds.test/dir/f.xml"])
 @pytest.mark.parametrize("path", FEEDS, ids=lambda p: p.name)
 def test_parsing_is_the_same_with_and_without_the_shortcuts(path, location, monkeypatch):
@@ -59,4 +94,6 @@ def test_parsing_is_the_same_with_and_without_the_shortcuts(path, location, monk
     fast = parse()
     monkeypatch.setattr(feedparser.mixin, "_urljoin", feedparser_urljoin)
     monkeypatch.setattr(feedparser.mixin, "copy", copy)
+    for name, method in setup.ORIGINAL_LOOKUPS.items():
+        monkeypatch.setattr(FeedParserDict, name, method)
     assert parse() == fast
