@@ -22,6 +22,7 @@ def test_the_shortcuts_are_in_place():
     # Otherwise the tests below would compare feedparser with itself.
     assert feedparser.mixin._urljoin is setup.urljoin
     assert feedparser.mixin.copy.deepcopy is setup.deepcopy
+    assert isinstance(feedparser.mixin._cp1252, str)
     assert all(getattr(FeedParserDict, name).__module__ == setup.__name__ for name in setup.ORIGINAL_LOOKUPS)
 
 
@@ -45,6 +46,16 @@ def test_deepcopy_of_parameters_is_a_deep_copy(items):
         if isinstance(v, list):
             v.append("x")  # a list inside must have been copied, not shared
     assert original == FeedParserDict(items)
+
+
+@settings(max_examples=500)
+@given(st.text(st.characters(min_codepoint=0x70, max_codepoint=0xA0) | st.characters(), max_size=50))
+def test_cp1252_mapping_is_the_same(text):
+    assert text.translate(feedparser.mixin._cp1252) == text.translate(setup.ORIGINAL_CP1252)
+
+
+def test_cp1252_mapping_maps_c1_and_keeps_the_rest():
+    assert "\x80\x99 中文 \U0001f600 \x81".translate(feedparser.mixin._cp1252) == "\u20ac\u2122 中文 \U0001f600 \x81"
 
 
 KEYS = ["title", "links", "tags", "updated", "updated_parsed", "published", "published_parsed", "category",
@@ -94,6 +105,7 @@ def test_parsing_is_the_same_with_and_without_the_shortcuts(path, location, monk
     fast = parse()
     monkeypatch.setattr(feedparser.mixin, "_urljoin", feedparser_urljoin)
     monkeypatch.setattr(feedparser.mixin, "copy", copy)
+    monkeypatch.setattr(feedparser.mixin, "_cp1252", setup.ORIGINAL_CP1252)
     for name, method in setup.ORIGINAL_LOOKUPS.items():
         monkeypatch.setattr(FeedParserDict, name, method)
     assert parse() == fast
