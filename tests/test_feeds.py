@@ -21,8 +21,8 @@ from aggregator.sources.feeds import (
     choose_identity,
     item_key,
     parse_feed,
-    parse_json_feed,
 )
+from aggregator.sources.jsonfeed import parse_json_feed
 
 DATA = Path(__file__).parent / "data" / "feeds"
 ROOT = Path(__file__).resolve().parent.parent

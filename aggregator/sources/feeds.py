@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,7 +28,6 @@ from ..text import absolute_url, is_url, plain_text, sanitize_html, summarize
 from . import feedparser_setup  # noqa: F401  (applied on import: ids kept as written, two shortcuts)
 from .identity import IdentityDecision, assign_keys, choose_identity, item_key  # noqa: F401  (their old home)
 
-JSON_FEED_VERSION = "https://jsonfeed.org/version/"
 # Legacy Chinese encodings are declared by their narrowest name but written with the widest
 # codec the publishing tool had: decode with the superset so no character is lost.
 _SUPERSETS = {
@@ -104,6 +102,8 @@ def parse_feed(body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> Par
 def _parse(body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> ParsedFeed:
     headers = {str(k).lower(): str(v) for k, v in headers.items()}
     if _looks_like_json(body, headers.get("content-type", "")):
+        from .jsonfeed import parse_json_feed  # here: it builds its items with this module's helpers
+
         return parse_json_feed(body, ctx)
     headers = _charset_override(body, headers)
     # The base of relative links: the server's Content-Location (itself maybe relative), else the
@@ -395,109 +395,3 @@ def _enclosure(candidates: Sequence[tuple[object, object, object]], base: str) -
 
 def _fallback(title: str, date: str) -> str:
     return hashlib.sha1(f"{title}\x00{date}".encode("utf-8", "surrogatepass")).hexdigest()[:20]
-
-
-# ---------------------------------------------------------------- JSON Feed
-
-
-def parse_json_feed(body: bytes, ctx: FeedContext) -> ParsedFeed:
-    """JSON Feed 1.0/1.1 (https://jsonfeed.org/version/1.1)."""
-    try:
-        doc = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FeedError(f"not valid JSON: {e}") from None
-    if not isinstance(doc, dict) or not str(doc.get("version", "")).startswith(JSON_FEED_VERSION):
-        raise FeedError("JSON document is not a JSON Feed (no https://jsonfeed.org/version/ 'version')")
-    items = doc.get("items")
-    if not isinstance(items, list):
-        raise FeedError("JSON Feed has no 'items' list")
-    feed_title = " ".join(str(doc.get("title") or "").split()) or None
-    base = doc.get("feed_url") if is_url(str(doc.get("feed_url") or "")) else ctx.url
-    feed_authors = _json_authors(doc)
-    parsed = ParsedFeed([], feed_title, None, None)
-    for i in _capped([i for i in items if isinstance(i, dict)], ctx, parsed):
-        _keep(parsed, ctx, i.get("url") or i.get("id"), lambda i=i: _json_item(i, feed_title, feed_authors, base, ctx))
-    return parsed
-
-
-def _json_item(
-    i: dict, feed_title: str | None, feed_authors: tuple[str, ...], base: str, ctx: FeedContext
-) -> ParsedItem:
-    link = next(
-        (absolute_url(str(u), base) for u in (i.get("url"), i.get("external_url")) if isinstance(u, str) and u),
-        None,
-    )
-    link = link if link and is_url(link) else None
-    if isinstance(i.get("content_html"), str) and i["content_html"].strip():
-        content = i["content_html"]
-    elif isinstance(i.get("content_text"), str):
-        content = _as_html({"value": i["content_text"], "type": "text/plain"})
-    else:
-        content = ""
-    title = " ".join(str(i.get("title") or "")[: ctx.limits.title_chars * 2].split())
-    summary_text = str(i["summary"]) if isinstance(i.get("summary"), str) else ""
-    tags = [str(t) for t in _list(i.get("tags")) if isinstance(t, str | int)]
-    authors = _json_authors(i) or feed_authors
-    categories, dropped = _categories(tags, ctx)
-    if ctx.rules:
-        title, content, summary_text, categories = _rewritten(ctx, title, content, summary_text, link, authors,
-                                                              categories)  # fmt: skip
-    body = sanitize_html(content, link or base) if content else ""
-    summary = summarize(summary_text) if summary_text else summarize(body)
-    title = title or summarize(body, 80) or link or "(untitled)"
-    published = _iso_date(i.get("date_published"))
-    updated = _iso_date(i.get("date_modified"))
-    if published is None:
-        published, updated = updated, None
-    image = next((str(u) for u in (i.get("image"), i.get("banner_image")) if isinstance(u, str) and u), None)
-    image = absolute_url(image, base) if image else None
-    guid = _guid(i["id"], ctx.limits) if i.get("id") not in (None, "") else None
-    entry = Entry(
-        source=ctx.source,
-        key="",
-        title=title,
-        content_html=body,
-        summary=summary,
-        link=link,
-        published=published,
-        updated=updated if updated and published and updated > published else None,
-        authors=authors,
-        categories=categories,
-        outlet=feed_title,
-        image=image if image and is_url(image) else None,
-        enclosure=_enclosure(
-            [
-                (a.get("url"), a.get("mime_type"), a.get("size_in_bytes"))
-                for a in _list(i.get("attachments"))
-                if isinstance(a, dict)
-            ],
-            base,
-        ),
-    )
-    if dropped:
-        entry = replace(entry, dropped=tuple(dropped))
-    return ParsedItem(entry, guid, link, _fallback(title, str(i.get("date_published") or "")))
-
-
-def _list(value: object) -> list:
-    return value if isinstance(value, list) else []
-
-
-def _json_authors(obj: dict) -> tuple[str, ...]:
-    people = obj.get("authors")
-    if not isinstance(people, list):
-        people = [obj["author"]] if isinstance(obj.get("author"), dict) else []  # JSON Feed 1.0
-    names = [str(p.get("name") or "").strip() for p in people if isinstance(p, dict)]
-    return tuple(dict.fromkeys(n for n in names if n))
-
-
-def _iso_date(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    from dateutil.parser import isoparse
-
-    try:
-        d = isoparse(value.strip())
-    except (ValueError, OverflowError):
-        return None
-    return (d if d.tzinfo else d.replace(tzinfo=UTC)).astimezone(UTC)
