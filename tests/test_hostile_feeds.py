@@ -354,6 +354,33 @@ def slow_parse(body, headers, ctx, dedup_patterns=None):
     return os.getpid()
 
 
+def paced_parse(body, headers, ctx, dedup_patterns=None):
+    """A parse that takes `body` seconds (module level: workers import it)."""
+    time.sleep(float(body))
+    return os.getpid()
+
+
+def test_a_waiting_parse_is_not_charged_for_the_one_ahead_of_it(monkeypatch):
+    """One worker, two parses of 1.2 s each under a 2 s limit: the second waits for the first
+    and finishes 2.4 s after it was handed over, yet neither is abandoned."""
+    from aggregator.sources import parsing
+    from aggregator.workers import process_pool
+
+    monkeypatch.setattr(parsing, "parse_with_features", paced_parse)
+    parsers = parsing.Parsers(2.0, lambda: process_pool(1, []))
+    ctx = FeedContext("s", "http://x/")
+
+    async def go():
+        return await asyncio.gather(parsers.parse(b"1.2", {}, ctx), parsers.parse(b"1.2", {}, ctx),
+                                    return_exceptions=True)  # fmt: skip
+
+    try:
+        first, second = asyncio.run(go())
+    finally:
+        parsers.shutdown()
+    assert first == second and isinstance(first, int) and parsers.replaced == 0
+
+
 def test_a_parse_over_the_limit_is_abandoned_in_threads(monkeypatch):
     from aggregator.sources import parsing
 
