@@ -355,6 +355,28 @@ def test_incremental_run_only_makes_indexed_lookups(site: Site) -> None:
             assert "SCAN entries" not in plan and "SCAN dedup_keys" not in plan, (q, plan)
 
 
+def test_key_lookups_are_one_statement_text_whatever_the_keys(site: Site) -> None:
+    """The drivers keep statements prepared by their text (sqlite3: 128 per connection). Keys
+    written into the text made every batch's lookup a statement of its own, so a cold dedup's
+    memory grew with the corpus; with the keys as a parameter the texts repeat."""
+    from sqlalchemy import event
+
+    touched = site.save(*(entry(f"{i}.md", f"t{i}", EN[i % 7 :] + PORT[i % 5 :], f"{URL}?n={i}") for i in range(12)))
+    texts: list[str] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
+        texts.append(statement)
+
+    event.listen(site.store.engine, "before_cursor_execute", capture)
+    try:
+        dedup.run(site.store, settings(), touched, batch=2)  # six batches, each its own keys
+    finally:
+        event.remove(site.store.engine, "before_cursor_execute", capture)
+    lookups = [t for t in texts if "key_lookup" in t]
+    assert len(lookups) >= 6 * 3  # each batch creates, empties and fills the table, then reads it
+    assert len(set(lookups)) <= 4, sorted(set(lookups))
+
+
 def test_run_is_one_transaction(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure half-way leaves the clusters as they were and the entries still pending."""
     touched = site.save(entry("a.md"), entry("b.md", link=URL + "#p"))
