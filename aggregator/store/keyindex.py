@@ -31,6 +31,7 @@ or whose signature then rules it out.
 
 from __future__ import annotations
 
+import json
 import os
 import weakref
 from dataclasses import dataclass
@@ -156,7 +157,7 @@ def _newest_holders(c: Connection, table: str, keys: list[int]) -> tuple[np.ndar
     # batch of keys made a statement text of its own, which sqlite3 keeps prepared (128 per
     # connection, ≈ 0.4 MB each with 5,000 values): a cold dedup's memory grew with the corpus.
     if c.dialect.name == "sqlite":
-        listed = "[" + ",".join(str(int(k)) for k in keys) + "]"
+        listed = json.dumps(keys, separators=(",", ":"))  # Python ints (`tolist()`): C speed, twice a join's
         c.exec_driver_sql("INSERT INTO key_lookup (key) SELECT value FROM json_each(?)", (listed,))
     else:
         c.exec_driver_sql("INSERT INTO key_lookup (key) SELECT unnest(CAST(%s AS BIGINT[]))", ([int(k) for k in keys],))
