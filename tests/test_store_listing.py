@@ -63,8 +63,32 @@ def test_a_category_listing_reads_the_category_index_not_every_entry(store: Stor
     cid = next(iter(store.category_counts()))
     plan = plan_of(store, "entry_categories", lambda: store.listing_versions(cid, None))
     assert len(store.listing_versions(cid, None)) == 100
-    # Read once from its index, not probed by entry id for each of the 1,200 entries.
+    # Read once from its index, not probed by entry id for each of the 1,200 entries, and not
+    # found by walking every visible entry in date order (the date index serves a limited
+    # listing, whose walk stops early).
     assert "ix_entry_categories_category" in plan, plan
+    assert "ix_entries_listing" not in plan, plan
+
+
+def test_a_whole_listing_and_a_limited_one_agree_on_the_order_ties_included(store: Store):  # noqa: F811
+    """The whole listing (sorted after reading, on SQLite) and a limited one (read in date order)
+    are the same order: newest first, and between entries of one date the higher id first."""
+    sid = store.source_id("local", "files", "/local")
+    entries = [
+        Entry(source="local", key=f"{i}.md", title=f"t{i}", content_html=f"<p>{i}</p>", summary="",
+              categories=["c", f"d{i % 3}"], published=T0 - timedelta(hours=(i * 7) % 5))
+        for i in range(40)
+    ]  # fmt: skip
+    store.save_entries(sid, entries, store.stamps(sid), T0)
+    stamps = store.stamps(sid)
+    for name in ("c", "d1"):
+        cid = next(ref.id for ref in store.categories() if ref.name == name)
+        whole = store.listing_versions(cid, None)
+        assert whole == store.listing_versions(cid, len(whole))
+        published = {e.id: e.published for e in store.entries_by_id([i for i, _ in whole])}
+        expected = sorted(published, key=lambda i: (published[i], i), reverse=True)
+        assert [i for i, _ in whole] == expected
+        assert {i for i, _ in whole} == {s.id for k, s in stamps.items() if name == "c" or int(k[:-3]) % 3 == 1}
 
 
 def test_a_source_stamps_are_read_from_an_index_not_the_entries_rows(store: Store):  # noqa: F811

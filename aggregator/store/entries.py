@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, insert, select, true, update
+from sqlalchemy import bindparam, delete, func, insert, literal_column, select, true, update
 from sqlalchemy.engine import Connection
 
 from .. import entry_rules as rules
@@ -30,6 +30,7 @@ E = ENTRIES
 
 # An entry readers see: not withdrawn, not hidden by a rule, not a hidden duplicate. Every listing
 # and count uses it.
+# `_listing(sorted_here=True)` spells these out with a unary `+`: keep the two in step.
 VISIBLE = (E.c.withdrawn_at.is_(None), E.c.hidden.is_(None), E.c.canonical_id.is_(None))
 
 
@@ -81,15 +82,28 @@ def _values(e: Entry, version: str) -> dict:
     return row
 
 
-def _listing(category_id: int | None, *columns):
-    """Visible entries (of one category, or all), newest first."""
-    q = select(*columns).where(*VISIBLE)
+def _listing(category_id: int | None, *columns, sorted_here: bool = False):
+    """Visible entries (of one category, or all), newest first. `sorted_here` (SQLite, a whole
+    category): the category's rows are read by id and sorted, rather than found by walking
+    every visible entry in date order, the faster plan only while a limit stops the walk early
+    (50 categories of 20,000 entries, in full: 0.33 → 0.12 s; it grew with categories × entries)."""
+    if sorted_here:
+        # A unary `+` (a no-op on the value) keeps SQLite from using an index for that term:
+        # with the date index and the canonical index out of reach, reading the category's ids
+        # by rowid is the plan left, whatever SQLite guesses of the table's size.
+        plus = literal_column
+        q = select(*columns).where(plus("+entries.withdrawn_at").is_(None), E.c.hidden.is_(None),
+                                   plus("+entries.canonical_id").is_(None))  # fmt: skip
+    else:
+        q = select(*columns).where(*VISIBLE)
     if category_id is not None:
         # IN, not a join: without planner statistics SQLite answered the join by walking every
         # visible entry in date order and probing its categories (4.6 s for 50 categories of
         # 35,000 entries); this reads the category's ids from its index once.
         ec = ENTRY_CATEGORIES
         q = q.where(E.c.id.in_(select(ec.c.entry_id).where(ec.c.category_id == category_id)))
+    if sorted_here:
+        return q.order_by(literal_column("+entries.sort_date").desc(), literal_column("+entries.id").desc())
     return q.order_by(E.c.sort_date.desc(), E.c.id.desc())
 
 
@@ -275,7 +289,8 @@ class EntryStore:
     def listing_versions(self, category_id: int | None, limit: int | None) -> list[tuple[int, str]]:
         """(id, version) of the visible entries, newest first, at most `limit` (None: all):
         cheap input for a change signature."""
-        q = _listing(category_id, E.c.id, E.c.version).limit(limit)
+        whole = limit is None and category_id is not None and self.engine.dialect.name == "sqlite"
+        q = _listing(category_id, E.c.id, E.c.version, sorted_here=whole).limit(limit)
         with self.engine.connect() as c:
             return [(i, v) for i, v in c.execute(q)]
 
