@@ -220,41 +220,48 @@ def _item(e, feed_title: str | None, feed_authors: tuple[str, ...], ctx: FeedCon
     if ctx.rules:
         title, content, summary_html, categories = _rewritten(ctx, title, content, summary_html, link, authors,
                                                               categories)  # fmt: skip
-    html_body = sanitize_html(content, content_base) if content else ""
-    summary = summarize(summary_html) if summary_html else summarize(html_body)
-    title = title or summarize(html_body, 80) or link or "(untitled)"
     # dict.get: FeedParserDict would answer a missing updated_parsed with published_parsed.
     published = _date(dict.get(e, "published_parsed")) or _date(dict.get(e, "created_parsed"))
-    updated = _date(dict.get(e, "updated_parsed"))
+    enclosures = [(lk.get("href"), lk.get("type"), lk.get("length")) for lk in e.get("links", [])
+                  if lk.get("rel") == "enclosure"]  # fmt: skip
+    return _finished(
+        ctx, feed_title, title=title, content=content, content_base=content_base, summary=summary_html, link=link,
+        authors=authors, categories=categories, dropped=dropped, published=published,
+        updated=_date(dict.get(e, "updated_parsed")), image=_image(e, base), enclosure=_enclosure(enclosures, base),
+        guid=_guid(e.get("id"), ctx.limits), date_text=dict.get(e, "published") or dict.get(e, "updated") or "",
+    )  # fmt: skip
+
+
+def _finished(ctx: FeedContext, feed_title: str | None, *, title: str, content: str, content_base: str | None,
+              summary: str, link: str | None, authors: tuple[str, ...], categories: tuple[str, ...], dropped,
+              published: datetime | None, updated: datetime | None, image: str | None, enclosure,
+              guid: str | None, date_text: str) -> ParsedItem:  # fmt: skip
+    """An item of any format (RSS, Atom, JSON Feed) from its fields as read and rewritten: the
+    body sanitized against `content_base`, the summary (`summary`, HTML or text, else the body's
+    head) and a missing title made from it, and the dates by one rule for every format."""
+    body = sanitize_html(content, content_base) if content else ""
+    title = title or summarize(body, 80) or link or "(untitled)"
     if published is None:
         # An Atom entry often has only <updated>: that is the best publication date it gives.
         published, updated = updated, None
-    guid = _guid(e.get("id"), ctx.limits)
     entry = Entry(
         source=ctx.source,
         key="",
         title=title,
-        content_html=html_body,
-        summary=summary,
+        content_html=body,
+        summary=summarize(summary) if summary else summarize(body),
         link=link,
         published=published,
         updated=updated if updated and published and updated > published else None,
         authors=authors,
         categories=categories,
         outlet=feed_title,
-        image=_image(e, base),
-        enclosure=_enclosure(
-            [
-                (lk.get("href"), lk.get("type"), lk.get("length"))
-                for lk in e.get("links", [])
-                if lk.get("rel") == "enclosure"
-            ],
-            base,
-        ),
+        image=image,
+        enclosure=enclosure,
     )
     if dropped:
         entry = replace(entry, dropped=tuple(dropped))
-    return ParsedItem(entry, guid, link, _fallback(title, dict.get(e, "published") or dict.get(e, "updated") or ""))
+    return ParsedItem(entry, guid, link, _fallback(title, date_text))
 
 
 def _plain(value):

@@ -7,11 +7,9 @@ rejected one by one with the same helpers as RSS and Atom items (`feeds`).
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, datetime
 
-from ..model import Entry
-from ..text import absolute_url, is_url, sanitize_html, summarize
+from ..text import absolute_url, is_url
 from .feeds import (
     FeedContext,
     FeedError,
@@ -21,7 +19,7 @@ from .feeds import (
     _capped,
     _categories,
     _enclosure,
-    _fallback,
+    _finished,
     _guid,
     _keep,
     _rewritten,
@@ -72,41 +70,18 @@ def _json_item(
     if ctx.rules:
         title, content, summary_text, categories = _rewritten(ctx, title, content, summary_text, link, authors,
                                                               categories)  # fmt: skip
-    body = sanitize_html(content, link or base) if content else ""
-    summary = summarize(summary_text) if summary_text else summarize(body)
-    title = title or summarize(body, 80) or link or "(untitled)"
-    published = _iso_date(i.get("date_published"))
-    updated = _iso_date(i.get("date_modified"))
-    if published is None:
-        published, updated = updated, None
     image = next((str(u) for u in (i.get("image"), i.get("banner_image")) if isinstance(u, str) and u), None)
     image = absolute_url(image, base) if image else None
-    guid = _guid(i["id"], ctx.limits) if i.get("id") not in (None, "") else None
-    entry = Entry(
-        source=ctx.source,
-        key="",
-        title=title,
-        content_html=body,
-        summary=summary,
-        link=link,
-        published=published,
-        updated=updated if updated and published and updated > published else None,
-        authors=authors,
-        categories=categories,
-        outlet=feed_title,
-        image=image if image and is_url(image) else None,
-        enclosure=_enclosure(
-            [
-                (a.get("url"), a.get("mime_type"), a.get("size_in_bytes"))
-                for a in _list(i.get("attachments"))
-                if isinstance(a, dict)
-            ],
-            base,
-        ),
-    )
-    if dropped:
-        entry = replace(entry, dropped=tuple(dropped))
-    return ParsedItem(entry, guid, link, _fallback(title, str(i.get("date_published") or "")))
+    attachments = [(a.get("url"), a.get("mime_type"), a.get("size_in_bytes")) for a in _list(i.get("attachments"))
+                   if isinstance(a, dict)]  # fmt: skip
+    return _finished(
+        ctx, feed_title, title=title, content=content, content_base=link or base, summary=summary_text, link=link,
+        authors=authors, categories=categories, dropped=dropped, published=_iso_date(i.get("date_published")),
+        updated=_iso_date(i.get("date_modified")), image=image if image and is_url(image) else None,
+        enclosure=_enclosure(attachments, base),
+        guid=_guid(i["id"], ctx.limits) if i.get("id") not in (None, "") else None,
+        date_text=str(i.get("date_published") or ""),
+    )  # fmt: skip
 
 
 def _list(value: object) -> list:
