@@ -147,8 +147,8 @@ def shared(c: Connection, rows: list[tuple[int, int]]) -> Sharing:
 
 
 def _newest_holders(c: Connection, table: str, keys: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(keys, entry ids), one pair per holder, for `keys` held in `table`: for each key at
-    most HOLDERS, its newest holders."""
+    """(keys, entry ids), one pair per holder, for `keys` (Python ints, from `tolist()`) held in
+    `table`: for each key at most HOLDERS, its newest holders."""
     import numpy as np
 
     c.exec_driver_sql("CREATE TEMPORARY TABLE IF NOT EXISTS key_lookup (key BIGINT PRIMARY KEY)")
@@ -157,10 +157,10 @@ def _newest_holders(c: Connection, table: str, keys: list[int]) -> tuple[np.ndar
     # batch of keys made a statement text of its own, which sqlite3 keeps prepared (128 per
     # connection, ≈ 0.4 MB each with 5,000 values): a cold dedup's memory grew with the corpus.
     if c.dialect.name == "sqlite":
-        listed = json.dumps(keys, separators=(",", ":"))  # Python ints (`tolist()`): C speed, twice a join's
+        listed = json.dumps(keys, separators=(",", ":"))  # C speed: twice a join's
         c.exec_driver_sql("INSERT INTO key_lookup (key) SELECT value FROM json_each(?)", (listed,))
     else:
-        c.exec_driver_sql("INSERT INTO key_lookup (key) SELECT unnest(CAST(%s AS BIGINT[]))", ([int(k) for k in keys],))
+        c.exec_driver_sql("INSERT INTO key_lookup (key) SELECT unnest(CAST(%s AS BIGINT[]))", (keys,))
     newest = f"SELECT entry_id FROM {table} WHERE key = p.key ORDER BY entry_id DESC LIMIT {HOLDERS}"
     # A correlated subquery: one short range read of the primary key per probed key, for the keys
     # an EXISTS probe finds. (Filtering on the list itself, `WHERE h IS NOT NULL` around it, made
