@@ -103,3 +103,48 @@ def test_a_source_stamps_are_read_from_an_index_not_the_entries_rows(store: Stor
     if store.dialect == "sqlite":
         plan = plan_of(store, "file_mtime_ns", lambda: store.stamps(sid))
         assert "COVERING INDEX ix_entries_stamps" in plan, plan
+
+
+def test_page_rows_come_in_uid_order_a_chunk_at_a_time_with_their_categories(store: Store):  # noqa: F811
+    """Every entry that gets an article page (visible, no original URL) once, in uid order,
+    with its category ids ascending and its recorded signature; chunks resume after a uid."""
+    ids = save(store, 30, categories=4)
+    sid = store.source_id("local", "files", "/local")
+    linked = Entry(source="local", key="linked.md", title="l", content_html="<p>l</p>", summary="",
+                   link="https://example.org/l", categories=["c1"], published=T0)  # fmt: skip
+    store.save_entries(sid, [linked], store.stamps(sid), T0)
+    store.withdraw([ids["3.md"]], T0)
+    chunks, after = [], ""
+    while rows := store.page_rows(after, limit=7):
+        chunks.append(rows)
+        after = rows[-1][0]
+    rows = [r for chunk in chunks for r in chunk]
+    assert [len(c) for c in chunks] == [7, 7, 7, 7, 1]
+    by_id = {e.id: e for e in store.entries_by_id([i for _, i, _, _, _ in rows])}
+    assert {i for _, i, _, _, _ in rows} == set(ids.values()) - {ids["3.md"]}
+    # (In the database's order of uids; each once, so the chunks neither skip nor repeat one.)
+    assert sorted(uid for uid, *_ in rows) == sorted(by_id[i].uid for _, i, _, _, _ in rows)
+    cats = store.entry_categories(list(by_id))
+    for uid, i, version, listed, recorded in rows:
+        assert listed == ",".join(str(c.id) for c in sorted(cats[i], key=lambda c: c.id))
+        assert (uid, version, recorded) == (by_id[i].uid, by_id[i].version, None)
+    first = rows[0][0]
+    store.record_pages([(first, "sig")])
+    assert store.page_rows("", limit=1)[0][4] == "sig"
+    # A recorded page whose entry no longer gets one is unwanted: withdrawn, or given a link.
+    store.record_pages([(by_id[ids["5.md"]].uid, "x")])
+    store.withdraw([ids["5.md"]], T0)
+    assert store.unwanted_pages() == [by_id[ids["5.md"]].uid]
+
+
+def test_counts_and_page_rows_read_the_partial_indexes_not_the_entries_rows(store: Store):  # noqa: F811
+    ids = save(store, 60, categories=5)
+    store.withdraw([ids["4.md"]], T0)
+    assert store.visible_count() == 59
+    counts = store.category_counts()
+    assert sum(c.entries for c in counts.values()) == 59 and len(counts) == 5
+    assert max(c.newest for c in counts.values()) == T0
+    if store.dialect == "sqlite":
+        assert "COVERING INDEX ix_entries_visible" in plan_of(store, "count(*)", store.visible_count)
+        assert "COVERING INDEX ix_entries_visible" in plan_of(store, "entry_categories", store.category_counts)
+        assert "COVERING INDEX ix_entries_pages" in plan_of(store, "article_pages", lambda: store.page_rows(""))

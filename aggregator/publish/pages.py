@@ -51,18 +51,25 @@ def plan(
     wanted. `rendered`: uid → signature of pages written in this run but not recorded yet.
     `sizes`: an empty page counts as missing (a stat per page: 65 ms for 15,000)."""
     out_dir = Path(settings.output.dir)
-    # A page lists its entry's categories, which dedup may change (lending those of its
-    # duplicates) without a new version of the entry.
-    wanted = store.page_entries()
-    recorded = store.page_signatures() | (rendered or {})
+    rendered = rendered or {}
     on_disk = _files(out_dir / PAGE_DIR, sizes)
-    todo = []
-    for uid in sorted(wanted):
-        i, version, cats = wanted[uid]
-        signature = _signature(settings_digest, version, sorted(cats))
-        if force or recorded.get(uid) != signature or page_name(uid) not in on_disk:
-            todo.append((uid, i, signature))
-    return todo, sorted(set(recorded) - set(wanted))
+    todo: list[Todo] = []
+    seen_rendered = set()
+    after = ""
+    # A chunk of the wanted pages at a time, with their records: nothing O(pages) is held but
+    # what is due. A page lists its entry's categories, which dedup may change (lending those
+    # of its duplicates) without a new version of the entry.
+    while rows := store.page_rows(after):
+        for uid, i, version, categories, recorded in rows:
+            signature = _signature(settings_digest, version, categories)
+            if uid in rendered:
+                recorded = rendered[uid]
+                seen_rendered.add(uid)
+            if force or recorded != signature or page_name(uid) not in on_disk:
+                todo.append((uid, i, signature))
+        after = rows[-1][0]
+    gone = set(store.unwanted_pages()) | (rendered.keys() - seen_rendered)
+    return todo, sorted(gone)
 
 
 def render(store: Store, out_dir: Path, todo: Sequence[Todo], ctx: PageContext) -> int:
@@ -118,8 +125,11 @@ def _size(e: os.DirEntry) -> int:
         return 0
 
 
-def _signature(settings_digest: str, version: str, categories: Sequence[int]) -> str:
-    return hashlib.sha256(f"{settings_digest}\x00{version}\x00{categories}".encode()).hexdigest()
+def _signature(settings_digest: str, version: str, categories: str | None) -> str:
+    """What a page is rendered from. `categories`: its category ids, ascending, as "3,17"
+    (written as the list "[3, 17]": the form signatures have always been computed from)."""
+    listed = f"[{categories.replace(',', ', ')}]" if categories else "[]"
+    return hashlib.sha256(f"{settings_digest}\x00{version}\x00{listed}".encode()).hexdigest()
 
 
 def _context(row: StoredEntry, categories: Sequence, ctx: PageContext) -> dict:

@@ -11,9 +11,9 @@ from sqlalchemy.engine import Connection
 
 from ..text import slugify
 from .database import insert_ignoring_conflicts
-from .entries import BATCH, VISIBLE, E
+from .entries import BATCH, VISIBLE_SQL, through_index
 from .records import CategoryCount, CategoryRef
-from .schema import CATEGORIES, CATEGORY_ORIGINS, ENTRY_CATEGORIES
+from .schema import CATEGORIES, CATEGORY_ORIGINS
 
 _SLUG_ROUNDS = 5  # a slug lost to a concurrent writer is chosen again, this many times at most
 RESERVED_SLUGS = frozenset({"all", "a", "archive", "static", "index"})
@@ -111,13 +111,13 @@ class CategoryStore:
 
     def category_counts(self) -> dict[int, CategoryCount]:
         """Per category id: its visible entries and the newest one's date."""
-        q = (
-            select(ENTRY_CATEGORIES.c.category_id, func.count(), func.max(E.c.sort_date))
-            .join(E, E.c.id == ENTRY_CATEGORIES.c.entry_id)
-            .where(*VISIBLE)
-            .group_by(ENTRY_CATEGORIES.c.category_id)
+        # Through `ix_entries_visible`: a probe of an index per pairing, not a read of the entry's row.
+        sql = (
+            "SELECT ec.category_id, count(*), max(entries.sort_date) FROM entry_categories AS ec "
+            f"JOIN {through_index(self.engine, 'entries', 'ix_entries_visible')} ON entries.id = ec.entry_id "
+            f"WHERE {VISIBLE_SQL} GROUP BY ec.category_id"
         )
         with self.engine.connect() as c:
-            rows = c.execute(q).all()
+            rows = c.exec_driver_sql(sql).all()
         # SQLite hands back aggregate datetimes as text; normalise through the column type.
         return {cid: CategoryCount(n, _as_utc(newest)) for cid, n, newest in rows}

@@ -23,7 +23,16 @@ from .. import entry_rules as rules
 from ..model import Entry
 from . import keyindex
 from .records import CategoryRef, ListedEntry, SaveResult, StoredEntry, StoredStamp, entry_uid
-from .schema import CATEGORIES, DEDUP_CATEGORIES, ENTRIES, ENTRY_CATEGORIES, SOURCES, TOMBSTONES
+from .schema import (
+    CATEGORIES,
+    DEDUP_CATEGORIES,
+    ENTRIES,
+    ENTRY_CATEGORIES,
+    PAGES_CONDITION,
+    SOURCES,
+    TOMBSTONES,
+    VISIBLE_CONDITION,
+)
 
 BATCH = 500  # ids per IN (...) list
 E = ENTRIES
@@ -32,6 +41,20 @@ E = ENTRIES
 # and count uses it.
 # `_listing(sorted_here=True)` spells these out with a unary `+`: keep the two in step.
 VISIBLE = (E.c.withdrawn_at.is_(None), E.c.hidden.is_(None), E.c.canonical_id.is_(None))
+# The same rule as SQL text, for the few queries written as text: those that name the partial
+# indexes built on it (`schema.ix_entries_visible`, `ix_entries_pages`), whose conditions these
+# must match word for word for SQLite to use them.
+VISIBLE_SQL = VISIBLE_CONDITION
+PAGES_SQL = PAGES_CONDITION  # the visible entries with no original URL: those with an article page
+PAGE_ROWS = 5000  # rows of the page plan read at a time
+
+
+def through_index(engine, table: str, index: str, alias: str = "") -> str:
+    """`table` (as `alias`), read through `index` on SQLite. Without planner statistics, SQLite
+    takes the listing index (two equality terms) over a partial index that needs no row at all,
+    and `ANALYZE` has made other queries worse (see `_listing`); PostgreSQL plans for itself."""
+    named = f"{table} AS {alias}" if alias else table
+    return f"{named} INDEXED BY {index}" if engine.dialect.name == "sqlite" else named
 
 
 def loads_list(value: str | None) -> list:
@@ -345,25 +368,45 @@ class EntryStore:
                     out[cid].append(pair)
         return out
 
-    def page_entries(self) -> dict[str, tuple[int, str, list[int]]]:
-        """uid → (id, version, category ids) of the visible entries with no original URL: the
-        ones that get an article page of their own."""
-        ec = ENTRY_CATEGORIES
-        visible = (E.c.link.is_(None), *VISIBLE)
+    def page_rows(self, after: str = "", limit: int = PAGE_ROWS) -> list[tuple[str, int, str, str, str | None]]:
+        """(uid, id, version, category ids as "3,17", recorded signature or None) of the next
+        `limit` entries with an article page (visible, no original URL) whose uid sorts after
+        `after`, in uid order: a build plans every page this way, a chunk at a time, from two
+        indexes (`ix_entries_pages` and the categories' key) without reading the entries' rows."""
+        sqlite = self.engine.dialect.name == "sqlite"
+        if sqlite:  # no ORDER BY inside an aggregate before SQLite 3.44
+            cats = ("(SELECT group_concat(category_id) FROM (SELECT category_id FROM entry_categories "
+                    "WHERE entry_id = e.id ORDER BY category_id))")  # fmt: skip
+        else:
+            cats = ("(SELECT string_agg(CAST(category_id AS TEXT), ',' ORDER BY category_id) "
+                    "FROM entry_categories WHERE entry_id = e.id)")  # fmt: skip
+        sql = (
+            f"SELECT e.uid, e.id, e.version, {cats}, p.signature "
+            f"FROM {through_index(self.engine, 'entries', 'ix_entries_pages', 'e')} "
+            f"LEFT JOIN article_pages AS p ON p.uid = e.uid "
+            f"WHERE {PAGES_SQL} AND e.uid > {'?' if sqlite else '%s'} ORDER BY e.uid LIMIT {int(limit)}"
+        )
         with self.engine.connect() as c:
-            wanted = {uid: (i, v, []) for i, uid, v in c.execute(select(E.c.id, E.c.uid, E.c.version).where(*visible))}
-            by_id = {i: cats for i, _, cats in wanted.values()}
-            q = select(ec.c.entry_id, ec.c.category_id).join(E, E.c.id == ec.c.entry_id).where(*visible)
-            for i, cat in c.execute(q):
-                by_id[i].append(cat)
-        return wanted
+            return [tuple(r) for r in c.exec_driver_sql(sql, (after,))]
+
+    def unwanted_pages(self) -> list[str]:
+        """The uids of recorded article pages whose entry no longer gets one (withdrawn, hidden,
+        a duplicate now, given an original URL, or gone), in uid order."""
+        sql = (
+            "SELECT p.uid FROM article_pages AS p WHERE NOT EXISTS (SELECT 1 FROM "
+            f"{through_index(self.engine, 'entries', 'ix_entries_pages')} WHERE uid = p.uid AND {PAGES_SQL}) "
+            "ORDER BY p.uid"
+        )
+        with self.engine.connect() as c:
+            return [uid for (uid,) in c.exec_driver_sql(sql)]
 
     # ------------------------------------------------------------ counts
 
     def visible_count(self) -> int:
-        """Entries readers see."""
+        """Entries readers see (counted in `ix_entries_visible`)."""
+        sql = f"SELECT count(*) FROM {through_index(self.engine, 'entries', 'ix_entries_visible')} WHERE {VISIBLE_SQL}"
         with self.engine.connect() as c:
-            return c.scalar(select(func.count()).where(*VISIBLE)) or 0
+            return c.exec_driver_sql(sql).scalar() or 0
 
     def entry_count(self) -> int:
         """Every stored entry, withdrawn and duplicates included."""

