@@ -86,8 +86,10 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
 
     sources = store.source_names()
     with early.work if early else render.Work(store, settings, sources) as work:
-        rendered = {uid: signature for uid, _, signature in early.todo} if early else {}
+        # (Pages rendered before dedup: uid → signature, held only while planning.)
+        rendered = {uid: signature for uid, _, signature in early.todo} if early else None
         todo, gone = pages.plan(store, settings, settings_digest, force, rendered, sizes=not _pages_checked)
+        del rendered
         work.pages(todo)  # workers start on these while the feeds are planned
         jobs: list[render.FeedJob] = []
         for plan in plans:
@@ -115,14 +117,14 @@ def build(store: Store, settings: Settings, force: bool = False, early: Early | 
         # while the workers render
         report.written += _write_site(store, settings, plans, {**recorded, **new_signatures}, new_signatures, force)
         done = work.wait()
-    if early:  # recorded once each (those of entries dedup hid are removed below)
-        todo = list({t[0]: t for t in [*early.todo, *todo]}.values())
     removed = pages.remove_files(out.dir, gone)
     report.written += done.files + removed
-    if report.written or new_signatures or todo or gone:
+    if report.written or new_signatures or todo or gone or early:
         started = time.perf_counter()
         sync(out.dir)  # before anything that trusts these files is recorded
         log.debug("output flushed to disk in %.3f s", time.perf_counter() - started)
+    if early:  # first: a page re-rendered since is recorded again below, and those dedup hid are forgotten
+        pages.record(store, early.todo)
     pages.record(store, todo)
     pages.forget(store, gone)
     _pages_checked = True
