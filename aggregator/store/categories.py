@@ -11,9 +11,9 @@ from sqlalchemy.engine import Connection
 
 from ..text import slugify
 from .database import insert_ignoring_conflicts
-from .entries import BATCH, VISIBLE_SQL, through_index
+from .entries import BATCH, through_index
 from .records import CategoryCount, CategoryRef
-from .schema import CATEGORIES, CATEGORY_ORIGINS
+from .schema import CATEGORIES, CATEGORY_ORIGINS, VISIBLE_CONDITION
 
 _SLUG_ROUNDS = 5  # a slug lost to a concurrent writer is chosen again, this many times at most
 RESERVED_SLUGS = frozenset({"all", "a", "archive", "static", "index"})
@@ -115,7 +115,7 @@ class CategoryStore:
         sql = (
             "SELECT ec.category_id, count(*), max(entries.sort_date) FROM entry_categories AS ec "
             f"JOIN {through_index(self.engine, 'entries', 'ix_entries_visible')} ON entries.id = ec.entry_id "
-            f"WHERE {VISIBLE_SQL} GROUP BY ec.category_id"
+            f"WHERE {VISIBLE_CONDITION} GROUP BY ec.category_id"
         )
         with self.engine.connect() as c:
             rows = c.exec_driver_sql(sql).all()

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, insert, literal_column, select, true, update
+from sqlalchemy import bindparam, delete, func, insert, literal_column, select, text, true, update
 from sqlalchemy.engine import Connection
 
 from .. import entry_rules as rules
@@ -41,11 +41,10 @@ E = ENTRIES
 # and count uses it.
 # `_listing(sorted_here=True)` spells these out with a unary `+`: keep the two in step.
 VISIBLE = (E.c.withdrawn_at.is_(None), E.c.hidden.is_(None), E.c.canonical_id.is_(None))
-# The same rule as SQL text, for the few queries written as text: those that name the partial
-# indexes built on it (`schema.ix_entries_visible`, `ix_entries_pages`), whose conditions these
-# must match word for word for SQLite to use them.
-VISIBLE_SQL = VISIBLE_CONDITION
-PAGES_SQL = PAGES_CONDITION  # the visible entries with no original URL: those with an article page
+# The few queries written as text (those that name the partial indexes built on this rule,
+# `schema.ix_entries_visible` and `ix_entries_pages`) use the indexes' own conditions,
+# `VISIBLE_CONDITION` and `PAGES_CONDITION`: SQLite uses a partial index only for a WHERE
+# that repeats its condition.
 PAGE_ROWS = 5000  # rows of the page plan read at a time
 
 
@@ -373,8 +372,7 @@ class EntryStore:
         `limit` entries with an article page (visible, no original URL) whose uid sorts after
         `after`, in uid order: a build plans every page this way, a chunk at a time, from two
         indexes (`ix_entries_pages` and the categories' key) without reading the entries' rows."""
-        sqlite = self.engine.dialect.name == "sqlite"
-        if sqlite:  # no ORDER BY inside an aggregate before SQLite 3.44
+        if self.engine.dialect.name == "sqlite":  # no ORDER BY inside an aggregate before SQLite 3.44
             cats = ("(SELECT group_concat(category_id) FROM (SELECT category_id FROM entry_categories "
                     "WHERE entry_id = e.id ORDER BY category_id))")  # fmt: skip
         else:
@@ -384,17 +382,17 @@ class EntryStore:
             f"SELECT e.uid, e.id, e.version, {cats}, p.signature "
             f"FROM {through_index(self.engine, 'entries', 'ix_entries_pages', 'e')} "
             f"LEFT JOIN article_pages AS p ON p.uid = e.uid "
-            f"WHERE {PAGES_SQL} AND e.uid > {'?' if sqlite else '%s'} ORDER BY e.uid LIMIT {int(limit)}"
+            f"WHERE {PAGES_CONDITION} AND e.uid > :after ORDER BY e.uid LIMIT :limit"
         )
         with self.engine.connect() as c:
-            return [tuple(r) for r in c.exec_driver_sql(sql, (after,))]
+            return [tuple(r) for r in c.execute(text(sql), {"after": after, "limit": limit})]
 
     def unwanted_pages(self) -> list[str]:
         """The uids of recorded article pages whose entry no longer gets one (withdrawn, hidden,
         a duplicate now, given an original URL, or gone), in uid order."""
         sql = (
             "SELECT p.uid FROM article_pages AS p WHERE NOT EXISTS (SELECT 1 FROM "
-            f"{through_index(self.engine, 'entries', 'ix_entries_pages')} WHERE uid = p.uid AND {PAGES_SQL}) "
+            f"{through_index(self.engine, 'entries', 'ix_entries_pages')} WHERE uid = p.uid AND {PAGES_CONDITION}) "
             "ORDER BY p.uid"
         )
         with self.engine.connect() as c:
@@ -404,7 +402,8 @@ class EntryStore:
 
     def visible_count(self) -> int:
         """Entries readers see (counted in `ix_entries_visible`)."""
-        sql = f"SELECT count(*) FROM {through_index(self.engine, 'entries', 'ix_entries_visible')} WHERE {VISIBLE_SQL}"
+        visible = through_index(self.engine, "entries", "ix_entries_visible")
+        sql = f"SELECT count(*) FROM {visible} WHERE {VISIBLE_CONDITION}"
         with self.engine.connect() as c:
             return c.exec_driver_sql(sql).scalar() or 0
 
