@@ -217,7 +217,7 @@ def test_a_schema_created_by_another_process_while_opening_is_not_taken_for_a_0_
     creator = other.connect()
     tx = creator.begin()
     creator.exec_driver_sql(f"SELECT pg_advisory_xact_lock({database._SCHEMA_LOCK})")
-    database.metadata.create_all(creator)
+    database.create_schema(creator)
     database._stamp(creator, SCHEMA_REVISION)
     reads = []
 

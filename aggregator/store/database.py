@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from .schema import SCHEMA_REVISION, metadata
+from .schema import SCHEMA_REVISION, create_schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version"  # Alembic's own bookkeeping: one row, the revision
@@ -118,7 +118,7 @@ def ensure_schema(engine: Engine, database: str) -> None:
         _lock_schema(c)
         found = revision(c)
         if found is None and _is_empty(c):
-            metadata.create_all(c)
+            create_schema(c)
             _stamp(c, SCHEMA_REVISION)
             return
     if found == SCHEMA_REVISION:
