@@ -5,6 +5,8 @@ feedparser's own sanitizer off) still come out cleaned and with absolute URLs.""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -113,6 +115,18 @@ def test_a_cycle_of_304s_imports_nothing_it_does_not_use(server, tmp_path):
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
     # A SQLite database's cycle: the PostgreSQL dialect is ~30 ms of start-up it does not use.
     assert "sqlalchemy.dialects.postgresql" not in modules
+
+
+def test_reading_the_config_does_not_search_the_installed_distributions_for_pydantic_plugins(tmp_path):
+    # The search reads every installed distribution's entry points: start-up time for nothing.
+    cfg = config(tmp_path, {"c": "http://127.0.0.1:9/c.xml"})
+    code = ("import os; os.environ.pop('PYDANTIC_DISABLE_PLUGINS', None)\n"
+            "from aggregator.config import load_config\n"
+            f"load_config({str(cfg)!r})\n"
+            "from pydantic.plugin import _loader\n"
+            "print('searched' if _loader._plugins is not None else 'not searched')")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "not searched", out.stderr[-2000:]
 
 
 # ---------------------------------------------------------------- requests in flight to one host

@@ -150,6 +150,7 @@ def test_counts_and_page_rows_read_the_partial_indexes_not_the_entries_rows(stor
         assert "COVERING INDEX ix_entries_pages" in plan_of(store, "article_pages", lambda: store.page_rows(""))
     else:  # PostgreSQL plans for itself; what is checked is that the indexes are partial
         with store.engine.connect() as c:
-            found = dict(c.exec_driver_sql("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'entries'").all())
+            rows = c.exec_driver_sql("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'entries'")
+            found = dict(rows.all())
         assert "WHERE" in found["ix_entries_visible"] and "canonical_id IS NULL" in found["ix_entries_visible"]
         assert "link IS NULL" in found["ix_entries_pages"], found["ix_entries_pages"]
