@@ -11,6 +11,7 @@ filled in, a shared disclaimer on a third, mixed Chinese and English; feed items
 fixed footer). The cost of dedup must not depend on which.
 
     .venv/bin/python benchmarks/bench_ingest.py [--n 20000] [--corpus boilerplate] [--feeds 300 --items 50]
+                                                [--cache-mb MB] [--keep DIR] [--no-dedup]
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def boilerplate_article(i: int, rng: random.Random) -> tuple[str, str]:
     return f"{i:06d}.md", fm + f"categories: [{cats[0]}, {cats[1]}]\n---\n{body}\n"
 
 
-def generate(root: Path, n: int, dedup: bool = True, corpus: str = "diverse", feed_urls: list[str] = ()) -> None:
+def generate(root: Path, n: int, dedup: bool = True, corpus: str = "diverse", feed_urls: list[str] = (),
+             cache_mb: int | None = None) -> None:
     rng = random.Random(42)
     arts = root / "articles"
     make = boilerplate_article if corpus == "boilerplate" else article
@@ -91,7 +93,9 @@ def generate(root: Path, n: int, dedup: bool = True, corpus: str = "diverse", fe
         for k, url in enumerate(feed_urls)
     )
     (root / "config.toml").write_text(
-        '[database]\nurl = "sqlite:///db/bench.sqlite3"\n[output]\ndir = "out"\nmax_items = 100\n'
+        '[database]\nurl = "sqlite:///db/bench.sqlite3"\n'
+        + (f"cache_mb = {cache_mb}\n" if cache_mb else "")
+        + '[output]\ndir = "out"\nmax_items = 100\n'
         f"[dedup]\nenabled = {'true' if dedup else 'false'}\n[fetch]\nper_host = 16\n"
         '[[sources]]\nname = "bench"\npath = "articles"\n' + remote,
         encoding="utf-8",
@@ -183,6 +187,7 @@ def main() -> None:
     ap.add_argument("--corpus", choices=("diverse", "boilerplate"), default="diverse")
     ap.add_argument("--feeds", type=int, default=0, help="remote RSS feeds served on 127.0.0.1")
     ap.add_argument("--items", type=int, default=50, help="items per feed")
+    ap.add_argument("--cache-mb", type=int, help="[database] cache_mb (default: the config's default)")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="agg-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -191,7 +196,7 @@ def main() -> None:
     (root / "db").mkdir()
     t0 = time.perf_counter()
     urls, _server = serve_feeds(args.feeds, args.items, args.corpus) if args.feeds else ([], None)
-    generate(root, args.n, dedup=not args.no_dedup, corpus=args.corpus, feed_urls=urls)
+    generate(root, args.n, dedup=not args.no_dedup, corpus=args.corpus, feed_urls=urls, cache_mb=args.cache_mb)
     size = sum(p.stat().st_size for p in (root / "articles").rglob("*") if p.is_file())
     print(
         f"generated {args.n} articles, {size / args.n / 1024:.1f} KB each, in {time.perf_counter() - t0:.1f} s: {root}"
