@@ -38,9 +38,11 @@ class _Strict(BaseModel):
 
 class DatabaseSettings(_Strict):
     url: str = "sqlite:///db/aggregator.sqlite3"
-    # SQLite page cache of the main connection, MB: a store past ~100,000 entries dedups faster
-    # with its LSH band index in it (about 1 MB per 2,000 entries; see docs/benchmarks.md).
-    cache_mb: int = Field(default=64, ge=2, le=65_536)
+    # SQLite page cache of the main connection, MB: memory the process fills as the store grows
+    # (a 100,000-file cold update peaked at 362 MB with 32, 398 MB with 64, no faster); a store
+    # past ~100,000 entries dedups a little faster with more of its band index in it (about 1 MB
+    # per 2,000 entries; see docs/benchmarks.md).
+    cache_mb: int = Field(default=32, ge=2, le=65_536)
 
 
 class OutputSettings(_Strict):

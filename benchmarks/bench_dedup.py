@@ -8,7 +8,7 @@ are indexed (URL key, fingerprint, LSH bands), never a scan of what is stored. T
 window's batches are replayed into a new store alongside the last window's, which compares the
 two sizes at the same moment: the machine's speed drifts by 10 % and more within a run.
 
-    .venv/bin/python benchmarks/bench_dedup.py [--n 100000] [--batch 1000] [--db FILE] [--cache-mb 64]
+    .venv/bin/python benchmarks/bench_dedup.py [--n 100000] [--batch 1000] [--db FILE] [--cache-mb 32]
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="entries per dedup run (one update cycle)")
     ap.add_argument("--window", type=int, default=10_000, help="size of the first/last windows compared")
     ap.add_argument("--db", help="SQLite file to use (default: a temporary one)")
-    ap.add_argument("--cache-mb", type=int, default=64, help="SQLite page cache, as [database] cache_mb")
+    ap.add_argument("--cache-mb", type=int, default=32, help="SQLite page cache, as [database] cache_mb")
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory()
