@@ -154,3 +154,25 @@ def test_counts_and_page_rows_read_the_partial_indexes_not_the_entries_rows(stor
             found = dict(rows.all())
         assert "WHERE" in found["ix_entries_visible"] and "canonical_id IS NULL" in found["ix_entries_visible"]
         assert "link IS NULL" in found["ix_entries_pages"], found["ix_entries_pages"]
+
+
+def test_a_batch_of_changed_entries_is_stored_whole_each_with_its_own_categories(store: Store):  # noqa: F811
+    """Changed versions saved together (a refetch whose every item changed): each row gets its
+    own version, whether or not its date moves it, and its own categories, old ones dropped."""
+    ids = save(store, 30, categories=4)
+    sid = store.source_id("local", "files", "/local")
+    changed = [
+        Entry(source="local", key=f"{i}.md", title=f"t{i} v2", content_html=f"<p>{i} v2</p>", summary="",
+              categories=[f"c{(i + 1) % 4}", "new"] if i % 2 else [f"c{i % 4}"],
+              published=T0 + timedelta(days=1) if i % 3 == 0 else T0 - timedelta(hours=i % 7, minutes=i))
+        for i in range(30)
+    ]  # fmt: skip
+    result, touched = store.save_entries(sid, changed, store.stamps(sid), T0 + timedelta(hours=1))
+    assert result.updated == 30 and result.new == 0 and sorted(touched) == sorted(ids.values())
+    stored = {e.key: e for e in store.entries_by_id(list(ids.values()))}
+    cats = store.entry_categories(list(ids.values()))
+    for e in changed:
+        row = stored[e.key]
+        assert (row.title, row.content, row.published) == (e.title, e.content_html, e.published)
+        assert sorted(c.name for c in cats[row.id]) == sorted(e.categories)
+    assert {e.id: e.version for e in stored.values()} == {s.id: s.version for s in store.stamps(sid).values()}
