@@ -8,14 +8,16 @@ Then, in one run:
   runs `update_feeds(workers=16)` cold (every feed 200) then warm (every feed 304) in one
   process; each figure includes its import and `make_reader` (a cron job pays them each time);
 - `aggregator fetch` runs as whole processes: cold, warm, and once with no sources at all
-  (its start-up and empty cycle, taken out for the "work alone" figure).
+  (its start-up and empty cycle, taken out for the "work alone" figure); with `--changed`, once
+  more after the warm run, the server now changing every item of every feed (15,000 changed
+  versions to store).
 
 Rounds alternate reader, aggregator, aggregator, reader, …; each side's fastest figure counts.
 Prints each run, the ratios (reader / aggregator, > 1 means the aggregator is faster), peak RSS,
 and how many requests each side made (every feed must be requested cold and revalidated warm).
 
     .venv/bin/python benchmarks/bench_fetch.py [--feeds 300] [--items 50] [--per-host 16] [--rounds 2]
-                                               [--no-reader] [--keep DIR]
+                                               [--no-reader] [--changed] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ HANZI = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def feed(n: int, items: int) -> bytes:
+def feed(n: int, items: int, edition: int = 0) -> bytes:
     rng = random.Random(n)
     parts = [
         '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>',
@@ -53,18 +55,20 @@ def feed(n: int, items: int) -> bytes:
             f"<item><title>Feed {n} story {i}</title><link>http://site{n}.example.com/{i}.html</link>"
             f'<guid isPermaLink="false">f{n}-{i}</guid><pubDate>Mon, {day:02d} Aug 2022 09:00:00 +0800</pubDate>'
             f"<category>topic {n % 20}</category>"
-            f"<description><![CDATA[{paras}<img src='/img/{i}.jpg'>]]></description></item>"
+            f"<description><![CDATA[{paras}<img src='/img/{i}.jpg'>{f'<p>edition {edition}</p>' if edition else ''}]]>"
+            "</description></item>"
         )
     parts.append("</channel></rss>")
     return "".join(parts).encode()
 
 
-def serve(port_box, counts, n: int, items: int, keep_alive: bool = False) -> None:
+def serve(port_box, counts, n: int, items: int, keep_alive: bool = False, edition=None) -> None:
     """counts[0]: requests answered 200, counts[1]: requests answered 304. Without `keep_alive`
     the server speaks HTTP/1.0 and closes each connection after one response (as the acceptance
-    check's server does), so every request pays a TCP connect."""
-    bodies = {f"/feed/{i}.xml": feed(i, items) for i in range(n)}
-    etags = {p: '"' + hashlib.sha1(b).hexdigest()[:16] + '"' for p, b in bodies.items()}
+    check's server does), so every request pays a TCP connect. `edition` (a shared int): while it
+    is 1, every feed is served with every item's content changed."""
+    editions = [{f"/feed/{i}.xml": feed(i, items, e) for i in range(n)} for e in ((0, 1) if edition else (0,))]
+    tags = [{p: '"' + hashlib.sha1(b).hexdigest()[:16] + '"' for p, b in e.items()} for e in editions]
 
     class H(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
@@ -76,6 +80,8 @@ def serve(port_box, counts, n: int, items: int, keep_alive: bool = False) -> Non
             pass
 
         def do_GET(self):
+            now = edition.value if edition else 0
+            bodies, etags = editions[now], tags[now]
             body = bodies.get(self.path)
             if body is None:
                 self.send_response(404)
@@ -183,11 +189,15 @@ def main() -> None:
     ap.add_argument("--reader-version", default="3.26")
     ap.add_argument("--no-reader", action="store_true", help="measure the aggregator alone")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    ap.add_argument("--changed", action="store_true",
+                    help="after each warm run, one more fetch with every item of every feed changed")
     a = ap.parse_args()
 
     box: multiprocessing.Queue = multiprocessing.Queue()
     counts = multiprocessing.Array("i", 2)
-    server = multiprocessing.Process(target=serve, args=(box, counts, a.feeds, a.items, a.keep_alive), daemon=True)
+    edition = multiprocessing.Value("i", 0) if a.changed else None
+    server = multiprocessing.Process(target=serve, args=(box, counts, a.feeds, a.items, a.keep_alive, edition),
+                                     daemon=True)  # fmt: skip
     server.start()
     port = box.get(timeout=120)
     urls = [f"http://127.0.0.1:{port}/feed/{i}.xml" for i in range(a.feeds)]
@@ -234,6 +244,12 @@ def main() -> None:
         idle_cfg = config(work / f"idle{i}", [], a.per_host, a.concurrency)
         idle = measured([*aggregator, "--config", str(idle_cfg), "fetch"], idle_cfg.parent)
         aggs.append({"cold": cold, "warm": warm, "idle": idle})
+        if edition is not None:  # every item changed: 15,000 changed versions to store
+            edition.value = 1
+            changed = aggs[-1]["changed"] = measured([*aggregator, "--config", str(cfg), "fetch"], folder)
+            edition.value = 0
+            print(f"aggregator     every item changed {changed['wall']:5.2f} s: "
+                  f"{changed['out'].strip().splitlines()[-1]}", flush=True)  # fmt: skip
         print(f"aggregator     cold {cold['wall']:6.2f} s  warm {warm['wall']:5.2f} s  "
               f"(no sources {idle['wall']:.2f} s)  peak RSS cold {cold['rss']:.0f} MB, warm {warm['rss']:.0f} MB  "
               f"requests 200/304 cold {cold_req}, warm {warm_req}", flush=True)  # fmt: skip
@@ -258,7 +274,8 @@ def main() -> None:
     a_work = min(r["warm"]["wall"] - r["idle"]["wall"] for r in aggs)
     print(f"\naggregator (best of {len(aggs)}): cold {a_cold:.2f} s ({a.feeds / a_cold:.0f} feeds/s), "
           f"warm {a_warm:.2f} s, warm work alone {a_work:.2f} s ({1000 * a_work / a.feeds:.2f} ms per feed), "
-          f"no-source run {min(r['idle']['wall'] for r in aggs):.2f} s")  # fmt: skip
+          f"no-source run {min(r['idle']['wall'] for r in aggs):.2f} s"
+          + (f", every item changed {min(r['changed']['wall'] for r in aggs):.2f} s" if a.changed else ""))  # fmt: skip
     if readers:
         r_cold = min(r["cold"] for r in readers)
         r_warm = min(r["warm"] for r in readers)
