@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aggregator import dedup
-from aggregator.config import Settings
+from aggregator.config import DatabaseSettings, Settings
 from aggregator.model import Entry
 from aggregator.store import Store
 
@@ -121,7 +121,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="entries per dedup run (one update cycle)")
     ap.add_argument("--window", type=int, default=10_000, help="size of the first/last windows compared")
     ap.add_argument("--db", help="SQLite file to use (default: a temporary one)")
-    ap.add_argument("--cache-mb", type=int, default=32, help="SQLite page cache, as [database] cache_mb")
+    ap.add_argument("--cache-mb", type=int, default=DatabaseSettings().cache_mb,
+                    help="SQLite page cache, as [database] cache_mb (default: its default)")
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory()

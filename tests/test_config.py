@@ -107,3 +107,11 @@ def test_database_cache_mb_sizes_the_cli_store_page_cache(tmp_path: Path):
     ctx = CliContext(str(path), 0)
     with ctx.store(ctx.settings()) as store, store.engine.connect() as c:
         assert c.execute(text("PRAGMA cache_size")).scalar() == -128 * 1024
+
+
+def test_the_config_and_the_store_default_to_one_page_cache_size():
+    # The config cannot import the store (SQLAlchemy) to share the constant: this keeps them together.
+    from aggregator.config import DatabaseSettings
+    from aggregator.store import database
+
+    assert DatabaseSettings().cache_mb == database.DEFAULT_CACHE_MB

@@ -91,7 +91,7 @@ class Store(
     Opening one checks its schema: an empty database is created at the current revision, an
     older one is refused (`SchemaError`, naming `aggregator db upgrade`)."""
 
-    def __init__(self, url: str, cache_mb: int = 32, key_shape: KeyIndexShape | None = None):
+    def __init__(self, url: str, cache_mb: int = database.DEFAULT_CACHE_MB, key_shape: KeyIndexShape | None = None):
         """`cache_mb`: SQLite's page cache per connection (a reader that only fetches rows by id
         needs little). `key_shape`: how the dedup key index's levels grow (tests make them small)."""
         self.url = url

@@ -36,7 +36,12 @@ def sqlite_file(url: str) -> Path | None:
     return Path(u.database)
 
 
-def engine_for(url: str, cache_mb: int = 32) -> Engine:
+# SQLite's page cache per connection, MB, when the caller names none (the config's default is
+# `[database] cache_mb`).
+DEFAULT_CACHE_MB = 32
+
+
+def engine_for(url: str, cache_mb: int = DEFAULT_CACHE_MB) -> Engine:
     u = make_url(url)
     if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
         Path(u.database).parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +59,7 @@ def _sqlite_pragmas(engine: Engine, cache_mb: int) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
-        # `cache_mb` of page cache (32 MB) instead of SQLite's 2 MB default: the entry and LSH indexes are
+        # `cache_mb` of page cache instead of SQLite's 2 MB default: the entry and LSH indexes are
         # random-keyed B-trees, and a cold ingest otherwise re-reads their pages constantly.
         cur.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
         cur.execute("PRAGMA temp_store=MEMORY")
