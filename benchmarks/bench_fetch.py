@@ -10,14 +10,18 @@ Then, in one run:
 - `aggregator fetch` runs as whole processes: cold, warm, and once with no sources at all
   (its start-up and empty cycle, taken out for the "work alone" figure); with `--changed`, once
   more after the warm run, the server now changing every item of every feed (15,000 changed
-  versions to store).
+  versions to store);
+- with `--floor`, the HTTP client's own floor: a bare aiohttp program (aiohttp imported the way
+  the aggregator imports it, then every feed revalidated with its ETag, 4 connections, nothing
+  else) against an empty interpreter. What is left of the aggregator's warm work above it is the
+  aggregator's own per-feed cost.
 
 Rounds alternate reader, aggregator, aggregator, reader, …; each side's fastest figure counts.
 Prints each run, the ratios (reader / aggregator, > 1 means the aggregator is faster), peak RSS,
 and how many requests each side made (every feed must be requested cold and revalidated warm).
 
     .venv/bin/python benchmarks/bench_fetch.py [--feeds 300] [--items 50] [--per-host 16] [--rounds 2]
-                                               [--no-reader] [--changed] [--keep DIR]
+                                               [--no-reader] [--changed] [--floor] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -152,6 +156,31 @@ print("READER " + json.dumps({"version": reader.__version__, "cold": boot + cold
 """
 
 
+# The HTTP client's floor: aiohttp imported as the aggregator imports it (`tls.import_aiohttp`,
+# which skips loading CAs into two contexts no request uses), then one conditional GET per feed.
+# 4 connections: the aggregator's start per host (`remote.HOST_START`); 16 at once overflow the
+# accept backlog of Python's http.server and every dropped SYN costs a second.
+BARE = """
+import asyncio, json, sys
+if sys.argv[1] == "fetch":
+    from aggregator.sources.tls import import_aiohttp
+    aiohttp = import_aiohttp()
+    etags = json.load(open(sys.argv[2]))
+
+    async def main():
+        conn = aiohttp.TCPConnector(limit=4, limit_per_host=0)
+        async with aiohttp.ClientSession(connector=conn, cookie_jar=aiohttp.DummyCookieJar()) as s:
+            async def one(url):
+                async with s.get(url, headers={"If-None-Match": etags[url]}) as r:
+                    await r.read()
+                    return r.status
+            return await asyncio.gather(*(one(u) for u in etags))
+
+    statuses = asyncio.run(main())
+    assert set(statuses) == {304}, set(statuses)
+"""
+
+
 def reader_python(version: str) -> Path:
     """A venv with PyPI `reader` (cached between runs in the temp folder)."""
     venv = Path(tempfile.gettempdir()) / f"bench-fetch-reader-{version}"
@@ -191,6 +220,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it")
     ap.add_argument("--changed", action="store_true",
                     help="after each warm run, one more fetch with every item of every feed changed")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time a bare aiohttp revalidation of every feed (the HTTP client's floor)")
     a = ap.parse_args()
 
     box: multiprocessing.Queue = multiprocessing.Queue()
@@ -218,6 +249,21 @@ def main() -> None:
 
     readers: list[dict] = []
     aggs: list[dict] = []
+    floors: list[float] = []
+    if a.floor:
+        (work / "bare.py").write_text(BARE, encoding="utf-8")
+        tags = {u: '"' + hashlib.sha1(feed(i, a.items)).hexdigest()[:16] + '"' for i, u in enumerate(urls)}
+        (work / "etags.json").write_text(json.dumps(tags), encoding="utf-8")
+
+    def floor_round() -> None:
+        python = str(Path(sys.executable))
+        before = requests()
+        bare = measured([python, str(work / "bare.py"), "fetch", str(work / "etags.json")], work)
+        assert delta(before)[1] == a.feeds, delta(before)
+        empty = measured([python, str(work / "bare.py"), "none"], work)
+        floors.append(bare["wall"] - empty["wall"])
+        print(f"bare aiohttp   {a.feeds} revalidations {bare['wall']:5.2f} s, {bare['cpu']:.2f} CPU-s "
+              f"(empty interpreter {empty['wall']:.2f} s): work {floors[-1]:.2f} s", flush=True)  # fmt: skip
 
     def reader_round(i: int) -> None:
         folder = work / f"reader{i}"
@@ -267,6 +313,8 @@ def main() -> None:
             if step is reader_round and rpy is None:
                 continue
             step(i)
+        if a.floor:
+            floor_round()
     server.terminate()
 
     a_cold = min(r["cold"]["wall"] for r in aggs)
@@ -276,6 +324,9 @@ def main() -> None:
           f"warm {a_warm:.2f} s, warm work alone {a_work:.2f} s ({1000 * a_work / a.feeds:.2f} ms per feed), "
           f"no-source run {min(r['idle']['wall'] for r in aggs):.2f} s"
           + (f", every item changed {min(r['changed']['wall'] for r in aggs):.2f} s" if a.changed else ""))  # fmt: skip
+    if floors:
+        print(f"bare aiohttp (best of {len(floors)}): warm work alone {min(floors):.2f} s: the aggregator's own "
+              f"per-feed cost above it is {1000 * (a_work - min(floors)) / a.feeds:+.2f} ms")  # fmt: skip
     if readers:
         r_cold = min(r["cold"] for r in readers)
         r_warm = min(r["warm"] for r in readers)
