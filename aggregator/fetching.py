@@ -87,12 +87,14 @@ def fetch(
             # mostly answer 304, and a cycle of those must not fork parsers or import feedparser.
             expected = sum(1 for s in chosen if not (rows[s.name].etag or rows[s.name].last_modified))
             parser = _parse_pool(expected)
+            # Planned for threads, the run still moves to processes if documents keep coming.
+            later = _parse_pool(len(chosen), now=False) if parser is None else None
             patterns = None
-            if with_features and parser is not None and settings.dedup.enabled:
+            if with_features and (parser or later) is not None and settings.dedup.enabled:
                 from .features import tracking_patterns
 
                 patterns = tracking_patterns(settings.dedup.tracking_params)
-            asyncio.run(_fetch_all(store, settings, chosen, rows, now, report, parser, budget, patterns))
+            asyncio.run(_fetch_all(store, settings, chosen, rows, now, report, parser, budget, patterns, later))
     report.seconds = time.monotonic() - started
     return report
 
@@ -123,11 +125,15 @@ def fetch_one(store: Store, settings: Settings, source: SourceSettings, budget=N
     return report
 
 
-def _parse_pool(n: int):
+def _parse_pool(n: int, now: bool = True):
     """A factory of worker processes for parsing when `n` documents are expected (feedparser is
-    pure Python, so threads would not add CPU); None means threads (see `sources.parsing`)."""
+    pure Python, so threads would not add CPU); None means threads (see `sources.parsing`).
+    `now`: start the first pool here, before the event loop and the writer thread exist, so it
+    can fork; otherwise nothing starts until the factory is called (`Parsers`' `later`)."""
     if n < PARSE_PROCESSES_MIN:
         return None  # before importing `workers`: it loads multiprocessing, which a 304 cycle never needs
+    if not now:
+        return _LatePool()
     from .workers import cpu_workers, process_pool
 
     workers = cpu_workers()
@@ -139,20 +145,37 @@ def _parse_pool(n: int):
         return process_pool(workers, ["aggregator.sources.feeds"])
 
     make.workers = workers
-    make.first = make()  # started before the event loop and the writer thread exist, so fork when it can
+    make.first = make()
     return make
+
+
+class _LatePool:
+    """`_parse_pool`'s factory for a run that expected 304s: imports and counts nothing until
+    called, since most such runs never call it; started then by forkserver (threads exist)."""
+
+    @property
+    def workers(self) -> int:
+        from .workers import cpu_workers
+
+        return cpu_workers()
+
+    def __call__(self):
+        from .workers import process_pool
+
+        return process_pool(self.workers, ["aggregator.sources.feeds"])
 
 
 # Over 60 lines: one run's event-loop closure (parsers made on the first document, 304s recorded
 # in place, the rest handed to the writer) reads best whole; its parts are the modules it calls.
 async def _fetch_all(
     store: Store, settings: Settings, sources: list[SourceSettings], rows, now, report, parser, budget=None,
-    dedup_patterns: tuple[str, ...] | None = None,
+    dedup_patterns: tuple[str, ...] | None = None, later=None,
 ) -> None:
     """Fetch `sources`, parse each body in `parser` (a process pool, or None for threads) as it
     arrives, and store the results on one writer thread. `budget`: the per-host budget shared
     beyond this call (`sources.hostbudget`), if any. `dedup_patterns`: compute dedup features
-    in the parse too (`parsing.parse_with_features`)."""
+    in the parse too (`parsing.parse_with_features`). `later`: with threads, the process pool
+    to move to when more than PARSE_PROCESSES_MIN documents come."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .sources.remote import USER_AGENT, FetchRequest, fetch_many
@@ -176,7 +199,8 @@ async def _fetch_all(
 
             if parsers is None:
                 pools = _first_then(parser) if parser else None
-                parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1), dedup_patterns)
+                parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1), dedup_patterns,
+                                  later, PARSE_PROCESSES_MIN)
                 shaping = _Shaping.of(settings)
             ctx = FeedContext(
                 src.name,

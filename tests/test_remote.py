@@ -541,6 +541,53 @@ def test_many_feeds_parse_in_worker_processes(server, store, tmp_path, monkeypat
     assert fetch(store, settings).not_modified == 0  # no validators were offered, so each is fetched again
 
 
+EDITION = (
+    '<rss version="2.0"><channel><title>Feed {0}</title><link>http://many.test/</link><description>d</description>'
+    "<item><title>Story {0}</title><link>http://many.test/{0}</link><guid>m{0}</guid>"
+    "<description>edition {1}</description></item></channel></rss>"
+)
+
+
+def test_a_run_expecting_304s_parses_in_worker_processes_once_documents_keep_coming(server, store, tmp_path,
+                                                                                     monkeypatch):  # fmt: skip
+    """Every source has validators, so a run expects 304s and parses what comes in threads. When
+    more than PARSE_PROCESSES_MIN documents come (feeds that all changed), the rest are parsed in
+    worker processes, started then; up to that many, no process is started."""
+    import aggregator.pipeline as pipeline
+    import aggregator.workers as workers
+
+    n = pipeline.PARSE_PROCESSES_MIN + 6
+    editions = dict.fromkeys(range(n), "a")
+
+    def changing(request: Request) -> Response:
+        i = int(request.path.rsplit("/", 1)[1].split(".")[0])
+        tag = f'"{editions[i]}{i}"'
+        if request.headers.get("If-None-Match") == tag:
+            return Response(status=304, headers={"ETag": tag})
+        return Response(EDITION.format(i, editions[i]), content_type="application/rss+xml", headers={"ETag": tag})
+
+    for i in range(n):
+        server.expect_request(f"/late/{i}.xml").respond_with_handler(changing)
+    settings = make_config(tmp_path, {f"l{i}": server.url_for(f"/late/{i}.xml") for i in range(n)}, "per_host = 8")
+    assert fetch(store, settings).new == n  # no validators yet
+    started = []
+    real = workers.process_pool
+    monkeypatch.setattr(workers, "cpu_workers", lambda limit=8: 2)  # whatever this machine has
+    monkeypatch.setattr(workers, "process_pool", lambda *a, **kw: started.append(a) or real(*a, **kw))
+
+    for i in range(pipeline.PARSE_PROCESSES_MIN):
+        editions[i] = "b"
+    report = fetch(store, settings)
+    assert (report.updated, report.not_modified, started) == (pipeline.PARSE_PROCESSES_MIN, 6, [])
+
+    editions.update(dict.fromkeys(range(n), "c"))
+    report = fetch(store, settings)
+    assert (report.fetched, report.updated) == (n, n), report.errors[:3]
+    assert len(started) == 1 and started[0][0] == 2
+    with store.engine.connect() as c:
+        assert set(c.scalars(select(ENTRIES.c.content))) == {"edition c"}
+
+
 def test_a_cycle_of_304s_stores_every_sources_new_state(server, store, tmp_path):
     """304s are recorded on the event loop and their states written in batches by the writer
     thread: more sources than two batches, and every one's state is stored."""

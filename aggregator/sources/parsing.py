@@ -64,11 +64,17 @@ class Parsers:
     """`parse_with_features` with a time limit, in a process pool from `make_pool` (None: threads)."""
 
     def __init__(self, limit: float, make_pool: Callable[[], ProcessPoolExecutor] | None = None, workers: int = 1,
-                 dedup_patterns: tuple[str, ...] | None = None):  # fmt: skip
+                 dedup_patterns: tuple[str, ...] | None = None, later=None, later_after: int = 0):  # fmt: skip
+        """`later`: with no `make_pool`, the `make_pool` to switch to (its `workers` attribute
+        telling how many) once more than `later_after` documents were parsed in threads. A run
+        planned for 304s (every source had validators) gets documents from every feed that
+        changed, and when they are many, threads parse them one at a time under the GIL, beside
+        the writer: a refetch whose every item had changed took twice a cold fetch."""
         self.limit = limit
         self.dedup_patterns = dedup_patterns
         self._make_pool = make_pool
         self._pool = make_pool() if make_pool else None
+        self._later, self._later_after, self._threaded = later, later_after, 0
         # Each worker has one parse running and one waiting, so it never idles while the main
         # process, busy storing, hands it the next document (a cold fetch of 300 feeds: each
         # worker was busy only 60-75 % of the time with one). A waiting parse sits behind at
@@ -81,6 +87,10 @@ class Parsers:
     async def parse(self, body: bytes, headers: Mapping[str, str], ctx: FeedContext) -> ParsedFeed:
         """The parsed feed; FeedError when it is not a feed, crashed its parser or ran over the limit."""
         too_slow = f"parsing took longer than {self.limit:g} s; abandoned"
+        if self._pool is None and self._later is not None:
+            self._threaded += 1
+            if self._threaded > self._later_after:
+                self._switch()
         if self._pool is None:
             try:
                 thread = _in_daemon_thread(parse_with_features, body, headers, ctx, self.dedup_patterns)
@@ -116,6 +126,18 @@ class Parsers:
                 finally:
                     self._running -= 1
         raise AssertionError("unreachable")
+
+    def _switch(self) -> None:
+        """From threads to the processes of `later`, unless it has fewer than two (the parses
+        already in threads finish there)."""
+        make, self._later = self._later, None
+        workers = getattr(make, "workers", 1)
+        if workers < 2:
+            return
+        self._make_pool, self._workers = make, workers
+        self._free = asyncio.Semaphore(workers * 2)
+        self._pool = make()
+        log.info("more documents than expected: parsing in %d worker processes", workers)
 
     def _replace(self, pool: ProcessPoolExecutor) -> None:
         if pool is not self._pool or self._make_pool is None:
