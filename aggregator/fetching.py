@@ -125,33 +125,30 @@ def fetch_one(store: Store, settings: Settings, source: SourceSettings, budget=N
     return report
 
 
-def _parse_pool(n: int, now: bool = True):
-    """A factory of worker processes for parsing when `n` documents are expected (feedparser is
-    pure Python, so threads would not add CPU); None means threads (see `sources.parsing`).
-    `now`: start the first pool here, before the event loop and the writer thread exist, so it
-    can fork; otherwise nothing starts until the factory is called (`Parsers`' `later`)."""
+def _parse_pool(n: int, now: bool = True) -> ParsePools | None:
+    """The worker processes for parsing when `n` documents are expected (feedparser is pure
+    Python, so threads would not add CPU); None means threads (see `sources.parsing`). `now`:
+    start the first pool here, before the event loop and the writer thread exist, so it can
+    fork; otherwise nothing starts, nor is counted, until a pool is asked for (`Parsers`' `later`)."""
     if n < PARSE_PROCESSES_MIN:
         return None  # before importing `workers`: it loads multiprocessing, which a 304 cycle never needs
     if not now:
-        return _LatePool()
-    from .workers import cpu_workers, process_pool
-
-    workers = cpu_workers()
-    if workers < 2:
+        return ParsePools()
+    pools = ParsePools()
+    if pools.workers < 2:
         return None
     from .sources import feeds  # noqa: F401  (loaded once here, inherited by forked workers)
 
-    def make():
-        return process_pool(workers, ["aggregator.sources.feeds"])
-
-    make.workers = workers
-    make.first = make()
-    return make
+    pools.first = pools()
+    return pools
 
 
-class _LatePool:
-    """`_parse_pool`'s factory for a run that expected 304s: imports and counts nothing until
-    called, since most such runs never call it; started then by forkserver (threads exist)."""
+class ParsePools:
+    """The parse worker pools of one run: called for each pool `Parsers` needs (its first, and a
+    new one whenever a parse ran over the limit); `first`, when started early, is the first."""
+
+    def __init__(self) -> None:
+        self.first = None
 
     @property
     def workers(self) -> int:
@@ -160,9 +157,18 @@ class _LatePool:
         return cpu_workers()
 
     def __call__(self):
+        if self.first is not None:
+            pool, self.first = self.first, None
+            return pool
         from .workers import process_pool
 
         return process_pool(self.workers, ["aggregator.sources.feeds"])
+
+    def close(self) -> None:
+        """Shut down the early pool if no parse ever took it."""
+        if self.first is not None:
+            self.first.shutdown(wait=True)
+            self.first = None
 
 
 # Over 60 lines: one run's event-loop closure (parsers made on the first document, 304s recorded
@@ -198,8 +204,7 @@ async def _fetch_all(
             from .sources.parsing import Parsers
 
             if parsers is None:
-                pools = _first_then(parser) if parser else None
-                parsers = Parsers(settings.fetch.parse_timeout, pools, getattr(parser, "workers", 1), dedup_patterns,
+                parsers = Parsers(settings.fetch.parse_timeout, parser, parser.workers if parser else 1, dedup_patterns,
                                   later, PARSE_PROCESSES_MIN)
                 shaping = _Shaping.of(settings)
             ctx = FeedContext(
@@ -239,8 +244,8 @@ async def _fetch_all(
         writer.shutdown(wait=True)
         if parsers is not None:
             parsers.shutdown()
-        elif parser is not None:
-            parser.first.shutdown(wait=True)
+        if parser is not None:
+            parser.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,9 +309,3 @@ def _request(settings: Settings, src: SourceSettings, row, user_agent: str, requ
         trusted_host=(urlsplit(src.url or row.location).hostname or "").lower() or None,
         prefer=src.prefer,
     )
-
-
-def _first_then(make):
-    """The pool `_parse_pool` started early, then fresh ones from `make`."""
-    first = [make.first]
-    return lambda: first.pop() if first else make()
