@@ -4,19 +4,45 @@ Fork is the cheapest start and lets workers inherit the parent's imports, but fo
 process that has other threads (the daemon's scheduler, a writer thread) can leave the
 child stuck on a lock one of those threads held. So: fork when this process is
 single-threaded, forkserver (with the modules preloaded) otherwise.
+
+Worker processes only make a stage faster: where they cannot run (no writable `/dev/shm` for
+their queues' semaphores, as on AWS Lambda or in a sandbox), `cpu_workers` answers 1 and every
+stage does its work in this process instead.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
+log = logging.getLogger(__name__)
+
 
 def cpu_workers(limit: int = 8) -> int:
+    """Worker processes for a CPU-bound stage: one per core, at most `limit`; 1 (work in this
+    process) where worker processes cannot run (`unavailable`)."""
+    if unavailable() is not None:
+        return 1
     return min(os.cpu_count() or 1, limit)
+
+
+@functools.cache
+def unavailable() -> str | None:
+    """Why worker processes cannot run on this system, or None when they can. Asked once per
+    process, and logged then: a pool's queues need a POSIX semaphore, which a system without a
+    writable `/dev/shm` cannot make, and the pool would fail at its first task."""
+    try:
+        multiprocessing.get_context().Lock()
+    except (OSError, NotImplementedError, ImportError) as e:  # ImportError: no _multiprocessing.SemLock
+        reason = f"{e.__class__.__name__}: {e}"
+        log.warning("worker processes cannot run here (%s): every stage works in this process", reason)
+        return reason
+    return None
 
 
 def process_pool(

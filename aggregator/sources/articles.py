@@ -466,13 +466,14 @@ def read_articles(
     worker processes would cost more than it saves)."""
     import threading
 
-    from ..workers import cpu_workers, process_pool
+    from ..workers import cpu_workers, process_pool, unavailable
 
     workers = cpu_workers()
     # The parse time limit is a signal, which only a main thread receives: off it (the daemon's
-    # scan jobs) even a few files go to a worker process, whose tasks run on its main thread.
+    # scan jobs) even a few files go to a worker process, whose tasks run on its main thread;
+    # where no process can run, they are read here, without the limit.
     here = threading.current_thread() is threading.main_thread()
-    if not stamps or (here and (len(stamps) < parallel_min or workers < 2)):
+    if not stamps or (here and (len(stamps) < parallel_min or workers < 2)) or unavailable() is not None:
         for s in stamps:
             yield read_article(root, s, ctx, max_bytes)
         return
