@@ -218,3 +218,46 @@ def test_postgresql_publishes_the_same_bytes_as_sqlite(site: Path, tmp_path: Pat
     assert {k: v[0] for k, v in digest(pg / "out").items()} == {k: v[0] for k, v in digest(site / "out").items()}
     r = run_cli(pg_cfg, "update")
     assert "0 new, 0 updated, 14 unchanged" in r.stdout and "0 files written" in r.stdout
+
+
+def test_entries_of_one_date_are_listed_in_the_same_order_whichever_feed_was_stored_first(tmp_path: Path, server):
+    """Rebuilt from an empty database, the output is the same bytes, also where items of
+    several feeds share a date (a batch published at once, date-only stamps): the order of
+    such ties must not follow the order in which the feeds' answers happened to arrive."""
+    import time
+
+    from werkzeug import Response
+
+    def feed(name: str) -> str:
+        items = "".join(
+            f"<item><title>{name} {j}</title><guid>urn:{name}:{j}</guid><link>http://example.org/{name}/{j}</link>"
+            f"<pubDate>Mon, 05 Sep 2022 08:00:00 GMT</pubDate><description>{name} item {j}</description></item>"
+            for j in range(3)
+        )
+        return f'<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>{items}</channel></rss>'
+
+    slow = {"name": ""}
+
+    def answer(name: str):
+        def handler(_request):
+            if slow["name"] == name:
+                time.sleep(0.5)  # the other feed's answer is stored first
+            return Response(feed(name), content_type="application/rss+xml")
+
+        return handler
+
+    for name in ("a", "b"):
+        server.expect_request(f"/{name}.xml").respond_with_handler(answer(name))
+    sources = "".join(
+        f'[[sources]]\nname = "{n}"\nurl = "{server.url_for(f"/{n}.xml")}"\nallow_private = true\n' for n in "ab"
+    )
+    out = {}
+    for first in ("a", "b"):
+        slow["name"] = "b" if first == "a" else "a"
+        folder = tmp_path / first
+        (folder / "articles").mkdir(parents=True)
+        r = run_cli(write_config(folder, extra_sources=sources), "update")
+        assert r.returncode == 0, r.stderr
+        assert "6 new" in r.stderr + r.stdout
+        out[first] = {k: v[0] for k, v in digest(folder / "out").items()}
+    assert out["a"] == out["b"]

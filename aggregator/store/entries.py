@@ -124,9 +124,12 @@ def _listing(category_id: int | None, *columns, sorted_here: bool = False):
         # 35,000 entries); this reads the category's ids from its index once.
         ec = ENTRY_CATEGORIES
         q = q.where(E.c.id.in_(select(ec.c.entry_id).where(ec.c.category_id == category_id)))
+    # Entries of one date in uid order: a digest of each entry's identity, so a database rebuilt
+    # from empty lists them as before. By id, they followed the order in which the feeds' answers
+    # had arrived. SQLite and PostgreSQL still walk the date index, sorting only within a date.
     if sorted_here:
-        return q.order_by(literal_column("+entries.sort_date").desc(), literal_column("+entries.id").desc())
-    return q.order_by(E.c.sort_date.desc(), E.c.id.desc())
+        return q.order_by(literal_column("+entries.sort_date").desc(), literal_column("+entries.uid").desc())
+    return q.order_by(E.c.sort_date.desc(), E.c.uid.desc())
 
 
 # Statements publishing runs for every few dozen entries, built once: constructing and
