@@ -100,13 +100,15 @@ def fetch(
 
 
 def fetch_sources(store: Store, settings: Settings, sources: list[SourceSettings], budget=None) -> FetchReport:
-    """Fetch exactly `sources` now (a fetch worker's claimed batch), parsing in threads:
-    a batch is small, and a worker runs one batch after another."""
+    """Fetch exactly `sources` now (a fetch worker's claimed batch), parsing in threads: a
+    batch is small, and a worker runs one batch after another. A big one (`[workers] batch`)
+    whose documents keep coming moves to worker processes as `fetch` does (`Parsers`' `later`)."""
     started = time.monotonic()
     report = FetchReport(sources=len(sources))
     if sources:
         rows = store.feed_sources({s.name: s.url or "" for s in sources})
-        asyncio.run(_fetch_all(store, settings, sources, rows, now_utc(), report, None, budget))
+        later = _parse_pool(len(sources), now=False)
+        asyncio.run(_fetch_all(store, settings, sources, rows, now_utc(), report, None, budget, later=later))
     report.seconds = time.monotonic() - started
     return report
 

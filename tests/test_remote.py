@@ -548,13 +548,21 @@ EDITION = (
 )
 
 
+@pytest.mark.parametrize("entry", ["fetch", "fetch_sources"])
 def test_a_run_expecting_304s_parses_in_worker_processes_once_documents_keep_coming(server, store, tmp_path,
-                                                                                     monkeypatch):  # fmt: skip
+                                                                                     monkeypatch, entry):  # fmt: skip
     """Every source has validators, so a run expects 304s and parses what comes in threads. When
     more than PARSE_PROCESSES_MIN documents come (feeds that all changed), the rest are parsed in
-    worker processes, started then; up to that many, no process is started."""
+    worker processes, started then; up to that many, no process is started. The same for a fetch
+    worker's batch (`fetch_sources`), which always plans for threads."""
     import aggregator.pipeline as pipeline
     import aggregator.workers as workers
+    from aggregator.fetching import fetch_sources
+
+    if entry == "fetch_sources":
+        fetch = lambda store, settings: fetch_sources(store, settings, settings.sources)  # noqa: E731
+    else:
+        fetch = pipeline.fetch
 
     n = pipeline.PARSE_PROCESSES_MIN + 6
     editions = dict.fromkeys(range(n), "a")
