@@ -58,6 +58,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+# The jobs whose skipped runs the daemon runs again shortly itself (`schedule.Daemon._skipped`).
+RETRIED_WHEN_SKIPPED = ("build", "scan:")
+
+
+class ExpectedSkips(logging.Filter):
+    """APScheduler logs at WARNING every run it skips because the job's previous run is still
+    going. For a build (changes arrived while one runs, as on every cold start) or a folder scan
+    the daemon expects that and runs the job again shortly: a warning there would teach an
+    operator to ignore warnings. Those lines are kept for `-vv` only; other jobs' skips stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        expected = (
+            "maximum number of running instances" in str(record.msg)
+            and str(getattr(job, "id", "")).startswith(RETRIED_WHEN_SKIPPED)
+        )
+        return not expected or logging.getLogger("apscheduler").isEnabledFor(logging.DEBUG)
+
+
 def configure_logging(json_logs: bool, verbosity: int) -> None:
     """The daemon logs its job lines at INFO by default (the CLI's default level is WARNING)."""
     root = logging.getLogger()
@@ -73,6 +92,9 @@ def configure_logging(json_logs: bool, verbosity: int) -> None:
     # APScheduler's own "Running job…" lines, and the stages' per-source lines, would double ours
     # (one line per job); -v brings them back.
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
+    scheduler = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, ExpectedSkips) for f in scheduler.filters):
+        scheduler.addFilter(ExpectedSkips())
     for stage in ("aggregator.pipeline", "aggregator.dedup"):
         logging.getLogger(stage).setLevel(logging.NOTSET if verbosity > 0 else logging.WARNING)
 

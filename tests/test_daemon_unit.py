@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 import tomllib
@@ -365,3 +366,38 @@ def test_the_publisher_looking_for_changes_does_not_push_back_a_scheduled_build(
     finally:
         p.scheduler.shutdown(wait=False)
         store.close()
+
+
+def test_a_skipped_build_or_scan_is_no_warning_but_a_skipped_fetch_is(capsys):
+    """APScheduler warns of every run it skips because the previous one still runs; the daemon
+    runs a skipped build or scan again itself, so those are no warnings (they are with -vv)."""
+    from types import SimpleNamespace
+
+    root = logging.getLogger()
+    saved = [(h, h.formatter) for h in root.handlers]
+    handler = logging.StreamHandler(sys.stderr)
+    root.addHandler(handler)
+    level = logging.getLogger("apscheduler").level
+    scheduler = logging.getLogger("apscheduler.scheduler")
+
+    def skipped(job_id: str) -> None:
+        job = SimpleNamespace(id=job_id)
+        scheduler.warning('Execution of job "%s" skipped: maximum number of running instances reached (%d)', job, 1)
+
+    try:
+        configure_logging(False, 0)
+        configure_logging(False, 0)  # configured twice (a reload): one filter
+        for job_id in ("build", "scan:local", "fetch:slow-feed"):
+            skipped(job_id)
+        lines = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
+        assert len(lines) == 1 and "fetch:slow-feed" in lines[0] and "WARNING" in lines[0]
+        configure_logging(False, 2)
+        skipped("build")
+        assert "build" in capsys.readouterr().err
+    finally:
+        root.removeHandler(handler)
+        for h, f in saved:
+            h.setFormatter(f)
+        logging.getLogger("apscheduler").setLevel(level)
+        for f in [f for f in scheduler.filters if f.__class__.__name__ == "ExpectedSkips"]:
+            scheduler.removeFilter(f)
