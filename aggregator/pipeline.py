@@ -163,7 +163,7 @@ def ingest_files(
     held: set[str] = set()
     found: Iterable = ()
     if todo:  # the article parser (YAML, Markdown) loads only when a file has to be read
-        from .sources.articles import read_articles
+        from .sources.reading import read_articles
 
         ctx = article_context(settings, source, scanned.site, now)
         found = read_articles(source.path, todo, ctx, source.max_file_bytes, settings.tuning.read_parallel_min)

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from aggregator.model import Entry, FileStamp, Held, Rejected
 from aggregator.runtime import TimeLimitExceeded, time_limit
 from aggregator.sources import articles
-from aggregator.sources.articles import ArticleError, parse_article, read_article, read_articles
+from aggregator.sources.articles import ArticleError, parse_article, read_article
 from aggregator.sources.dates import DateError, local_date, parse_date
 from aggregator.sources.frontmatter import FrontMatterError, split_front_matter
+from aggregator.sources.reading import read_articles
 from aggregator.sources.sites import PELICAN, Site
 from aggregator.sources.walk import scan
 

@@ -19,9 +19,9 @@ from aggregator.sources.articles import (
     parse_article,
     parse_date,
     read_article,
-    read_articles,
     split_front_matter,
 )
+from aggregator.sources.reading import read_articles
 from aggregator.sources.walk import scan
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -293,6 +293,37 @@ def test_parallel_reading_keeps_order_and_results(tmp_path: Path):
     assert isinstance(results[100], Rejected)
     assert [r.title for r in results[:3]] == ["Post 0", "Post 1", "Post 2"]
     assert results[449].key == "0449.md"
+
+
+def test_a_file_that_kills_its_parser_process_is_rejected_alone(tmp_path: Path, monkeypatch):
+    """A crash in a C parser or the out-of-memory killer takes the worker process with it:
+    that file is rejected with the reason, every other file is read, in order. (The crash is
+    the one thing stood in for: the workers are forked from this process and inherit it.)"""
+    import os
+    from types import SimpleNamespace
+
+    import aggregator.sources.articles as articles
+
+    real = articles.parse_article
+
+    def crashing(data, stamp, ctx):
+        if stamp.path == "0300.md":
+            os._exit(70)  # what a segfault or a SIGKILL looks like from the pool
+        return real(data, stamp, ctx)
+
+    monkeypatch.setattr(articles, "parse_article", crashing)
+    monkeypatch.setattr("aggregator.workers.cpu_workers", lambda limit=8: 2)  # whatever this machine has
+    # Every pool forked from here, so that each inherits the crash: the pool that replaces a
+    # broken one would otherwise start by forkserver (the broken pool's thread is still winding
+    # down), with the real parser.
+    monkeypatch.setattr("aggregator.workers.threading", SimpleNamespace(active_count=lambda: 1))
+    for i in range(900):
+        (tmp_path / f"{i:04d}.md").write_text(f"---\ntitle: Post {i}\n---\nbody {i}\n", encoding="utf-8")
+    results = list(read_articles(tmp_path, scan(tmp_path).files, CONTEXT, 10_000))
+    assert len(results) == 900
+    assert isinstance(results[300], Rejected) and "parser process died" in results[300].reason
+    assert results[300].where.endswith("0300.md")
+    assert [r.title for n, r in enumerate(results) if n != 300] == [f"Post {i}" for i in range(900) if i != 300]
 
 
 def test_parallel_reading_from_a_threaded_process(tmp_path: Path):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -434,58 +433,3 @@ def read_article(root: Path, stamp: FileStamp, ctx: ArticleContext, max_bytes: i
         return Rejected(ctx.source, where, "nested too deeply to read")
     except TimeLimitExceeded as e:
         return Rejected(ctx.source, where, f"parsing {e}")
-
-
-def _read_chunk(
-    root: Path, stamps: list[FileStamp], ctx: ArticleContext, max_bytes: int
-) -> list[Entry | Held | Rejected]:
-    """A worker's share: parse, and compute dedup's features while the entry is at hand."""
-    out = [read_article(root, s, ctx, max_bytes) for s in stamps]
-    if ctx.dedup_patterns is None:
-        return out
-    from ..features import features
-
-    return [
-        replace(e, features=features(e.link, e.content_html, ctx.dedup_patterns)) if isinstance(e, Entry) else e
-        for e in out
-    ]
-
-
-_CHUNK = 200
-# Chunks queued per worker: enough that they parse on while the caller stores a transaction's
-# worth of entries (pipeline.INGEST_BATCH, ten chunks), few enough to keep memory flat.
-IN_FLIGHT = 8
-
-
-def read_articles(
-    root: Path, stamps: list[FileStamp], ctx: ArticleContext, max_bytes: int, parallel_min: int = 400
-) -> Iterator[Entry | Held | Rejected]:
-    """`read_article` for many files, in order. Large batches (a cold start) are parsed in
-    worker processes, one per core, with a bounded number of chunks in flight so memory
-    stays flat however big the folder is. `parallel_min`: fewer files are read here (starting
-    worker processes would cost more than it saves)."""
-    import threading
-
-    from ..workers import cpu_workers, process_pool, unavailable
-
-    workers = cpu_workers()
-    # The parse time limit is a signal, which only a main thread receives: off it (the daemon's
-    # scan jobs) even a few files go to a worker process, whose tasks run on its main thread;
-    # where no process can run, they are read here, without the limit.
-    here = threading.current_thread() is threading.main_thread()
-    if not stamps or (here and (len(stamps) < parallel_min or workers < 2)) or unavailable() is not None:
-        for s in stamps:
-            yield read_article(root, s, ctx, max_bytes)
-        return
-    workers = max(1, workers if len(stamps) >= parallel_min else 1)
-    from collections import deque
-
-    chunks = iter([stamps[i : i + _CHUNK] for i in range(0, len(stamps), _CHUNK)])
-    with process_pool(workers, [__name__]) as pool:
-        pending: deque = deque()
-        for chunk in chunks:
-            pending.append(pool.submit(_read_chunk, root, chunk, ctx, max_bytes))
-            if len(pending) >= workers * IN_FLIGHT:
-                yield from pending.popleft().result()
-        while pending:
-            yield from pending.popleft().result()
