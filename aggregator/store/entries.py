@@ -126,7 +126,8 @@ def _listing(category_id: int | None, *columns, sorted_here: bool = False):
         q = q.where(E.c.id.in_(select(ec.c.entry_id).where(ec.c.category_id == category_id)))
     # Entries of one date in uid order: a digest of each entry's identity, so a database rebuilt
     # from empty lists them as before. By id, they followed the order in which the feeds' answers
-    # had arrived. SQLite and PostgreSQL still walk the date index, sorting only within a date.
+    # had arrived. SQLite still walks the date index, sorting only within a date; PostgreSQL's
+    # plan is the one it chose by id (20,000 entries, newest 100: a top-N sort, 13-14 ms).
     if sorted_here:
         return q.order_by(literal_column("+entries.sort_date").desc(), literal_column("+entries.uid").desc())
     return q.order_by(E.c.sort_date.desc(), E.c.uid.desc())
